@@ -1,0 +1,110 @@
+//! Turns request credentials into a [`Caller`]: which consumer is calling, which end user it
+//! speaks for (trusted consumers only), and which models that leaves them.
+
+pub mod keys;
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+use crate::error::GatewayError;
+use crate::policy::access::ModelSet;
+use crate::snapshot::{Consumer, Snapshot};
+use keys::KeyDigest;
+
+/// The authenticated identity of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Whose key authenticated the request.
+    pub consumer: Arc<Consumer>,
+    /// The end user a trusted consumer asserted, if any.
+    pub end_user: Option<EndUser>,
+}
+
+impl Caller {
+    /// Whose groups and models apply: a trusted consumer acts as the known user it names, and
+    /// as itself for an unknown user (who so never gets more than the trusted consumer has).
+    pub fn acting(&self) -> &Arc<Consumer> {
+        self.end_user
+            .as_ref()
+            .and_then(|u| u.consumer.as_ref())
+            .unwrap_or(&self.consumer)
+    }
+
+    /// The models this request may use.
+    pub fn models(&self) -> &ModelSet {
+        &self.acting().models
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EndUser {
+    /// As sent (trimmed, lower-cased).
+    pub email: String,
+    /// The consumer whose `emails` hold it; `None` for an unknown user.
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+/// The API key of a request: `apikey`, `Authorization: Bearer`, or Anthropic-style `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("apikey") {
+        return v.to_str().ok().map(str::trim);
+    }
+    if let Some(v) = headers.get(AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// 401 unless the request carries a key of a configured consumer.
+pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+    let key = presented_key(headers)
+        .filter(|k| !k.is_empty())
+        .ok_or(GatewayError::MissingKey)?;
+    let consumer = snapshot
+        .consumer_by_key(&KeyDigest::of(key))
+        .ok_or(GatewayError::InvalidKey)?;
+
+    let end_user = consumer
+        .user_header
+        .as_ref()
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .map(|email| email.trim().to_ascii_lowercase())
+        .filter(|email| !email.is_empty() && email.len() <= 320)
+        .map(|email| EndUser {
+            consumer: snapshot.consumer_by_email(&email),
+            email,
+        });
+    Ok(Caller { consumer, end_user })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn key_sources() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc-def-123"),
+        );
+        assert_eq!(presented_key(&h), Some("abc-def-123"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
+        assert_eq!(presented_key(&h), None);
+        h.insert("apikey", HeaderValue::from_static("k1-k1-k1-k1"));
+        assert_eq!(presented_key(&h), Some("k1-k1-k1-k1"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("anthropic-style"));
+        assert_eq!(presented_key(&h), Some("anthropic-style"));
+    }
+}

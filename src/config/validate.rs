@@ -1,0 +1,257 @@
+//! Checks that go beyond types: references between sections, URLs, key formats, duplicates.
+//! Every problem is collected (not just the first) with the path of the offending field.
+
+use std::collections::HashMap;
+
+use super::locate::FieldPath;
+use super::schema::{Config, ModelList, ProviderConfig};
+use crate::auth::keys::KeyDigest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.0.push(Problem {
+            path,
+            message: message.into(),
+        });
+    }
+}
+
+pub fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Problems::default();
+    let root = FieldPath::root();
+    validate_providers(config, &root.key("providers"), &mut problems);
+    validate_models(config, &root.key("models"), &mut problems);
+    validate_routes(config, &root.key("routes"), &mut problems);
+    for (name, group) in &config.groups {
+        let at = root.key("groups").key(name);
+        check_model_list(
+            config,
+            group.models.as_ref(),
+            &at.key("models"),
+            &mut problems,
+        );
+    }
+    validate_consumers(config, &root.key("consumers"), &mut problems);
+    problems.0
+}
+
+fn validate_providers(config: &Config, at: &FieldPath, problems: &mut Problems) {
+    for (name, provider) in &config.providers {
+        let at = at.key(name);
+        match provider {
+            ProviderConfig::Openai(p) => {
+                match reqwest::Url::parse(&p.base_url) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                    Ok(url) => problems.add(
+                        at.key("base_url"),
+                        format!("scheme must be http or https, not {:?}", url.scheme()),
+                    ),
+                    Err(e) => problems.add(at.key("base_url"), format!("not a valid URL ({e})")),
+                }
+                for (header, value) in &p.headers {
+                    if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                        problems.add(at.key("headers").key(header), "not a valid header name");
+                    }
+                    if reqwest::header::HeaderValue::from_str(value).is_err() {
+                        problems.add(at.key("headers").key(header), "not a valid header value");
+                    }
+                }
+            }
+            ProviderConfig::Mock(m) => {
+                if m.embedding_dimensions == 0 || m.embedding_dimensions > 65_536 {
+                    problems.add(
+                        at.key("embedding_dimensions"),
+                        "must be between 1 and 65536",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn validate_models(config: &Config, at: &FieldPath, problems: &mut Problems) {
+    for (name, model) in &config.models {
+        let at = at.key(name);
+        if name.trim().is_empty() || name == "*" {
+            problems.add(at.clone(), "a model needs a name (and \"*\" is reserved)");
+        }
+        if !config.providers.contains_key(&model.provider) {
+            problems.add(
+                at.key("provider"),
+                format!(
+                    "unknown provider {:?}{}",
+                    model.provider,
+                    known(config.providers.keys())
+                ),
+            );
+        }
+        if model.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            problems.add(at.key("model"), "the upstream model name must not be empty");
+        }
+    }
+}
+
+fn validate_routes(config: &Config, at: &FieldPath, problems: &mut Problems) {
+    let mut seen_paths: HashMap<String, &str> = HashMap::new();
+    for (name, route) in &config.routes {
+        let at = at.key(name);
+        let path = route_path(name, route.path.as_deref());
+        let path_at = at.key("path");
+        if !path.starts_with('/') {
+            problems.add(
+                path_at.clone(),
+                format!("route path {path:?} must start with '/'"),
+            );
+        } else if path.len() > 1 && path.ends_with('/') {
+            problems.add(
+                path_at.clone(),
+                format!("route path {path:?} must not end with '/'"),
+            );
+        } else if path.split('/').any(|s| s == "v1") {
+            problems.add(
+                path_at.clone(),
+                format!("route path {path:?} must not contain /v1: it is added by the gateway"),
+            );
+        } else if path.contains(['?', '#', ' ']) {
+            problems.add(
+                path_at.clone(),
+                format!("route path {path:?} holds a character that cannot be in a path"),
+            );
+        } else if let Some(other) = seen_paths.insert(path.clone(), name) {
+            problems.add(
+                path_at.clone(),
+                format!("route path {path:?} is already used by route {other:?}"),
+            );
+        }
+        check_model_list(config, route.models.as_ref(), &at.key("models"), problems);
+        for (i, group) in route.groups.iter().enumerate() {
+            if !config.groups.contains_key(group) {
+                problems.add(
+                    at.key("groups").index(i),
+                    format!("unknown group {group:?}{}", known(config.groups.keys())),
+                );
+            }
+        }
+        if let Some(model) = &route.default_model {
+            if !config.models.contains_key(model) {
+                problems.add(at.key("default_model"), format!("unknown model {model:?}"));
+            } else if let Some(ModelList::Only(list)) = &route.models
+                && !list.contains(model)
+            {
+                problems.add(
+                    at.key("default_model"),
+                    format!("model {model:?} is not among this route's models"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_consumers(config: &Config, at: &FieldPath, problems: &mut Problems) {
+    let mut keys: HashMap<KeyDigest, &str> = HashMap::new();
+    let mut emails: HashMap<String, &str> = HashMap::new();
+    let mut custom_ids: HashMap<&str, &str> = HashMap::new();
+    for (name, consumer) in &config.consumers {
+        let at = at.key(name);
+        if let Some(id) = consumer.custom_id.as_deref()
+            && let Some(other) = custom_ids.insert(id, name)
+        {
+            problems.add(
+                at.key("custom_id"),
+                format!("custom_id {id:?} is already used by consumer {other:?}"),
+            );
+        }
+        for (i, key) in consumer.keys.iter().enumerate() {
+            match KeyDigest::from_config(key) {
+                Ok(digest) => {
+                    if let Some(other) = keys.insert(digest, name) {
+                        // Never echo the key itself.
+                        problems.add(
+                            at.key("keys").index(i),
+                            format!("this key is already given to consumer {other:?}"),
+                        );
+                    }
+                }
+                Err(e) => problems.add(at.key("keys").index(i), e),
+            }
+        }
+        for (i, group) in consumer.groups.iter().enumerate() {
+            if !config.groups.contains_key(group) {
+                problems.add(
+                    at.key("groups").index(i),
+                    format!("unknown group {group:?}{}", known(config.groups.keys())),
+                );
+            }
+        }
+        check_model_list(
+            config,
+            consumer.models.as_ref(),
+            &at.key("models"),
+            problems,
+        );
+        for (i, email) in consumer.emails.iter().enumerate() {
+            let normalized = email.trim().to_ascii_lowercase();
+            if !normalized.contains('@') {
+                problems.add(
+                    at.key("emails").index(i),
+                    format!("{email:?} is not an email address"),
+                );
+            } else if let Some(other) = emails.insert(normalized, name) {
+                problems.add(
+                    at.key("emails").index(i),
+                    format!("email {email:?} already belongs to consumer {other:?}"),
+                );
+            }
+        }
+        if let Some(header) = consumer
+            .trust_user_header
+            .as_ref()
+            .and_then(|t| t.header_name())
+            && reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
+        {
+            problems.add(
+                at.key("trust_user_header"),
+                format!("{header:?} is not a valid header name"),
+            );
+        }
+    }
+}
+
+fn check_model_list(
+    config: &Config,
+    list: Option<&ModelList>,
+    at: &FieldPath,
+    problems: &mut Problems,
+) {
+    if let Some(ModelList::Only(models)) = list {
+        for (i, model) in models.iter().enumerate() {
+            if !config.models.contains_key(model) {
+                problems.add(at.index(i), format!("unknown model {model:?}"));
+            }
+        }
+    }
+}
+
+/// A route's URL prefix: its `path`, or `/<name>`.
+pub fn route_path(name: &str, path: Option<&str>) -> String {
+    path.map(str::to_owned)
+        .unwrap_or_else(|| format!("/{name}"))
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<_> = names.map(|n| format!("{n:?}")).collect();
+    if names.is_empty() {
+        " (none are defined)".into()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
+}

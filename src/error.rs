@@ -1,0 +1,206 @@
+//! The one error type of the request path. Each variant knows its HTTP status and its
+//! OpenAI-style `type`/`code`, and renders as `{"error": {"message", "type", "param", "code"}}`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no API key: send it in the `apikey` header or as `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("route {route:?} requires membership in one of the groups: {groups}")]
+    RouteForbidden { route: String, groups: String },
+    #[error("you are not allowed to use model {0:?}")]
+    ModelForbidden(String),
+    #[error("the model {0:?} does not exist or is not served here")]
+    ModelNotFound(String),
+    #[error("you must provide a model parameter")]
+    ModelMissing,
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request headers are larger than the limit of {limit} bytes")]
+    HeadersTooLarge { limit: u64 },
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("upstream provider {provider:?} is unreachable")]
+    UpstreamUnreachable { provider: String },
+    #[error("upstream provider {provider:?} timed out ({phase})")]
+    UpstreamTimeout {
+        provider: String,
+        phase: &'static str,
+    },
+    /// The upstream answered with an error status; `message` is already free of secrets.
+    #[error("upstream provider {provider:?} answered {status}: {message}")]
+    UpstreamStatus {
+        provider: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The upstream answered something that is not what its protocol promises.
+    #[error("upstream provider {provider:?} sent an invalid response: {detail}")]
+    UpstreamProtocol { provider: String, detail: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
+            RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
+            ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
+            ModelMissing | InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            UpstreamUnreachable { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamStatus { status, .. } => upstream_status_for_client(*status),
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn error_type(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingKey | InvalidKey => "authentication_error",
+            RouteForbidden { .. } | ModelForbidden(_) => "permission_error",
+            ModelNotFound(_)
+            | NotFound(_)
+            | ModelMissing
+            | InvalidRequest(_)
+            | BodyTooLarge { .. }
+            | HeadersTooLarge { .. }
+            | MethodNotAllowed { .. } => "invalid_request_error",
+            UpstreamStatus { status, .. }
+                if upstream_status_for_client(*status).is_client_error() =>
+            {
+                if *status == 429 {
+                    "rate_limit_error"
+                } else {
+                    "invalid_request_error"
+                }
+            }
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | UpstreamStatus { .. }
+            | UpstreamProtocol { .. } => "upstream_error",
+            Internal(_) => "api_error",
+        }
+    }
+
+    /// OpenAI's `error.code`; also what the request log records.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            MissingKey => "missing_api_key",
+            InvalidKey => "invalid_api_key",
+            RouteForbidden { .. } => "route_forbidden",
+            ModelForbidden(_) => "model_not_allowed",
+            ModelNotFound(_) => "model_not_found",
+            ModelMissing => "missing_model",
+            InvalidRequest(_) => "invalid_request",
+            BodyTooLarge { .. } => "body_too_large",
+            HeadersTooLarge { .. } => "headers_too_large",
+            NotFound(_) => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            UpstreamUnreachable { .. } => "upstream_unreachable",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            UpstreamStatus { status: 429, .. } => "upstream_rate_limited",
+            UpstreamStatus { .. } => "upstream_error",
+            UpstreamProtocol { .. } => "upstream_protocol_error",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// The OpenAI-style JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.error_type(),
+                "param": null,
+                "code": self.code(),
+            }
+        })
+    }
+}
+
+/// What the client sees for an upstream error status: its own request's faults pass through,
+/// the gateway's own problems with the upstream become 502/504.
+fn upstream_status_for_client(status: u16) -> StatusCode {
+    match status {
+        // The client's request was at fault; the upstream's words help them fix it.
+        400 | 404 | 409 | 413 | 422 | 429 => {
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+        408 | 504 => StatusCode::GATEWAY_TIMEOUT,
+        // 401/403 mean the gateway's own provider key was refused: never tell the client its
+        // key is bad. 5xx and anything unexpected are the upstream's failure.
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let GatewayError::UpstreamStatus {
+            retry_after: Some(after),
+            ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_auth_failures_are_not_the_clients_fault() {
+        let e = GatewayError::UpstreamStatus {
+            provider: "p".into(),
+            status: 401,
+            message: "bad key".into(),
+            retry_after: None,
+        };
+        assert_eq!(e.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(e.error_type(), "upstream_error");
+        let e = GatewayError::UpstreamStatus {
+            provider: "p".into(),
+            status: 429,
+            message: "slow".into(),
+            retry_after: None,
+        };
+        assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.error_type(), "rate_limit_error");
+    }
+
+    #[test]
+    fn body_has_the_openai_shape() {
+        let body = GatewayError::ModelForbidden("gemma3:1b".into()).body();
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("gemma3:1b")
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! Tollgate: an AI gateway. One OpenAI-compatible entry point in front of every LLM, with
+//! consumers, keys, groups and per-consumer model access. See `shared/design.md` for the map.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod policy;
+pub mod providers;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;
+
+pub use error::GatewayError;
+pub use server::Gateway;

@@ -1,0 +1,222 @@
+//! The `mock` provider answers by itself, deterministically: chat echoes the last user message
+//! (streamed word by word when asked), embeddings are derived from a hash of the input, and
+//! tokens are counted as whitespace-separated words. For demos and tests, not production.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{CallOptions, ChatReply, Complete, Frame, Usage};
+use crate::config::{MockProviderConfig, Timeouts};
+use crate::error::GatewayError;
+
+#[derive(Debug)]
+pub struct MockProvider {
+    chunk_delay: Option<Duration>,
+    dimensions: usize,
+    timeouts: Timeouts,
+}
+
+/// Said when there is nothing to echo.
+const GREETING: &str = "Hello from the Tollgate mock provider.";
+
+impl MockProvider {
+    pub fn new(config: &MockProviderConfig) -> Self {
+        Self {
+            chunk_delay: config.chunk_delay,
+            dimensions: config.embedding_dimensions,
+            timeouts: config.timeouts.clone(),
+        }
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    pub async fn chat(
+        &self,
+        body: Map<String, Value>,
+        stream: bool,
+        opts: CallOptions<'_>,
+    ) -> Result<ChatReply, GatewayError> {
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let reply = messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .map(|m| text_of(m.get("content")))
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| GREETING.to_owned());
+        let prompt_tokens = messages
+            .iter()
+            .map(|m| count_tokens(&text_of(m.get("content"))))
+            .sum::<u64>()
+            .max(1);
+        let usage = Usage {
+            prompt_tokens,
+            completion_tokens: count_tokens(&reply),
+            total_tokens: prompt_tokens + count_tokens(&reply),
+            ..Usage::default()
+        };
+        let id = format!("chatcmpl-mock-{:x}", short_hash(reply.as_bytes()));
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let model = opts.upstream_model.to_owned();
+
+        if !stream {
+            let body = json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "logprobs": null, "finish_reason": "stop"}],
+                "usage": usage_json(&usage),
+            });
+            return Ok(ChatReply::Complete(Complete {
+                body: Bytes::from(body.to_string()),
+                usage: Some(usage),
+            }));
+        }
+
+        let chunk = move |delta: Value, finish: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+        };
+        let mut frames = vec![frame(
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            false,
+        )];
+        for word in reply.split_inclusive(char::is_whitespace) {
+            frames.push(frame(chunk(json!({"content": word}), Value::Null), true));
+        }
+        frames.push(frame(chunk(json!({}), json!("stop")), false));
+        let mut usage_frame = frame(
+            json!({"id": "usage", "object": "chat.completion.chunk", "choices": [], "usage": usage_json(&usage)}),
+            false,
+        );
+        usage_frame.usage = Some(usage);
+        usage_frame.usage_only = true;
+        frames.push(usage_frame);
+        frames.push(Frame::done());
+
+        let delay = self.chunk_delay;
+        let stream = async_stream::stream! {
+            for f in frames {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                yield Ok(f);
+            }
+        };
+        Ok(ChatReply::Stream(Box::pin(stream)))
+    }
+
+    pub async fn embeddings(
+        &self,
+        body: Map<String, Value>,
+        opts: CallOptions<'_>,
+    ) -> Result<Complete, GatewayError> {
+        let inputs: Vec<String> = match body.get("input") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            // Token arrays (one, or several): hash their JSON.
+            Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
+                vec![Value::Array(items.clone()).to_string()]
+            }
+            Some(Value::Array(items)) if items.iter().all(Value::is_array) => {
+                items.iter().map(Value::to_string).collect()
+            }
+            _ => {
+                return Err(GatewayError::InvalidRequest(
+                    "`input` must be a string, an array of strings or token arrays".into(),
+                ));
+            }
+        };
+        let prompt_tokens: u64 = inputs.iter().map(|s| count_tokens(s)).sum();
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": self.embed(text)}))
+            .collect();
+        let usage = Usage {
+            prompt_tokens,
+            total_tokens: prompt_tokens,
+            ..Usage::default()
+        };
+        let body = json!({
+            "object": "list", "data": data, "model": opts.upstream_model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        });
+        Ok(Complete {
+            body: Bytes::from(body.to_string()),
+            usage: Some(usage),
+        })
+    }
+
+    /// A unit vector derived from the text's hash.
+    fn embed(&self, text: &str) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..self.dimensions)
+            .map(|i| {
+                let h = Sha256::new()
+                    .chain_update((i as u32).to_le_bytes())
+                    .chain_update(text.as_bytes())
+                    .finalize();
+                i16::from_le_bytes([h[0], h[1]]) as f32 / i16::MAX as f32
+            })
+            .collect();
+        let norm = v
+            .iter()
+            .map(|x| x * x)
+            .sum::<f32>()
+            .sqrt()
+            .max(f32::EPSILON);
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+fn frame(value: Value, has_output: bool) -> Frame {
+    Frame {
+        data: Bytes::from(value.to_string()),
+        usage: None,
+        usage_only: false,
+        has_output,
+        error: None,
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+}
+
+/// The text of a message's `content`: a string, or the text parts of a content array.
+fn text_of(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// The mock's token count: whitespace-separated words.
+pub fn count_tokens(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn short_hash(bytes: &[u8]) -> u64 {
+    let h = Sha256::digest(bytes);
+    u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}

@@ -1,0 +1,185 @@
+//! Provider adapters: each turns an OpenAI-shaped request into its upstream's wire format and
+//! the upstream's answer (whole, or streamed as SSE) back into OpenAI shape, with usage.
+
+pub mod mock;
+pub mod openai;
+mod upstream;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::ProviderConfig;
+use crate::error::GatewayError;
+
+/// Token counts of one exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// OpenAI's `usage` object as it appears on the wire.
+#[derive(Debug, Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Self {
+        Usage {
+            prompt_tokens: w.prompt_tokens,
+            completion_tokens: w.completion_tokens,
+            total_tokens: w
+                .total_tokens
+                .unwrap_or(w.prompt_tokens + w.completion_tokens),
+            cached_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: w.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// One OpenAI `chat.completion.chunk` SSE event (or the closing `[DONE]`), with what the
+/// gateway needs to know about it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The `data:` payload.
+    pub data: Bytes,
+    pub usage: Option<Usage>,
+    /// A chunk with no choices that only carries usage (sent because the gateway asked).
+    pub usage_only: bool,
+    /// Carries generated content (text, tool call or reasoning): marks time to first token.
+    pub has_output: bool,
+    /// An error event from the upstream; the stream ends after it.
+    pub error: Option<String>,
+}
+
+impl Frame {
+    pub fn done() -> Frame {
+        Frame {
+            data: Bytes::from_static(b"[DONE]"),
+            usage: None,
+            usage_only: false,
+            has_output: false,
+            error: None,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.data.as_ref() == b"[DONE]"
+    }
+
+    /// The SSE wire form.
+    pub fn to_sse(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.data.len() + 8);
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.data);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+}
+
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, GatewayError>> + Send>>;
+
+/// A whole (non-streamed) OpenAI-shaped JSON answer.
+#[derive(Debug)]
+pub struct Complete {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+pub enum ChatReply {
+    Complete(Complete),
+    Stream(FrameStream),
+}
+
+/// What a call needs besides the request body.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions<'a> {
+    pub upstream_model: &'a str,
+    /// Largest whole response body read into memory.
+    pub max_response: u64,
+}
+
+#[derive(Debug)]
+pub enum Provider {
+    OpenAi(openai::OpenAiProvider),
+    Mock(mock::MockProvider),
+}
+
+impl Provider {
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Provider, String> {
+        Ok(match config {
+            ProviderConfig::Openai(c) => Provider::OpenAi(openai::OpenAiProvider::new(name, c)?),
+            ProviderConfig::Mock(c) => Provider::Mock(mock::MockProvider::new(c)),
+        })
+    }
+
+    /// The wire format, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::OpenAi(_) => "openai",
+            Provider::Mock(_) => "mock",
+        }
+    }
+
+    /// Longest silence allowed between two streamed chunks.
+    pub fn idle_timeout(&self) -> Duration {
+        match self {
+            Provider::OpenAi(p) => p.timeouts().idle,
+            Provider::Mock(p) => p.timeouts().idle,
+        }
+    }
+
+    /// A chat completion; `stream` says whether the client asked for SSE.
+    pub async fn chat(
+        &self,
+        body: Map<String, Value>,
+        stream: bool,
+        opts: CallOptions<'_>,
+    ) -> Result<ChatReply, GatewayError> {
+        match self {
+            Provider::OpenAi(p) => p.chat(body, stream, opts).await,
+            Provider::Mock(p) => p.chat(body, stream, opts).await,
+        }
+    }
+
+    pub async fn embeddings(
+        &self,
+        body: Map<String, Value>,
+        opts: CallOptions<'_>,
+    ) -> Result<Complete, GatewayError> {
+        match self {
+            Provider::OpenAi(p) => p.embeddings(body, opts).await,
+            Provider::Mock(p) => p.embeddings(body, opts).await,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Hot reload: on SIGHUP, and when the config file changes on disk. Either way the new file is
+//! validated and compiled first; only a good config is swapped in, and requests in flight keep
+//! the snapshot they started with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::AppState;
+
+/// Editors and config-map updates write a file in several steps: wait for them to settle.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Keeps the file watcher alive; dropping it stops watching.
+pub struct ReloadWatcher {
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+pub fn spawn(state: Arc<AppState>, stop: CancellationToken) -> ReloadWatcher {
+    let (tx, mut rx) = mpsc::channel::<Trigger>(16);
+
+    // Watch the directory, not the file: editors and Kubernetes replace the file (rename or
+    // symlink swap), which a watch on the file itself would miss.
+    let file_tx = tx.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = file_tx.try_send(Trigger::FileChanged);
+        }
+    })
+    .and_then(|mut w| {
+        let dir = state
+            .config_path()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| ".".into());
+        w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w)
+    })
+    .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
+    .ok();
+
+    #[cfg(unix)]
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => { let _ = tx.send(Trigger::Signal).await; }
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    tokio::spawn(async move {
+        let mut last_digest = file_digest(&state);
+        loop {
+            let trigger = tokio::select! {
+                t = rx.recv() => match t { Some(t) => t, None => return },
+                () = stop.cancelled() => return,
+            };
+            // Let the burst of events from one save settle, then reload once.
+            tokio::time::sleep(SETTLE).await;
+            let mut forced = trigger == Trigger::Signal;
+            while let Ok(t) = rx.try_recv() {
+                forced |= t == Trigger::Signal;
+            }
+            let digest = file_digest(&state);
+            if !forced && digest == last_digest {
+                continue; // another file in the directory changed, or the content is the same
+            }
+            last_digest = digest;
+            match state.reload() {
+                Ok(()) => {
+                    tracing::info!(path = %state.config_path().display(), ?trigger, "configuration reloaded")
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        ?trigger,
+                        "configuration NOT reloaded: the running configuration stays in force"
+                    );
+                }
+            }
+        }
+    });
+
+    ReloadWatcher { _watcher: watcher }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Signal,
+    FileChanged,
+}
+
+fn file_digest(state: &AppState) -> Option<[u8; 32]> {
+    std::fs::read(state.config_path())
+        .ok()
+        .map(|bytes| Sha256::digest(&bytes).into())
+}

@@ -1,0 +1,210 @@
+//! Listeners and their lifecycle: the proxy listener, the status listener (`/health`,
+//! `/ready`), config hot reload, and graceful shutdown that lets streams in flight finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ConfigErrors, RequestLogTarget};
+use crate::snapshot::Snapshot;
+use crate::telemetry::request_log::{LogSink, RequestLogger, RequestRecord};
+
+/// State shared by every request.
+pub struct AppState {
+    snapshot: ArcSwap<Snapshot>,
+    logger: RequestLogger,
+    config_path: PathBuf,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// The current config; hold on to it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Writes a request record unless the config turned the request log off.
+    pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
+        if snapshot.log.requests != RequestLogTarget::Off {
+            self.logger.emit(record);
+        }
+    }
+
+    /// Loads, validates and swaps in the config file. On any error the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let config = config::load_file(&self.config_path)?;
+        let current = self.snapshot();
+        let next = Snapshot::compile(&config, Some(&current))
+            .map_err(|e| with_file(e, &self.config_path))?;
+        if next.listen != current.listen {
+            tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
+        }
+        self.snapshot.store(Arc::new(next));
+        Ok(())
+    }
+}
+
+fn with_file(mut errors: ConfigErrors, path: &Path) -> ConfigErrors {
+    for e in &mut errors.0 {
+        e.file = path.display().to_string();
+    }
+    errors
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway whose listeners are bound, ready to [`run`](Gateway::run).
+pub struct Gateway {
+    state: Arc<AppState>,
+    proxy: TcpListener,
+    status: TcpListener,
+}
+
+impl Gateway {
+    /// Loads the config file, binds the listeners it names and starts the request log.
+    pub async fn bind(config_path: &Path, sink: LogSink) -> Result<Gateway, StartError> {
+        let config = config::load_file(config_path)?;
+        let snapshot = Snapshot::compile(&config, None).map_err(|e| with_file(e, config_path))?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy = bind(snapshot.listen.proxy).await?;
+        let status = bind(snapshot.listen.status).await?;
+        let state = Arc::new(AppState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            logger: RequestLogger::start(sink),
+            config_path: config::absolute(config_path),
+            ready: AtomicBool::new(false),
+        });
+        Ok(Gateway {
+            state,
+            proxy,
+            status,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy
+            .local_addr()
+            .unwrap_or(self.state.snapshot().listen.proxy)
+    }
+
+    pub fn status_addr(&self) -> SocketAddr {
+        self.status
+            .local_addr()
+            .unwrap_or(self.state.snapshot().listen.status)
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and waits up to the configured
+    /// grace period for requests and streams in flight.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let stop = CancellationToken::new();
+        let watcher = crate::reload::spawn(state.clone(), stop.clone());
+
+        let proxy_app = Router::new()
+            .fallback(crate::proxy::handle)
+            .with_state(state.clone());
+        let status_app = Router::new()
+            .route(
+                "/health",
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
+            .route("/ready", get(ready))
+            .with_state(state.clone());
+
+        tracing::info!(proxy = %self.proxy.local_addr()?, status = %self.status.local_addr()?, "tollgate is listening");
+        let proxy = axum::serve(self.proxy, proxy_app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let status = axum::serve(self.status, status_app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let servers =
+            async move { tokio::try_join!(proxy.into_future(), status.into_future()).map(|_| ()) };
+        tokio::pin!(servers);
+        state.ready.store(true, Ordering::SeqCst);
+
+        let result = tokio::select! {
+            result = &mut servers => result,
+            () = shutdown => {
+                let grace = state.snapshot().limits.shutdown_grace;
+                tracing::info!(?grace, "shutting down: waiting for requests in flight");
+                state.ready.store(false, Ordering::SeqCst);
+                stop.cancel();
+                match tokio::time::timeout(grace, servers).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("grace period over: closing the remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        stop.cancel();
+        drop(watcher);
+        result
+    }
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready"})),
+        )
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,0 +1,276 @@
+//! The compiled, immutable runtime view of one configuration. A request loads the current
+//! snapshot once and uses it to the end, so a reload never changes a request in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::HeaderName;
+use indexmap::IndexMap;
+
+use crate::auth::keys::KeyDigest;
+use crate::config::{
+    Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
+    route_path,
+};
+use crate::policy::access::ModelSet;
+use crate::providers::Provider;
+
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub provider_name: String,
+    pub provider: Arc<Provider>,
+    /// The name sent upstream.
+    pub upstream_model: String,
+    pub listed: bool,
+    pub embeddings_for_all: bool,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    /// `/ollama`, or `` for the root route (so `prefix + "/v1/..."` is always the full path).
+    pub prefix: String,
+    pub models: ModelSet,
+    pub groups: Vec<String>,
+    pub default_model: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: String,
+    pub custom_id: Option<String>,
+    pub groups: Vec<String>,
+    /// The union of the consumer's own and its groups' models.
+    pub models: ModelSet,
+    /// For trusted consumers: the header naming the end user.
+    pub user_header: Option<HeaderName>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listen: Listen,
+    pub limits: Limits,
+    pub log: LogConfig,
+    /// When this snapshot was compiled (Unix seconds): the `created` of listed models.
+    pub created: u64,
+    /// Longest prefix first, so the most specific route wins.
+    routes: Vec<Arc<Route>>,
+    models: IndexMap<String, Arc<Model>>,
+    /// Kept with their config so a reload can reuse unchanged providers (and their pools).
+    providers: IndexMap<String, (ProviderConfig, Arc<Provider>)>,
+    keys: HashMap<KeyDigest, Arc<Consumer>>,
+    emails: HashMap<String, Arc<Consumer>>,
+}
+
+impl Snapshot {
+    /// Compiles a validated config. Providers whose config did not change since `previous`
+    /// are reused, keeping their connection pools warm across reloads.
+    pub fn compile(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+        let mut providers = IndexMap::new();
+        let mut errors = Vec::new();
+        for (name, pc) in &config.providers {
+            let reused = previous
+                .and_then(|p| p.providers.get(name))
+                .filter(|(old, _)| old == pc)
+                .map(|(_, provider)| provider.clone());
+            match reused
+                .map(Ok)
+                .unwrap_or_else(|| Provider::from_config(name, pc).map(Arc::new))
+            {
+                Ok(provider) => {
+                    providers.insert(name.clone(), (pc.clone(), provider));
+                }
+                Err(message) => errors.push(ConfigError {
+                    file: String::new(),
+                    location: None,
+                    path: Some(FieldPath::root().key("providers").key(name)),
+                    message,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+
+        let models = config
+            .models
+            .iter()
+            .filter_map(|(name, mc)| {
+                let (_, provider) = providers.get(&mc.provider)?;
+                Some((
+                    name.clone(),
+                    Arc::new(Model {
+                        name: name.clone(),
+                        provider_name: mc.provider.clone(),
+                        provider: provider.clone(),
+                        upstream_model: mc.model.clone().unwrap_or_else(|| name.clone()),
+                        listed: mc.listed,
+                        embeddings_for_all: mc.embeddings_for_all,
+                    }),
+                ))
+            })
+            .collect();
+
+        let mut routes: Vec<Arc<Route>> = config
+            .routes
+            .iter()
+            .map(|(name, rc)| {
+                let path = route_path(name, rc.path.as_deref());
+                Arc::new(Route {
+                    name: name.clone(),
+                    prefix: if path == "/" { String::new() } else { path },
+                    models: rc
+                        .models
+                        .as_ref()
+                        .map_or(ModelSet::All, |l| ModelSet::from_list(Some(l))),
+                    groups: rc.groups.clone(),
+                    default_model: rc.default_model.clone(),
+                })
+            })
+            .collect();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+
+        let mut keys = HashMap::new();
+        let mut emails = HashMap::new();
+        for (name, cc) in &config.consumers {
+            let models =
+                cc.groups
+                    .iter()
+                    .fold(ModelSet::from_list(cc.models.as_ref()), |acc, g| {
+                        acc.union(&ModelSet::from_list(
+                            config.groups.get(g).and_then(|g| g.models.as_ref()),
+                        ))
+                    });
+            let consumer = Arc::new(Consumer {
+                name: name.clone(),
+                custom_id: cc.custom_id.clone(),
+                groups: cc.groups.clone(),
+                models,
+                user_header: cc
+                    .trust_user_header
+                    .as_ref()
+                    .and_then(|t| t.header_name())
+                    .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            });
+            for key in &cc.keys {
+                if let Ok(digest) = KeyDigest::from_config(key) {
+                    keys.insert(digest, consumer.clone());
+                }
+            }
+            for email in &cc.emails {
+                emails.insert(email.trim().to_ascii_lowercase(), consumer.clone());
+            }
+        }
+
+        Ok(Snapshot {
+            listen: config.listen.clone(),
+            limits: config.limits.clone(),
+            log: config.log.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            routes,
+            models,
+            providers,
+            keys,
+            emails,
+        })
+    }
+
+    /// The route serving `path`, and the rest of the path after its prefix.
+    pub fn match_route<'p>(&self, path: &'p str) -> Option<(&Arc<Route>, &'p str)> {
+        self.routes.iter().find_map(|route| {
+            let rest = path.strip_prefix(route.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((route, rest))
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Option<Arc<Model>> {
+        self.models.get(name).cloned()
+    }
+
+    /// All models, in config order.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.models.values()
+    }
+
+    pub fn consumer_by_key(&self, digest: &KeyDigest) -> Option<Arc<Consumer>> {
+        self.keys.get(digest).cloned()
+    }
+
+    /// `email` must already be trimmed and lower-cased.
+    pub fn consumer_by_email(&self, email: &str) -> Option<Arc<Consumer>> {
+        self.emails.get(email).cloned()
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.get(name).map(|(_, p)| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> Snapshot {
+        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        Snapshot::compile(&config, None).unwrap()
+    }
+
+    #[test]
+    fn most_specific_route_wins_and_root_catches_the_rest() {
+        let s = compile("routes:\n  root: {path: /}\n  ai: {}\n  ai-x: {path: /ai/x}\n");
+        assert_eq!(
+            s.match_route("/ai/v1/models")
+                .map(|(r, rest)| (r.name.as_str(), rest)),
+            Some(("ai", "/v1/models"))
+        );
+        assert_eq!(
+            s.match_route("/ai/x/v1/models")
+                .map(|(r, _)| r.name.as_str()),
+            Some("ai-x")
+        );
+        assert_eq!(
+            s.match_route("/aix/v1/models")
+                .map(|(r, rest)| (r.name.as_str(), rest)),
+            Some(("root", "/aix/v1/models"))
+        );
+        assert_eq!(
+            s.match_route("/v1/models").map(|(r, _)| r.name.as_str()),
+            Some("root")
+        );
+    }
+
+    #[test]
+    fn unchanged_providers_are_reused_on_reload() {
+        let text = "providers:\n  a: {type: mock}\n  b: {type: mock}\n";
+        let first = compile(text);
+        let config = crate::config::load_str(
+            "providers:\n  a: {type: mock}\n  b: {type: mock, embedding_dimensions: 4}\n",
+            "t.yaml",
+            &|_| None,
+        )
+        .unwrap();
+        let second = Snapshot::compile(&config, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.provider("a").unwrap(),
+            second.provider("a").unwrap()
+        ));
+        assert!(!Arc::ptr_eq(
+            first.provider("b").unwrap(),
+            second.provider("b").unwrap()
+        ));
+    }
+
+    #[test]
+    fn consumer_models_are_the_union_of_groups_and_own() {
+        let s = compile(
+            "providers: {p: {type: mock}}\nmodels: {a: {provider: p}, b: {provider: p}, c: {provider: p}}\n\
+             groups: {g: {models: [a]}}\nconsumers: {u: {keys: [key-12345678], groups: [g], models: [b]}}\n",
+        );
+        let u = s.consumer_by_key(&KeyDigest::of("key-12345678")).unwrap();
+        assert!(u.models.contains("a") && u.models.contains("b") && !u.models.contains("c"));
+    }
+}

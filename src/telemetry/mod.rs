@@ -1,0 +1,3 @@
+//! What the gateway tells operators: the request log (and later metrics and traces).
+
+pub mod request_log;
