@@ -5,6 +5,8 @@ pub mod mock;
 pub mod openai;
 mod upstream;
 
+pub use upstream::IDLE;
+
 use std::pin::Pin;
 use std::time::Duration;
 

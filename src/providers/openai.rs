@@ -45,7 +45,6 @@ impl OpenAiProvider {
         }
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeouts.connect)
-            .read_timeout(config.timeouts.idle)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
@@ -166,7 +165,7 @@ impl OpenAiProvider {
         response: reqwest::Response,
         limit: u64,
     ) -> Result<Complete, GatewayError> {
-        let body = read_limited(&self.name, response, limit).await?;
+        let body = read_limited(&self.name, response, limit, self.timeouts.idle).await?;
         #[derive(Deserialize)]
         struct UsagePeek {
             usage: Option<WireUsage>,

@@ -13,18 +13,25 @@ const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// How much of an upstream's message is passed on.
 const MESSAGE_LIMIT: usize = 500;
 
-/// Reads a whole body, refusing one larger than `limit`.
+/// Reads a whole body, refusing one larger than `limit` or silent for longer than `idle`.
 pub async fn read_limited(
     provider: &str,
     mut resp: reqwest::Response,
     limit: u64,
+    idle: Duration,
 ) -> Result<Bytes, GatewayError> {
     let mut buf = BytesMut::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error(provider, &e))?
-    {
+    loop {
+        let chunk = tokio::time::timeout(idle, resp.chunk())
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout {
+                provider: provider.to_owned(),
+                phase: IDLE,
+            })?
+            .map_err(|e| transport_error(provider, &e))?;
+        let Some(chunk) = chunk else {
+            return Ok(buf.freeze());
+        };
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(GatewayError::UpstreamProtocol {
                 provider: provider.to_owned(),
@@ -33,10 +40,13 @@ pub async fn read_limited(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(buf.freeze())
 }
 
+/// The phase named by idle timeouts.
+pub const IDLE: &str = "idle between chunks";
+
 /// Maps a reqwest failure without leaking its URL (which may carry a key in its query).
+/// reqwest only enforces the total deadline; idle and first-byte timeouts are the gateway's.
 pub fn transport_error(provider: &str, e: &reqwest::Error) -> GatewayError {
     let provider = provider.to_owned();
     if e.is_timeout() {
@@ -70,7 +80,7 @@ pub async fn status_error(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let body = read_limited(provider, resp, ERROR_BODY_LIMIT)
+    let body = read_limited(provider, resp, ERROR_BODY_LIMIT, Duration::from_secs(10))
         .await
         .unwrap_or_default();
     let message = redact(&error_message(&body), secrets);

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use super::Exchange;
 use crate::error::GatewayError;
-use crate::providers::{Frame, FrameStream};
+use crate::providers::{Frame, FrameStream, IDLE};
 use crate::server::AppState;
 use crate::snapshot::{Model, Snapshot};
 
@@ -74,7 +74,7 @@ pub fn sse_response(
     let body = async_stream::stream! {
         loop {
             let frame = match tokio::time::timeout(idle, frames.next()).await {
-                Err(_) => Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: "idle between chunks" }),
+                Err(_) => Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: IDLE }),
                 Ok(None) => {
                     log.mark_ended();
                     break;

@@ -1,0 +1,383 @@
+//! A mock OpenAI-compatible upstream for tests and benchmarks. It speaks OpenAI's documented
+//! wire format (chat.completion, chat.completion.chunk SSE with `data:` lines and `[DONE]`,
+//! the usage chunk only when `stream_options.include_usage` is set, embeddings lists, error
+//! bodies), and splits its SSE output at awkward byte boundaries, mid-event and mid-UTF-8, as
+//! real networks do.
+//!
+//! Behaviour is chosen by the model name it is asked for:
+//! - anything else: echo the last user message (`usage` counts words);
+//! - `fail-500`, `fail-401` (message quotes the key it got), `fail-429` (`Retry-After: 7`),
+//!   `fail-404` (Ollama's `{"error": "..."}` shape): error statuses;
+//! - `hang`: never answers;
+//! - `slow-stream`: one chunk every 100 ms for ~3 s, counting streams cut by the client;
+//! - `die-mid-stream`: two chunks, then the connection breaks;
+//! - `stall-mid-stream`: two chunks, then silence.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+pub struct MockState {
+    pub requests: Mutex<Vec<Recorded>>,
+    /// Streams the client (the gateway) hung up on before the end.
+    pub cancelled_streams: AtomicUsize,
+    pub completed_streams: AtomicUsize,
+    pub started_streams: AtomicUsize,
+}
+
+impl MockState {
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("the mock received no request")
+    }
+}
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+}
+
+impl MockUpstream {
+    /// `http://addr/v1`, what a provider's `base_url` points at.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+pub async fn start() -> MockUpstream {
+    start_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+pub async fn start_on(addr: SocketAddr) -> MockUpstream {
+    let state = Arc::new(MockState::default());
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind mock upstream");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    MockUpstream { addr, state }
+}
+
+fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Value) {
+    if let Ok(mut r) = state.requests.lock() {
+        // Keep memory flat under benchmark load.
+        if r.len() >= 1000 {
+            r.clear();
+        }
+        r.push(Recorded {
+            path: path.into(),
+            headers: headers.clone(),
+            body: body.clone(),
+        });
+    }
+}
+
+fn error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
+    (
+        status,
+        axum::Json(
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+        ),
+    )
+        .into_response()
+}
+
+/// The fault modes shared by both endpoints, or `None` for a normal answer.
+async fn fault(model: &str, headers: &HeaderMap) -> Option<Response> {
+    match model {
+        "fail-500" => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request.",
+            "server_error",
+            "internal_error",
+        )),
+        "fail-401" => {
+            let key = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .trim_start_matches("Bearer ");
+            Some(error(
+                StatusCode::UNAUTHORIZED,
+                &format!(
+                    "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."
+                ),
+                "invalid_request_error",
+                "invalid_api_key",
+            ))
+        }
+        "fail-429" => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests",
+                "requests",
+                "rate_limit_exceeded",
+            );
+            r.headers_mut().insert("retry-after", "7".parse().unwrap());
+            Some(r)
+        }
+        "fail-404" => Some(
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"error": format!("model '{model}' not found")})),
+            )
+                .into_response(),
+        ),
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+fn last_user_text(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+fn words(s: &str) -> u64 {
+    s.split_whitespace().count() as u64
+}
+
+async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        );
+    };
+    record(&state, "/v1/chat/completions", &headers, &body);
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    if let Some(r) = fault(&model, &headers).await {
+        return r;
+    }
+    let reply = last_user_text(&body);
+    let prompt_tokens: u64 = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| words(m["content"].as_str().unwrap_or("")))
+                .sum()
+        })
+        .unwrap_or(0);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens, "completion_tokens": words(&reply), "total_tokens": prompt_tokens + words(&reply),
+        "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}
+    });
+    if body["stream"] != true {
+        return axum::Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let include_usage = body["stream_options"]["include_usage"] == true;
+    stream_reply(state, model, reply, include_usage.then_some(usage))
+}
+
+fn stream_reply(
+    state: Arc<MockState>,
+    model: String,
+    reply: String,
+    usage: Option<Value>,
+) -> Response {
+    let with_usage = usage.is_some();
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                           "system_fingerprint": "fp_mock", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        if with_usage {
+            c["usage"] = Value::Null;
+        }
+        format!("data: {c}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    let (pieces, delay, ending) = match model.as_str() {
+        "slow-stream" => (
+            (0..30).map(|i| format!("tick{i} ")).collect::<Vec<_>>(),
+            Duration::from_millis(100),
+            Ending::Normal,
+        ),
+        "die-mid-stream" => (
+            vec!["partial ".into(), "answer ".into()],
+            Duration::ZERO,
+            Ending::Break,
+        ),
+        "stall-mid-stream" => (
+            vec!["partial ".into(), "answer ".into()],
+            Duration::ZERO,
+            Ending::Stall,
+        ),
+        _ => (
+            reply.split_inclusive(' ').map(str::to_owned).collect(),
+            Duration::ZERO,
+            Ending::Normal,
+        ),
+    };
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(json!({"content": p}), Value::Null)),
+    );
+    if ending == Ending::Normal {
+        events.push(chunk(json!({}), json!("stop")));
+        if let Some(u) = usage {
+            let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                           "system_fingerprint": "fp_mock", "choices": [], "usage": u});
+            events.push(format!("data: {c}\n\n"));
+        }
+        events.push("data: [DONE]\n\n".to_owned());
+    }
+
+    state.started_streams.fetch_add(1, Ordering::SeqCst);
+    let guard = StreamGuard {
+        state: state.clone(),
+        done: false,
+    };
+    let body = async_stream::stream! {
+        let mut guard = guard;
+        for event in events {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            // Split every event in two at an awkward byte (possibly inside a UTF-8 character).
+            let bytes = event.into_bytes();
+            let cut = (bytes.len() / 2).max(1);
+            yield Ok::<Bytes, std::io::Error>(Bytes::copy_from_slice(&bytes[..cut]));
+            yield Ok(Bytes::copy_from_slice(&bytes[cut..]));
+        }
+        match ending {
+            Ending::Normal => guard.done = true,
+            Ending::Break => {
+                guard.done = true;
+                // Let the chunks reach the client before the connection breaks.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                yield Err(std::io::Error::other("connection reset"));
+            }
+            Ending::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        }
+    };
+    Response::builder()
+        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Normal,
+    /// The connection breaks after a few chunks.
+    Break,
+    /// The upstream goes silent after a few chunks.
+    Stall,
+}
+
+struct StreamGuard {
+    state: Arc<MockState>,
+    done: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.done {
+            &self.state.completed_streams
+        } else {
+            &self.state.cancelled_streams
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "We could not parse the JSON body of your request.",
+            "invalid_request_error",
+            "invalid_json",
+        );
+    };
+    record(&state, "/v1/embeddings", &headers, &body);
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    if let Some(r) = fault(&model, &headers).await {
+        return r;
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "'input' is a required property",
+                "invalid_request_error",
+                "invalid_input",
+            );
+        }
+    };
+    let tokens: u64 = inputs.iter().map(|s| words(s)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": [s.len() as f64 / 100.0, 0.5, -0.25]}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+        .into_response()
+}

@@ -1,0 +1,154 @@
+//! Test harness: the real gateway (in process, from its config file) against mock upstreams.
+#![allow(dead_code)]
+
+pub mod mock_openai;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tollgate::Gateway;
+use tollgate::telemetry::request_log::{LogSink, RequestRecord};
+
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub status_addr: SocketAddr,
+    pub config_path: PathBuf,
+    logs: mpsc::UnboundedReceiver<RequestRecord>,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Listeners on free loopback ports, prepended to every test config.
+pub const TEST_LISTEN: &str = "listen: {proxy: 127.0.0.1:0, status: 127.0.0.1:0}\n";
+
+impl TestGateway {
+    /// Starts the gateway from `yaml` (without a `listen` section; one is added).
+    pub async fn start(yaml: &str) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("tollgate.yaml");
+        std::fs::write(&config_path, format!("{TEST_LISTEN}{yaml}")).unwrap();
+        let (tx, logs) = mpsc::unbounded_channel();
+        let gateway = Gateway::bind(&config_path, LogSink::Channel(tx))
+            .await
+            .unwrap_or_else(|e| panic!("gateway failed to start:\n{e}"));
+        let addr = gateway.proxy_addr();
+        let status_addr = gateway.status_addr();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(gateway.run(async move {
+            let _ = stop_rx.await;
+        }));
+        TestGateway {
+            addr,
+            status_addr,
+            config_path,
+            logs,
+            stop: Some(stop_tx),
+            handle,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Replaces the config file (the running gateway watches it).
+    pub fn rewrite_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, format!("{TEST_LISTEN}{yaml}")).unwrap();
+    }
+
+    /// The next request-log record (waits up to 5 s).
+    pub async fn next_log(&mut self) -> RequestRecord {
+        tokio::time::timeout(Duration::from_secs(5), self.logs.recv())
+            .await
+            .expect("no request-log record within 5 s")
+            .expect("log channel closed")
+    }
+
+    /// Asks the gateway to shut down gracefully.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A provider + models + consumers config on top of a mock OpenAI upstream, used by most tests.
+pub fn standard_config(upstream_base: &str) -> String {
+    format!(
+        r#"
+providers:
+  up:
+    type: openai
+    base_url: {upstream_base}
+    api_key: sk-upstream-secret-key-0123456789
+    timeouts: {{connect: 1s, first_byte: 2s, idle: 1s, total: 20s}}
+  down:
+    type: openai
+    base_url: http://127.0.0.1:9/v1
+    timeouts: {{connect: 1s}}
+models:
+  "llama3.2:1b": {{provider: up}}
+  "qwen2.5-coder:1.5b": {{provider: up}}
+  "gemma3:1b": {{provider: up, model: "gemma3:1b-it-q4"}}
+  nomic-embed-text: {{provider: up, listed: false, embeddings_for_all: true}}
+  fail-500: {{provider: up}}
+  fail-401: {{provider: up}}
+  fail-429: {{provider: up}}
+  fail-404: {{provider: up}}
+  hang: {{provider: up}}
+  slow-stream: {{provider: up}}
+  die-mid-stream: {{provider: up}}
+  stall-mid-stream: {{provider: up}}
+  offline: {{provider: down}}
+routes:
+  ollama: {{}}
+  coder:
+    models: ["qwen2.5-coder:1.5b"]
+    default_model: "qwen2.5-coder:1.5b"
+  gemma:
+    models: ["gemma3:1b"]
+    groups: [gemma-users]
+groups:
+  devs: {{models: ["llama3.2:1b", "qwen2.5-coder:1.5b"]}}
+  gemma-users: {{models: ["gemma3:1b"]}}
+  admins: {{models: "*"}}
+consumers:
+  dev-user:
+    custom_id: dev
+    keys: [dev-key-12345]
+    groups: [devs]
+    emails: [dev@example.com]
+  team-lead:
+    custom_id: lead
+    keys: ["sha256:{lead_hash}"]
+    groups: [devs, gemma-users]
+    emails: [Lead@Example.com]
+  admin-user:
+    custom_id: admin
+    keys: [admin-key-12345, admin-key-second]
+    groups: [admins]
+    emails: [admin@example.com]
+  openwebui:
+    keys: [openwebui-key-12345]
+    trust_user_header: true
+    models: ["llama3.2:1b"]
+"#,
+        lead_hash = sha256_hex("lead-key-12345"),
+    )
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
