@@ -23,24 +23,12 @@ pub struct ReloadWatcher {
 pub fn spawn(state: Arc<AppState>, stop: CancellationToken) -> ReloadWatcher {
     let (tx, mut rx) = mpsc::channel::<Trigger>(16);
 
-    // Watch the directory, not the file: editors and Kubernetes replace the file (rename or
-    // symlink swap), which a watch on the file itself would miss.
-    let file_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
-            let _ = file_tx.try_send(Trigger::FileChanged);
-        }
-    })
-    .and_then(|mut w| {
-        let dir = state
-            .config_path()
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_else(|| ".".into());
-        w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w)
-    })
-    .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
-    .ok();
+    let watcher = state
+        .snapshot()
+        .reload
+        .watch_file
+        .then(|| watch_dir(&state, tx.clone()))
+        .flatten();
 
     #[cfg(unix)]
     {
@@ -97,6 +85,24 @@ pub fn spawn(state: Arc<AppState>, stop: CancellationToken) -> ReloadWatcher {
     });
 
     ReloadWatcher { _watcher: watcher }
+}
+
+/// Watches the config file's directory, not the file: editors and Kubernetes replace the file
+/// (rename or symlink swap), which a watch on the file itself would miss.
+fn watch_dir(state: &AppState, tx: mpsc::Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    let dir = state
+        .config_path()
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into());
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.try_send(Trigger::FileChanged);
+        }
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
+    .inspect_err(|e| tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP"))
+    .ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

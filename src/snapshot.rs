@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use crate::auth::keys::KeyDigest;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
-    route_path,
+    ReloadConfig, route_path,
 };
 use crate::policy::access::ModelSet;
 use crate::providers::Provider;
@@ -52,6 +52,7 @@ pub struct Snapshot {
     pub listen: Listen,
     pub limits: Limits,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
     /// When this snapshot was compiled (Unix seconds): the `created` of listed models.
     pub created: u64,
     /// Longest prefix first, so the most specific route wins.
@@ -167,6 +168,7 @@ impl Snapshot {
             listen: config.listen.clone(),
             limits: config.limits.clone(),
             log: config.log.clone(),
+            reload: config.reload.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

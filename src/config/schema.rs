@@ -18,6 +18,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
     pub providers: IndexMap<String, ProviderConfig>,
     #[serde(default)]
     pub models: IndexMap<String, ModelConfig>,
@@ -108,6 +110,21 @@ pub struct LogConfig {
     /// Where the one-JSON-line-per-request log goes.
     #[serde(default)]
     pub requests: RequestLogTarget,
+}
+
+/// How the gateway notices a new config. SIGHUP always reloads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Reload when the file changes on disk (read at start-up).
+    #[serde(default = "default_true")]
+    pub watch_file: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch_file: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -1,0 +1,138 @@
+//! Hot reload and graceful shutdown, in process.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestGateway, client, mock_openai, standard_config};
+
+fn slow_stream_body() -> Value {
+    json!({"model": "slow-stream", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+}
+
+async fn status_with_key(gw: &TestGateway, key: &str) -> u16 {
+    client()
+        .get(gw.url("/ollama/v1/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls until `f` holds (up to 10 s).
+async fn eventually<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_and_a_broken_one_is_refused() {
+    let upstream = mock_openai::start().await;
+    let base = standard_config(&upstream.base_url());
+    let gw = TestGateway::start(&base).await;
+    assert_eq!(status_with_key(&gw, "new-key-12345").await, 401);
+
+    gw.rewrite_config(&base.replace(
+        "  openwebui:\n",
+        "  newcomer:\n    keys: [new-key-12345]\n  openwebui:\n",
+    ));
+    assert!(
+        eventually(|| async { status_with_key(&gw, "new-key-12345").await == 200 }).await,
+        "the new consumer was not picked up"
+    );
+
+    // A broken file (a typo and an unknown model) changes nothing.
+    gw.rewrite_config(&base.replace(
+        "  openwebui:\n",
+        "  broken:\n    keyz: [broken-key-12345]\n  openwebui:\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        status_with_key(&gw, "new-key-12345").await,
+        200,
+        "the last good config stays in force"
+    );
+    assert_eq!(status_with_key(&gw, "dev-key-12345").await, 200);
+
+    // And a good file after a broken one is taken again.
+    gw.rewrite_config(&base);
+    assert!(eventually(|| async { status_with_key(&gw, "new-key-12345").await == 401 }).await);
+}
+
+#[tokio::test]
+async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
+    let upstream = mock_openai::start().await;
+    let base = standard_config(&upstream.base_url());
+    let gw = TestGateway::start(&base).await;
+    let resp = client()
+        .post(gw.url("/ollama/v1/chat/completions"))
+        .bearer_auth("admin-key-12345")
+        .json(&slow_stream_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Remove the model and the consumer while the stream runs.
+    gw.rewrite_config(
+        &base
+            .replace("  slow-stream: {provider: up}\n", "")
+            .replace("admin-key-12345, ", ""),
+    );
+    assert!(eventually(|| async { status_with_key(&gw, "admin-key-12345").await == 401 }).await);
+
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("tick29") && text.trim_end().ends_with("data: [DONE]"),
+        "the stream was cut: {text}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_streams_in_flight_finish_and_refuses_new_connections() {
+    let upstream = mock_openai::start().await;
+    let mut gw = TestGateway::start(&standard_config(&upstream.base_url())).await;
+    let resp = client()
+        .post(gw.url("/ollama/v1/chat/completions"))
+        .bearer_auth("admin-key-12345")
+        .json(&slow_stream_body())
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move { resp.text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    gw.shutdown();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = reqwest::Client::new()
+        .get(gw.url("/ollama/v1/models"))
+        .bearer_auth("dev-key-12345")
+        .send()
+        .await;
+    assert!(
+        fresh.is_err(),
+        "a new connection was accepted during shutdown"
+    );
+
+    let text = reader.await.unwrap();
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the stream was cut by the shutdown"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(5), &mut gw.handle)
+        .await
+        .expect("the gateway did not stop");
+    assert!(result.unwrap().is_ok());
+}
