@@ -1,1 +1,17 @@
-fn main() {}
+//! A standalone mock OpenAI-compatible upstream (the one the tests use), for the benchmark
+//! and the Python SDK tests: `cargo run --release --example mock-upstream -- 127.0.0.1:9999`.
+
+#[path = "../tests/support/mock_openai.rs"]
+mod mock_openai;
+
+#[tokio::main]
+async fn main() {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9999".to_owned());
+    let Ok(addr) = addr.parse() else {
+        eprintln!("usage: mock-upstream [ADDR:PORT]");
+        std::process::exit(2);
+    };
+    let upstream = mock_openai::start_on(addr).await;
+    println!("mock upstream listening on http://{}/v1", upstream.addr);
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,78 @@
+"""Starts the real `tollgate` binary in front of the mock OpenAI upstream for the SDK tests.
+
+The binaries are built by scripts/test.sh (`cargo build --bins --examples`) before pytest runs.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 15.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+CONFIG = """
+listen: {{proxy: 127.0.0.1:{proxy}, status: 127.0.0.1:{status}}}
+providers:
+  ollama: {{type: openai, base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-upstream-secret-0123456789}}
+  demo: {{type: mock}}
+models:
+  "llama3.2:1b": {{provider: ollama}}
+  "gemma3:1b": {{provider: ollama}}
+  nomic-embed-text: {{provider: ollama, listed: false, embeddings_for_all: true}}
+  fail-500: {{provider: ollama}}
+  fail-429: {{provider: ollama}}
+  echo: {{provider: demo}}
+routes:
+  ollama: {{}}
+groups:
+  devs: {{models: ["llama3.2:1b", echo, fail-500, fail-429]}}
+consumers:
+  dev-user: {{custom_id: dev, keys: [dev-key-12345], groups: [devs]}}
+"""
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """Yields the gateway's base URL for the /ollama route (`.../ollama/v1`)."""
+    upstream_port, proxy_port, status_port = free_port(), free_port(), free_port()
+    config = tmp_path_factory.mktemp("gw") / "tollgate.yaml"
+    config.write_text(CONFIG.format(proxy=proxy_port, status=status_port, upstream=upstream_port))
+    procs = [
+        subprocess.Popen([str(TARGET / "examples" / "mock-upstream"), f"127.0.0.1:{upstream_port}"], stdout=subprocess.DEVNULL),
+        subprocess.Popen([str(TARGET / "tollgate"), "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL),
+    ]
+    try:
+        wait_for(f"http://127.0.0.1:{status_port}/ready")
+        yield f"http://127.0.0.1:{proxy_port}/ollama/v1"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+        # The request log is one JSON object per line, whatever happened.
+        for line in procs[1].stdout.read().decode().splitlines():
+            json.loads(line)
