@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -148,7 +149,12 @@ impl Gateway {
             .with_state(state.clone());
 
         tracing::info!(proxy = %self.proxy.local_addr()?, status = %self.status.local_addr()?, "tollgate is listening");
-        let proxy = axum::serve(self.proxy, proxy_app)
+        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and delayed
+        // ACKs hold chunks back for up to 40 ms each.
+        let nodelay = |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+        };
+        let proxy = axum::serve(self.proxy.tap_io(nodelay), proxy_app)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         let status = axum::serve(self.status, status_app)
             .with_graceful_shutdown(stop.clone().cancelled_owned());

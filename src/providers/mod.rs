@@ -99,13 +99,12 @@ impl Frame {
         self.data.as_ref() == b"[DONE]"
     }
 
-    /// The SSE wire form.
-    pub fn to_sse(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.data.len() + 8);
+    /// Appends the SSE wire form (`data: ...` and a blank line).
+    pub fn write_sse(&self, out: &mut bytes::BytesMut) {
+        out.reserve(self.data.len() + 8);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&self.data);
         out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
     }
 }
 

@@ -165,10 +165,11 @@ impl Call<'_> {
     async fn chat(&self, request: Request, exchange: &mut Exchange) -> Result<Reply, GatewayError> {
         exchange.record.endpoint = Some("chat");
         let body = self.read_json(request).await?;
-        if !body
+        let has_messages = body
             .get("messages")
-            .is_some_and(|m| m.as_array().is_some_and(|a| !a.is_empty()))
-        {
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if !has_messages {
             return Err(GatewayError::InvalidRequest(
                 "`messages` must be a non-empty array".into(),
             ));

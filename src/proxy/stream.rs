@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::Exchange;
@@ -39,6 +39,25 @@ impl StreamLog {
     fn mark_ended(&mut self) {
         self.ended = true;
     }
+
+    /// Takes note of what a frame says: usage, first token, end, upstream error.
+    fn observe(&mut self, frame: &Frame, provider: &str) {
+        if let Some(usage) = &frame.usage {
+            self.exchange.record.set_usage(usage);
+        }
+        if frame.has_output && self.first_token.is_none() {
+            self.first_token = Some(Instant::now());
+        }
+        if let Some(message) = &frame.error {
+            self.fail(&GatewayError::UpstreamProtocol {
+                provider: provider.to_owned(),
+                detail: message.clone(),
+            });
+        }
+        if frame.is_done() {
+            self.mark_ended();
+        }
+    }
 }
 
 impl Drop for StreamLog {
@@ -54,8 +73,11 @@ impl Drop for StreamLog {
     }
 }
 
+/// Most frames sent in one write.
+const MAX_BATCH: usize = 64;
+
 pub fn sse_response(
-    mut frames: FrameStream,
+    frames: FrameStream,
     client_wants_usage: bool,
     model: &Model,
     exchange: Exchange,
@@ -71,42 +93,45 @@ pub fn sse_response(
         first_token: None,
         ended: false,
     };
+    // Frames that are already there go out in one write (one syscall, one TCP segment);
+    // `ready_chunks` never waits for more, so no frame is held back.
+    let mut batches = frames.ready_chunks(MAX_BATCH);
     let body = async_stream::stream! {
         loop {
-            let frame = match tokio::time::timeout(idle, frames.next()).await {
-                Err(_) => Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: IDLE }),
+            let batch = match tokio::time::timeout(idle, batches.next()).await {
+                Ok(Some(batch)) => batch,
                 Ok(None) => {
                     log.mark_ended();
                     break;
                 }
-                Ok(Some(frame)) => frame,
+                Err(_) => vec![Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: IDLE })],
             };
-            let frame = match frame {
-                Ok(frame) => frame,
-                Err(error) => {
-                    // Headers are gone already: the error travels as an SSE event, as OpenAI does.
-                    log.fail(&error);
-                    yield Ok::<Bytes, Infallible>(error_event(&error));
-                    break;
+            let mut out = BytesMut::new();
+            let mut failed = false;
+            for item in batch {
+                match item {
+                    Ok(frame) => {
+                        log.observe(&frame, &provider);
+                        // The usage chunk the gateway asked for is not the client's business.
+                        if !frame.usage_only || client_wants_usage {
+                            frame.write_sse(&mut out);
+                        }
+                    }
+                    Err(error) => {
+                        // Headers are gone already: the error travels as an SSE event, as OpenAI does.
+                        log.fail(&error);
+                        error_frame(&error).write_sse(&mut out);
+                        failed = true;
+                        break;
+                    }
                 }
-            };
-            if let Some(usage) = &frame.usage {
-                log.exchange.record.set_usage(usage);
             }
-            if frame.has_output && log.first_token.is_none() {
-                log.first_token = Some(Instant::now());
+            if !out.is_empty() {
+                yield Ok::<Bytes, Infallible>(out.freeze());
             }
-            if let Some(message) = &frame.error {
-                let error = GatewayError::UpstreamProtocol { provider: provider.clone(), detail: message.clone() };
-                log.fail(&error);
+            if failed {
+                break;
             }
-            if frame.is_done() {
-                log.mark_ended();
-            }
-            if frame.usage_only && !client_wants_usage {
-                continue;
-            }
-            yield Ok(frame.to_sse());
         }
     };
     let mut response = Response::new(Body::from_stream(body));
@@ -118,7 +143,7 @@ pub fn sse_response(
     response
 }
 
-fn error_event(error: &GatewayError) -> Bytes {
+fn error_frame(error: &GatewayError) -> Frame {
     Frame {
         data: Bytes::from(error.body().to_string()),
         usage: None,
@@ -126,5 +151,4 @@ fn error_event(error: &GatewayError) -> Bytes {
         has_output: false,
         error: None,
     }
-    .to_sse()
 }

@@ -80,6 +80,9 @@ pub async fn start_on(addr: SocketAddr) -> MockUpstream {
         .await
         .expect("bind mock upstream");
     let addr = listener.local_addr().unwrap();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
     MockUpstream { addr, state }
 }
