@@ -6,7 +6,9 @@ mod mock_openai;
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9999".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9999".to_owned());
     let Ok(addr) = addr.parse() else {
         eprintln!("usage: mock-upstream [ADDR:PORT]");
         std::process::exit(2);

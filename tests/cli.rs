@@ -228,3 +228,49 @@ fn serve_logs_json_lines_reloads_on_sighup_and_stops_on_sigterm() {
         "a key reached the log"
     );
 }
+
+#[test]
+fn the_readme_quickstart_curl_works_against_the_shipped_quickstart_config() {
+    let (port, status_port) = (free_port(), free_port());
+    let mut child = tollgate()
+        .args(["serve", "--config", &example("quickstart.yaml")])
+        .env("TOLLGATE_PROXY_ADDR", format!("127.0.0.1:{port}"))
+        .env("TOLLGATE_STATUS_ADDR", format!("127.0.0.1:{status_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = wait_until(|| {
+        Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{status_port}/ready")])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    // The command as the README gives it, on this test's port.
+    let readme =
+        std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert!(
+        readme.contains("-H 'Authorization: Bearer demo-key-12345'")
+            && readme.contains(r#""model": "echo""#)
+    );
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("http://127.0.0.1:{port}/ai/v1/chat/completions"),
+            "-H",
+            "Authorization: Bearer demo-key-12345",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"model": "echo", "messages": [{"role": "user", "content": "Hello, gateway"}]}"#,
+        ])
+        .output()
+        .unwrap();
+    signal(child.id(), "-TERM");
+    let _ = child.wait();
+    assert!(ready, "the quickstart gateway did not come up");
+    let reply: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(reply["choices"][0]["message"]["content"], "Hello, gateway");
+    assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
+}

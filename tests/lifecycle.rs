@@ -4,11 +4,19 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{TestGateway, client, mock_openai, standard_config};
 
-fn slow_stream_body() -> Value {
-    json!({"model": "slow-stream", "stream": true, "messages": [{"role": "user", "content": "x"}]})
+/// Starts a ~3 s stream as admin-user and returns once the response head has arrived.
+async fn start_slow_stream(gw: &TestGateway) -> reqwest::Response {
+    let body = json!({"model": "slow-stream", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    client()
+        .post(gw.url("/ollama/v1/chat/completions"))
+        .bearer_auth("admin-key-12345")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn status_with_key(gw: &TestGateway, key: &str) -> u16 {
@@ -76,13 +84,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let upstream = mock_openai::start().await;
     let base = standard_config(&upstream.base_url());
     let gw = TestGateway::start(&base).await;
-    let resp = client()
-        .post(gw.url("/ollama/v1/chat/completions"))
-        .bearer_auth("admin-key-12345")
-        .json(&slow_stream_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = start_slow_stream(&gw).await;
     assert_eq!(resp.status(), 200);
 
     // Remove the model and the consumer while the stream runs.
@@ -104,13 +106,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
 async fn shutdown_lets_streams_in_flight_finish_and_refuses_new_connections() {
     let upstream = mock_openai::start().await;
     let mut gw = TestGateway::start(&standard_config(&upstream.base_url())).await;
-    let resp = client()
-        .post(gw.url("/ollama/v1/chat/completions"))
-        .bearer_auth("admin-key-12345")
-        .json(&slow_stream_body())
-        .send()
-        .await
-        .unwrap();
+    let resp = start_slow_stream(&gw).await;
     let reader = tokio::spawn(async move { resp.text().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
 

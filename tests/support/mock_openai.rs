@@ -180,20 +180,35 @@ fn words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
 }
 
-async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return error(
+/// Parses and records a request, and answers it at once if its model is a fault mode.
+/// Returns the body and the model name.
+async fn intake(
+    state: &MockState,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Value, String), Response> {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request.",
             "invalid_request_error",
             "invalid_json",
-        );
+        ));
     };
-    record(&state, "/v1/chat/completions", &headers, &body);
+    record(state, path, headers, &body);
     let model = body["model"].as_str().unwrap_or("").to_owned();
-    if let Some(r) = fault(&model, &headers).await {
-        return r;
+    match fault(&model, headers).await {
+        Some(response) => Err(response),
+        None => Ok((body, model)),
     }
+}
+
+async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (body, model) = match intake(&state, "/v1/chat/completions", &headers, &body).await {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
+    };
     let reply = last_user_text(&body);
     let prompt_tokens: u64 = body["messages"]
         .as_array()
@@ -343,19 +358,10 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "We could not parse the JSON body of your request.",
-            "invalid_request_error",
-            "invalid_json",
-        );
+    let (body, model) = match intake(&state, "/v1/embeddings", &headers, &body).await {
+        Ok(accepted) => accepted,
+        Err(response) => return response,
     };
-    record(&state, "/v1/embeddings", &headers, &body);
-    let model = body["model"].as_str().unwrap_or("").to_owned();
-    if let Some(r) = fault(&model, &headers).await {
-        return r;
-    }
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
         Value::Array(a) => a
