@@ -31,6 +31,12 @@ pub enum GatewayError {
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// The provider refused the prompt on safety grounds (Azure's `content_filter` shape).
+    #[error("the prompt was blocked by the provider's safety filter ({0})")]
+    ContentFiltered(String),
+    /// The model's provider is configured but cannot be used (e.g. no API key).
+    #[error("this model is unavailable: {0}")]
+    ProviderUnavailable(String),
     #[error("upstream provider {provider:?} is unreachable")]
     UpstreamUnreachable { provider: String },
     #[error("upstream provider {provider:?} timed out ({phase})")]
@@ -60,7 +66,8 @@ impl GatewayError {
             MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
-            ModelMissing | InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ModelMissing | InvalidRequest(_) | ContentFiltered(_) => StatusCode::BAD_REQUEST,
+            ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -83,7 +90,8 @@ impl GatewayError {
             | InvalidRequest(_)
             | BodyTooLarge { .. }
             | HeadersTooLarge { .. }
-            | MethodNotAllowed { .. } => "invalid_request_error",
+            | MethodNotAllowed { .. }
+            | ContentFiltered(_) => "invalid_request_error",
             UpstreamStatus { status, .. }
                 if upstream_status_for_client(*status).is_client_error() =>
             {
@@ -93,7 +101,8 @@ impl GatewayError {
                     "invalid_request_error"
                 }
             }
-            UpstreamUnreachable { .. }
+            ProviderUnavailable(_)
+            | UpstreamUnreachable { .. }
             | UpstreamTimeout { .. }
             | UpstreamStatus { .. }
             | UpstreamProtocol { .. } => "upstream_error",
@@ -116,9 +125,14 @@ impl GatewayError {
             HeadersTooLarge { .. } => "headers_too_large",
             NotFound(_) => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
+            ContentFiltered(_) => "content_filter",
+            ProviderUnavailable(_) => "provider_unavailable",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamStatus { status: 429, .. } => "upstream_rate_limited",
+            UpstreamStatus {
+                status: 503 | 529, ..
+            } => "upstream_overloaded",
             UpstreamStatus { .. } => "upstream_error",
             UpstreamProtocol { .. } => "upstream_protocol_error",
             Internal(_) => "internal_error",
@@ -147,6 +161,8 @@ fn upstream_status_for_client(status: u16) -> StatusCode {
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)
         }
         408 | 504 => StatusCode::GATEWAY_TIMEOUT,
+        // Overloaded (Anthropic says 529): retryable, and clients know 503 for that.
+        503 | 529 => StatusCode::SERVICE_UNAVAILABLE,
         // 401/403 mean the gateway's own provider key was refused: never tell the client its
         // key is bad. 5xx and anything unexpected are the upstream's failure.
         _ => StatusCode::BAD_GATEWAY,

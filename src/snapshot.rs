@@ -80,6 +80,9 @@ impl Snapshot {
                 .unwrap_or_else(|| Provider::from_config(name, pc).map(Arc::new))
             {
                 Ok(provider) => {
+                    if let Some(reason) = provider.unavailable() {
+                        tracing::warn!(provider = %name, "{reason}: its models are left out");
+                    }
                     providers.insert(name.clone(), (pc.clone(), provider));
                 }
                 Err(message) => errors.push(ConfigError {

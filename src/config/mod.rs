@@ -267,7 +267,7 @@ consumers:
         let ProviderConfig::Openai(p) = &cfg.providers["p"] else {
             panic!()
         };
-        assert_eq!(p.base_url, "http://localhost:1/v1");
+        assert_eq!(p.base_url.as_deref(), Some("http://localhost:1/v1"));
         assert_eq!(p.api_key.as_deref(), Some("s3cr#t: x"));
 
         let errs = load_str(text, "t.yaml", &no_env).unwrap_err().0;

@@ -47,25 +47,10 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 fn validate_providers(config: &Config, at: &FieldPath, problems: &mut Problems) {
     for (name, provider) in &config.providers {
         let at = at.key(name);
-        match provider {
-            ProviderConfig::Openai(p) => {
-                match reqwest::Url::parse(&p.base_url) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                    Ok(url) => problems.add(
-                        at.key("base_url"),
-                        format!("scheme must be http or https, not {:?}", url.scheme()),
-                    ),
-                    Err(e) => problems.add(at.key("base_url"), format!("not a valid URL ({e})")),
-                }
-                for (header, value) in &p.headers {
-                    if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        problems.add(at.key("headers").key(header), "not a valid header name");
-                    }
-                    if reqwest::header::HeaderValue::from_str(value).is_err() {
-                        problems.add(at.key("headers").key(header), "not a valid header value");
-                    }
-                }
-            }
+        let (base_url, headers) = match provider {
+            ProviderConfig::Azure(p) => (Some(p.base_url.as_str()), &p.headers),
+            ProviderConfig::Anthropic(p) => (Some(p.base_url.as_str()), &p.headers),
+            ProviderConfig::Gemini(p) => (Some(p.base_url.as_str()), &p.headers),
             ProviderConfig::Mock(m) => {
                 if m.embedding_dimensions == 0 || m.embedding_dimensions > 65_536 {
                     problems.add(
@@ -73,6 +58,29 @@ fn validate_providers(config: &Config, at: &FieldPath, problems: &mut Problems) 
                         "must be between 1 and 65536",
                     );
                 }
+                continue;
+            }
+            other => match other.openai_preset() {
+                Some((_, p)) => (p.base_url.as_deref(), &p.headers),
+                None => continue,
+            },
+        };
+        if let Some(url) = base_url {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                Ok(u) => problems.add(
+                    at.key("base_url"),
+                    format!("scheme must be http or https, not {:?}", u.scheme()),
+                ),
+                Err(e) => problems.add(at.key("base_url"), format!("not a valid URL ({e})")),
+            }
+        }
+        for (header, value) in headers {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.add(at.key("headers").key(header), "not a valid header name");
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                problems.add(at.key("headers").key(header), "not a valid header value");
             }
         }
     }

@@ -93,14 +93,18 @@ pub fn resolve_model(
     }
 }
 
-/// The models `/v1/models` shows this caller on this route.
+/// The models `/v1/models` shows this caller on this route (not those of providers that
+/// cannot serve, e.g. for lack of a key).
 pub fn visible_models<'a>(
     snapshot: &'a Snapshot,
     route: &'a Route,
     caller: &'a Caller,
 ) -> impl Iterator<Item = &'a Arc<Model>> {
     snapshot.models().filter(move |m| {
-        m.listed && route.models.contains(&m.name) && caller.models().contains(&m.name)
+        m.listed
+            && m.provider.unavailable().is_none()
+            && route.models.contains(&m.name)
+            && caller.models().contains(&m.name)
     })
 }
 

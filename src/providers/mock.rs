@@ -2,12 +2,12 @@
 //! (streamed word by word when asked), embeddings are derived from a hash of the input, and
 //! tokens are counted as whitespace-separated words. For demos and tests, not production.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::translate::{self, ChunkWriter};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
 use crate::config::{MockProviderConfig, Timeouts};
 use crate::error::GatewayError;
@@ -65,43 +65,23 @@ impl MockProvider {
             ..Usage::default()
         };
         let id = format!("chatcmpl-mock-{:x}", short_hash(reply.as_bytes()));
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let model = opts.upstream_model.to_owned();
-
         if !stream {
-            let body = json!({
-                "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "logprobs": null, "finish_reason": "stop"}],
-                "usage": usage_json(&usage),
-            });
+            let message = translate::assistant_message(&reply, "", Vec::new());
+            let body = translate::completion(&id, opts.upstream_model, message, "stop", &usage);
             return Ok(ChatReply::Complete(Complete {
-                body: Bytes::from(body.to_string()),
+                body,
                 usage: Some(usage),
             }));
         }
-
-        let chunk = move |delta: Value, finish: Value| {
-            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
-        };
-        let mut frames = vec![frame(
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            false,
-        )];
-        for word in reply.split_inclusive(char::is_whitespace) {
-            frames.push(frame(chunk(json!({"content": word}), Value::Null), true));
-        }
-        frames.push(frame(chunk(json!({}), json!("stop")), false));
-        let mut usage_frame = frame(
-            json!({"id": "usage", "object": "chat.completion.chunk", "choices": [], "usage": usage_json(&usage)}),
-            false,
+        let writer = ChunkWriter::new(id, opts.upstream_model);
+        let mut frames = vec![writer.delta(json!({"role": "assistant", "content": ""}), None)];
+        frames.extend(
+            reply
+                .split_inclusive(char::is_whitespace)
+                .map(|word| writer.delta(json!({"content": word}), None)),
         );
-        usage_frame.usage = Some(usage);
-        usage_frame.usage_only = true;
-        frames.push(usage_frame);
+        frames.push(writer.delta(json!({}), Some("stop")));
+        frames.push(writer.usage(&usage));
         frames.push(Frame::done());
 
         let delay = self.chunk_delay;
@@ -122,12 +102,6 @@ impl MockProvider {
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
         let inputs: Vec<String> = match body.get("input") {
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
             // Token arrays (one, or several): hash their JSON.
             Some(Value::Array(items)) if items.iter().all(Value::is_number) => {
                 vec![Value::Array(items.clone()).to_string()]
@@ -135,29 +109,23 @@ impl MockProvider {
             Some(Value::Array(items)) if items.iter().all(Value::is_array) => {
                 items.iter().map(Value::to_string).collect()
             }
-            _ => {
-                return Err(GatewayError::InvalidRequest(
-                    "`input` must be a string, an array of strings or token arrays".into(),
-                ));
-            }
+            _ => translate::embedding_inputs(&body, "mock")?,
         };
         let prompt_tokens: u64 = inputs.iter().map(|s| count_tokens(s)).sum();
-        let data: Vec<Value> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": self.embed(text)}))
-            .collect();
+        let vectors: Vec<Vec<f32>> = inputs.iter().map(|text| self.embed(text)).collect();
+        let body = translate::embeddings_response(
+            &vectors,
+            opts.upstream_model,
+            prompt_tokens,
+            translate::wants_base64(&body)?,
+        );
         let usage = Usage {
             prompt_tokens,
             total_tokens: prompt_tokens,
             ..Usage::default()
         };
-        let body = json!({
-            "object": "list", "data": data, "model": opts.upstream_model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-        });
         Ok(Complete {
-            body: Bytes::from(body.to_string()),
+            body,
             usage: Some(usage),
         })
     }
@@ -182,20 +150,6 @@ impl MockProvider {
         v.iter_mut().for_each(|x| *x /= norm);
         v
     }
-}
-
-fn frame(value: Value, has_output: bool) -> Frame {
-    Frame {
-        data: Bytes::from(value.to_string()),
-        usage: None,
-        usage_only: false,
-        has_output,
-        error: None,
-    }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
 }
 
 /// The text of a message's `content`: a string, or the text parts of a content array.

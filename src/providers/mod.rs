@@ -1,8 +1,11 @@
 //! Provider adapters: each turns an OpenAI-shaped request into its upstream's wire format and
 //! the upstream's answer (whole, or streamed as SSE) back into OpenAI shape, with usage.
 
+pub mod anthropic;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
+pub mod translate;
 mod upstream;
 
 pub use upstream::IDLE;
@@ -15,7 +18,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, Timeouts};
 use crate::error::GatewayError;
 
 /// Token counts of one exchange.
@@ -24,8 +27,12 @@ pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    /// Prompt tokens read from the provider's prompt cache (included in `prompt_tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic; included in `prompt_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<u64>,
 }
@@ -64,6 +71,7 @@ impl From<WireUsage> for Usage {
                 .total_tokens
                 .unwrap_or(w.prompt_tokens + w.completion_tokens),
             cached_tokens: w.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cache_write_tokens: None,
             reasoning_tokens: w.completion_tokens_details.and_then(|d| d.reasoning_tokens),
         }
     }
@@ -85,6 +93,16 @@ pub struct Frame {
 }
 
 impl Frame {
+    pub fn new(data: String, has_output: bool) -> Frame {
+        Frame {
+            data: Bytes::from(data),
+            usage: None,
+            usage_only: false,
+            has_output,
+            error: None,
+        }
+    }
+
     pub fn done() -> Frame {
         Frame {
             data: Bytes::from_static(b"[DONE]"),
@@ -133,31 +151,75 @@ pub struct CallOptions<'a> {
 #[derive(Debug)]
 pub enum Provider {
     OpenAi(openai::OpenAiProvider),
+    Anthropic(anthropic::AnthropicProvider),
+    Gemini(gemini::GeminiProvider),
     Mock(mock::MockProvider),
+    /// Configured but unusable (no API key): its models are not listed, and asking for one
+    /// says why.
+    Disabled(String),
 }
 
 impl Provider {
     pub fn from_config(name: &str, config: &ProviderConfig) -> Result<Provider, String> {
+        let missing_key = |key: &Option<String>| key.as_deref().is_none_or(str::is_empty);
+        let disabled =
+            || Provider::Disabled(format!("provider {name:?} has no API key configured"));
         Ok(match config {
-            ProviderConfig::Openai(c) => Provider::OpenAi(openai::OpenAiProvider::new(name, c)?),
+            ProviderConfig::Azure(c) if missing_key(&c.api_key) => disabled(),
+            ProviderConfig::Azure(c) => Provider::OpenAi(openai::OpenAiProvider::azure(name, c)?),
+            ProviderConfig::Anthropic(c) if missing_key(&c.api_key) => disabled(),
+            ProviderConfig::Anthropic(c) => {
+                Provider::Anthropic(anthropic::AnthropicProvider::new(name, c)?)
+            }
+            ProviderConfig::Gemini(c) if missing_key(&c.api_key) => disabled(),
+            ProviderConfig::Gemini(c) => Provider::Gemini(gemini::GeminiProvider::new(name, c)?),
             ProviderConfig::Mock(c) => Provider::Mock(mock::MockProvider::new(c)),
+            other => match other.openai_preset() {
+                Some((preset, c))
+                    if preset.needs_key(c.base_url.is_some()) && missing_key(&c.api_key) =>
+                {
+                    disabled()
+                }
+                Some((preset, c)) => {
+                    Provider::OpenAi(openai::OpenAiProvider::new(name, preset, c)?)
+                }
+                None => return Err(format!("provider {name:?}: unsupported type")),
+            },
         })
+    }
+
+    /// Why this provider cannot serve requests, if it cannot.
+    pub fn unavailable(&self) -> Option<&str> {
+        match self {
+            Provider::Disabled(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     /// The wire format, for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Provider::OpenAi(_) => "openai",
+            Provider::Anthropic(_) => "anthropic",
+            Provider::Gemini(_) => "gemini",
             Provider::Mock(_) => "mock",
+            Provider::Disabled(_) => "disabled",
+        }
+    }
+
+    fn timeouts(&self) -> Option<&Timeouts> {
+        match self {
+            Provider::OpenAi(p) => Some(p.timeouts()),
+            Provider::Anthropic(p) => Some(p.timeouts()),
+            Provider::Gemini(p) => Some(p.timeouts()),
+            Provider::Mock(p) => Some(p.timeouts()),
+            Provider::Disabled(_) => None,
         }
     }
 
     /// Longest silence allowed between two streamed chunks.
     pub fn idle_timeout(&self) -> Duration {
-        match self {
-            Provider::OpenAi(p) => p.timeouts().idle,
-            Provider::Mock(p) => p.timeouts().idle,
-        }
+        self.timeouts().map_or(Duration::from_secs(60), |t| t.idle)
     }
 
     /// A chat completion; `stream` says whether the client asked for SSE.
@@ -169,7 +231,10 @@ impl Provider {
     ) -> Result<ChatReply, GatewayError> {
         match self {
             Provider::OpenAi(p) => p.chat(body, stream, opts).await,
+            Provider::Anthropic(p) => p.chat(body, stream, opts).await,
+            Provider::Gemini(p) => p.chat(body, stream, opts).await,
             Provider::Mock(p) => p.chat(body, stream, opts).await,
+            Provider::Disabled(reason) => Err(GatewayError::ProviderUnavailable(reason.clone())),
         }
     }
 
@@ -180,7 +245,12 @@ impl Provider {
     ) -> Result<Complete, GatewayError> {
         match self {
             Provider::OpenAi(p) => p.embeddings(body, opts).await,
+            Provider::Gemini(p) => p.embeddings(body, opts).await,
             Provider::Mock(p) => p.embeddings(body, opts).await,
+            Provider::Anthropic(_) => Err(GatewayError::InvalidRequest(
+                "Anthropic models do not offer embeddings".into(),
+            )),
+            Provider::Disabled(reason) => Err(GatewayError::ProviderUnavailable(reason.clone())),
         }
     }
 }

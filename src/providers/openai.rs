@@ -1,98 +1,81 @@
-//! OpenAI-compatible upstreams (OpenAI, Ollama, vLLM, llama.cpp, ...). The request body is
-//! passed through with minimal edits (model name, usage for streams), so fields the gateway
+//! OpenAI-compatible upstreams: OpenAI, Ollama, vLLM, llama.cpp, and the presets that speak
+//! the same wire format (Azure OpenAI, Mistral, Groq, DeepSeek, OpenRouter). The request body
+//! is passed through with minimal edits (model name, usage for streams), so fields the gateway
 //! does not know survive; responses are passed through byte for byte, peeking only at usage.
 
-use std::time::Duration;
-
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use super::upstream::{read_limited, status_error, transport_error};
+use super::translate::StreamTranslator;
+use super::upstream::{HttpUpstream, build_url};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage, WireUsage};
-use crate::config::{OpenAiProviderConfig, Timeouts};
+use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig, Timeouts};
 use crate::error::GatewayError;
 
 #[derive(Debug)]
 pub struct OpenAiProvider {
-    name: String,
-    client: reqwest::Client,
+    http: HttpUpstream,
     base_url: String,
-    /// Sent with every request: the key (marked sensitive) and the configured extra headers.
-    headers: HeaderMap,
-    api_key: Option<String>,
-    timeouts: Timeouts,
+    /// Azure puts the deployment (our upstream model) and the API version in the URL.
+    azure_api_version: Option<String>,
+    /// Whether to ask for `stream_options.include_usage` (servers that reject it send usage
+    /// unasked).
+    stream_usage: bool,
 }
 
 impl OpenAiProvider {
-    pub fn new(name: &str, config: &OpenAiProviderConfig) -> Result<Self, String> {
-        let mut headers = HeaderMap::new();
-        for (k, v) in &config.headers {
-            let name =
-                HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k:?}: {e}"))?;
-            let value = HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?;
-            headers.insert(name, value);
+    pub fn new(
+        name: &str,
+        preset: OpenAiPreset,
+        config: &OpenAiProviderConfig,
+    ) -> Result<Self, String> {
+        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?;
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            http = http.with_secret_header("authorization", format!("Bearer {key}"), key)?;
         }
-        let api_key = config.api_key.clone().filter(|k| !k.is_empty());
-        if let Some(key) = &api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-                .map_err(|_| "api_key holds characters not allowed in a header".to_owned())?;
-            value.set_sensitive(true);
-            headers.insert(AUTHORIZATION, value);
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeouts.connect)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        let base_url = config
+            .base_url
+            .clone()
+            .unwrap_or_else(|| preset.default_base_url().to_owned());
         Ok(Self {
-            name: name.to_owned(),
-            client,
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            azure_api_version: None,
+            stream_usage: config
+                .stream_usage
+                .unwrap_or(preset.accepts_stream_options()),
+        })
+    }
+
+    pub fn azure(name: &str, config: &AzureProviderConfig) -> Result<Self, String> {
+        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?;
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            http = http.with_secret_header("api-key", key.to_owned(), key)?;
+        }
+        Ok(Self {
+            http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
-            headers,
-            api_key,
-            timeouts: config.timeouts.clone(),
+            azure_api_version: Some(config.api_version.clone()),
+            stream_usage: true,
         })
     }
 
     pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
+        &self.http.timeouts
     }
 
-    fn secrets(&self) -> Vec<&str> {
-        self.api_key.iter().map(String::as_str).collect()
-    }
-
-    /// POSTs `body` and waits for the response head (bounded by the first-byte timeout).
-    async fn post(
-        &self,
-        path: &str,
-        body: &Map<String, Value>,
-    ) -> Result<reqwest::Response, GatewayError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let request = self
-            .client
-            .post(format!("{}{path}", self.base_url))
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeouts.total)
-            .body(bytes);
-        let response = tokio::time::timeout(self.timeouts.first_byte, request.send())
-            .await
-            .map_err(|_| GatewayError::UpstreamTimeout {
-                provider: self.name.clone(),
-                phase: "first byte",
-            })?
-            .map_err(|e| transport_error(&self.name, &e))?;
-        if !response.status().is_success() {
-            return Err(status_error(&self.name, response, &self.secrets()).await);
+    fn url_for(&self, endpoint: &[&str], upstream_model: &str) -> Result<String, GatewayError> {
+        match &self.azure_api_version {
+            None => build_url(&self.base_url, endpoint, &[]),
+            Some(version) => {
+                let segments: Vec<&str> = ["openai", "deployments", upstream_model]
+                    .into_iter()
+                    .chain(endpoint.iter().copied())
+                    .collect();
+                build_url(&self.base_url, &segments, &[("api-version", version)])
+            }
         }
-        Ok(response)
     }
 
     pub async fn chat(
@@ -105,7 +88,7 @@ impl OpenAiProvider {
             "model".into(),
             Value::String(opts.upstream_model.to_owned()),
         );
-        if stream {
+        if stream && self.stream_usage {
             // Always ask for the final usage chunk so tokens can be accounted; the proxy hides
             // it again from clients that did not ask for it.
             let options = body
@@ -115,36 +98,22 @@ impl OpenAiProvider {
                 o.insert("include_usage".into(), Value::Bool(true));
             }
         }
-        let response = self.post("/chat/completions", &body).await?;
-        if !stream {
-            return self
-                .complete(response, opts.max_response)
+        let response = self
+            .http
+            .post_json(
+                &self.url_for(&["chat", "completions"], opts.upstream_model)?,
+                &body,
+            )
+            .await?;
+        if stream {
+            self.http
+                .event_stream(response, PassThrough)
+                .map(ChatReply::Stream)
+        } else {
+            self.complete(response, opts.max_response)
                 .await
-                .map(ChatReply::Complete);
+                .map(ChatReply::Complete)
         }
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(GatewayError::UpstreamProtocol {
-                provider: self.name.clone(),
-                detail: "a streamed request was not answered with an event stream".into(),
-            });
-        }
-        let provider = self.name.clone();
-        let frames = response
-            .bytes_stream()
-            .eventsource()
-            .map(move |event| match event {
-                Ok(event) => Ok(peek_chunk(event.data)),
-                Err(e) => Err(GatewayError::UpstreamProtocol {
-                    provider: provider.clone(),
-                    detail: stream_error_detail(&e),
-                }),
-            });
-        Ok(ChatReply::Stream(Box::pin(frames)))
     }
 
     pub async fn embeddings(
@@ -156,7 +125,10 @@ impl OpenAiProvider {
             "model".into(),
             Value::String(opts.upstream_model.to_owned()),
         );
-        let response = self.post("/embeddings", &body).await?;
+        let response = self
+            .http
+            .post_json(&self.url_for(&["embeddings"], opts.upstream_model)?, &body)
+            .await?;
         self.complete(response, opts.max_response).await
     }
 
@@ -165,17 +137,13 @@ impl OpenAiProvider {
         response: reqwest::Response,
         limit: u64,
     ) -> Result<Complete, GatewayError> {
-        let body = read_limited(&self.name, response, limit, self.timeouts.idle).await?;
+        let body = self.http.read_body(response, limit).await?;
         #[derive(Deserialize)]
         struct UsagePeek {
             usage: Option<WireUsage>,
         }
-        let usage = serde_json::from_slice::<UsagePeek>(&body).map_err(|_| {
-            GatewayError::UpstreamProtocol {
-                provider: self.name.clone(),
-                detail: "the response is not JSON".into(),
-            }
-        })?;
+        let usage = serde_json::from_slice::<UsagePeek>(&body)
+            .map_err(|_| self.http.protocol_error("the response is not JSON"))?;
         Ok(Complete {
             body,
             usage: usage.usage.map(Usage::from),
@@ -183,17 +151,16 @@ impl OpenAiProvider {
     }
 }
 
-fn stream_error_detail<E: std::fmt::Display>(
-    e: &eventsource_stream::EventStreamError<E>,
-) -> String {
-    match e {
-        eventsource_stream::EventStreamError::Utf8(_) => {
-            "the event stream is not valid UTF-8".into()
-        }
-        eventsource_stream::EventStreamError::Parser(_) => {
-            "the event stream could not be parsed".into()
-        }
-        eventsource_stream::EventStreamError::Transport(_) => "the event stream broke off".into(),
+/// OpenAI chunks go through as they are; the gateway only peeks at them.
+struct PassThrough;
+
+impl StreamTranslator for PassThrough {
+    fn on_event(&mut self, _event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
+        Ok(vec![peek_chunk(data.to_owned())])
+    }
+
+    fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
+        Ok(Vec::new())
     }
 }
 

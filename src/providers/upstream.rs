@@ -4,9 +4,210 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::RETRY_AFTER;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+use super::FrameStream;
+use super::translate::StreamTranslator;
+use crate::config::Timeouts;
 use crate::error::GatewayError;
+
+/// One remote upstream: its pooled client, the headers sent with every request (auth marked
+/// sensitive), the secrets to redact from anything it says, and its timeouts.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    pub name: String,
+    client: reqwest::Client,
+    headers: HeaderMap,
+    secrets: Vec<String>,
+    pub timeouts: Timeouts,
+}
+
+impl HttpUpstream {
+    pub fn new(
+        name: &str,
+        timeouts: &Timeouts,
+        extra_headers: &indexmap::IndexMap<String, String>,
+    ) -> Result<Self, String> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in extra_headers {
+            let header =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k:?}: {e}"))?;
+            let value = HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?;
+            headers.insert(header, value);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            client,
+            headers,
+            secrets: Vec::new(),
+            timeouts: timeouts.clone(),
+        })
+    }
+
+    /// Sends `secret` in `header` (e.g. `authorization: Bearer <key>`, `x-api-key: <key>`) and
+    /// redacts `secret` from every upstream message.
+    pub fn with_secret_header(
+        mut self,
+        header: &'static str,
+        value: String,
+        secret: &str,
+    ) -> Result<Self, String> {
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| "api_key holds characters not allowed in a header".to_owned())?;
+        value.set_sensitive(true);
+        self.headers.insert(header, value);
+        self.secrets.push(secret.to_owned());
+        Ok(self)
+    }
+
+    /// Redacts `secret` (e.g. a key sent in the URL) from every upstream message.
+    pub fn with_secret(mut self, secret: &str) -> Self {
+        self.secrets.push(secret.to_owned());
+        self
+    }
+
+    pub fn add_header(&mut self, header: &'static str, value: &str) -> Result<(), String> {
+        let value = HeaderValue::from_str(value).map_err(|e| format!("header {header:?}: {e}"))?;
+        self.headers.insert(header, value);
+        Ok(())
+    }
+
+    /// POSTs a JSON body and waits for the response head (bounded by the first-byte timeout);
+    /// an error status becomes a [`GatewayError`] carrying the upstream's (redacted) message.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let request = self
+            .client
+            .post(url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(self.timeouts.total)
+            .body(bytes);
+        let response = tokio::time::timeout(self.timeouts.first_byte, request.send())
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout {
+                provider: self.name.clone(),
+                phase: "first byte",
+            })?
+            .map_err(|e| transport_error(&self.name, &e))?;
+        if !response.status().is_success() {
+            let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+            return Err(status_error(&self.name, response, &secrets).await);
+        }
+        Ok(response)
+    }
+
+    /// Reads a whole response body, bounded by `limit` bytes and the idle timeout.
+    pub async fn read_body(
+        &self,
+        response: reqwest::Response,
+        limit: u64,
+    ) -> Result<Bytes, GatewayError> {
+        read_limited(&self.name, response, limit, self.timeouts.idle).await
+    }
+
+    /// Parses a whole JSON response body.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+        limit: u64,
+    ) -> Result<T, GatewayError> {
+        let body = self.read_body(response, limit).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| self.protocol_error(format!("unexpected response: {e}")))
+    }
+
+    pub fn protocol_error(&self, detail: impl Into<String>) -> GatewayError {
+        GatewayError::UpstreamProtocol {
+            provider: self.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Feeds an SSE response through `translator`, frame by frame as events arrive.
+    pub fn event_stream<T: StreamTranslator>(
+        &self,
+        response: reqwest::Response,
+        mut translator: T,
+    ) -> Result<FrameStream, GatewayError> {
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(
+                self.protocol_error("a streamed request was not answered with an event stream")
+            );
+        }
+        let provider = self.name.clone();
+        let mut events = response.bytes_stream().eventsource();
+        Ok(Box::pin(async_stream::stream! {
+            while let Some(event) = events.next().await {
+                let frames = match event {
+                    Ok(event) => translator.on_event(&event.event, &event.data),
+                    Err(e) => Err(stream_error(&provider, e)),
+                };
+                match frames {
+                    Ok(frames) => for frame in frames { yield Ok(frame) },
+                    Err(e) => { yield Err(e); return; }
+                }
+            }
+            match translator.finish() {
+                Ok(frames) => for frame in frames { yield Ok(frame) },
+                Err(e) => yield Err(e),
+            }
+        }))
+    }
+}
+
+/// `base` with path segments appended (each percent-encoded as needed) and query pairs added.
+pub fn build_url(
+    base: &str,
+    segments: &[&str],
+    query: &[(&str, &str)],
+) -> Result<String, GatewayError> {
+    let mut url = reqwest::Url::parse(base)
+        .map_err(|e| GatewayError::Internal(format!("bad base URL: {e}")))?;
+    url.path_segments_mut()
+        .map_err(|()| GatewayError::Internal("base URL cannot have a path".into()))?
+        .pop_if_empty()
+        .extend(segments);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url.into())
+}
+
+fn stream_error(
+    provider: &str,
+    e: eventsource_stream::EventStreamError<reqwest::Error>,
+) -> GatewayError {
+    use eventsource_stream::EventStreamError as E;
+    let detail = match e {
+        E::Transport(e) if e.is_timeout() => return transport_error(provider, &e),
+        E::Transport(_) => "the event stream broke off",
+        E::Utf8(_) => "the event stream is not valid UTF-8",
+        E::Parser(_) => "the event stream could not be parsed",
+    };
+    GatewayError::UpstreamProtocol {
+        provider: provider.to_owned(),
+        detail: detail.into(),
+    }
+}
 
 /// How much of an upstream error body is read to find its message.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
@@ -83,6 +284,7 @@ pub async fn status_error(
     let body = read_limited(provider, resp, ERROR_BODY_LIMIT, Duration::from_secs(10))
         .await
         .unwrap_or_default();
+    let retry_after = retry_after.or_else(|| retry_delay_in_body(&body));
     let message = redact(&error_message(&body), secrets);
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
@@ -90,6 +292,16 @@ pub async fn status_error(
         message,
         retry_after,
     }
+}
+
+/// Google's retry hint: `{"error": {"details": [{"@type": "...RetryInfo", "retryDelay": "37s"}]}}`.
+fn retry_delay_in_body(body: &[u8]) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .find_map(|d| d.get("retryDelay")?.as_str())
+        .and_then(|s| humantime::parse_duration(s).ok())
 }
 
 /// The human message in an error body: `{"error": {"message"}}` (OpenAI), `{"error": "..."}`
@@ -136,6 +348,36 @@ pub fn redact(message: &str, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_built_and_encoded() {
+        assert_eq!(
+            build_url("http://h:1/v1", &["chat/completions"], &[]).unwrap(),
+            "http://h:1/v1/chat%2Fcompletions"
+        );
+        assert_eq!(
+            build_url("http://h:1/v1/", &["embeddings"], &[]).unwrap(),
+            "http://h:1/v1/embeddings"
+        );
+        assert_eq!(
+            build_url(
+                "https://r.openai.azure.com",
+                &["openai", "deployments", "gpt 4o", "embeddings"],
+                &[("api-version", "2024-10-21")]
+            )
+            .unwrap(),
+            "https://r.openai.azure.com/openai/deployments/gpt%204o/embeddings?api-version=2024-10-21"
+        );
+        assert_eq!(
+            build_url(
+                "http://h/v1beta",
+                &["models", "gemini-2.5-flash:streamGenerateContent"],
+                &[("alt", "sse")]
+            )
+            .unwrap(),
+            "http://h/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+    }
 
     #[test]
     fn finds_messages_in_common_shapes() {

@@ -37,6 +37,7 @@ pub struct RequestRecord {
     pub completion_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    pub cache_write_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
     /// From arrival to the last byte sent (for streams: the end of the stream).
     pub latency_ms: f64,
@@ -54,6 +55,7 @@ impl RequestRecord {
         self.completion_tokens = Some(usage.completion_tokens);
         self.total_tokens = Some(usage.total_tokens);
         self.cached_tokens = usage.cached_tokens;
+        self.cache_write_tokens = usage.cache_write_tokens;
         self.reasoning_tokens = usage.reasoning_tokens;
     }
 }
