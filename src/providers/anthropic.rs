@@ -449,3 +449,272 @@ impl StreamTranslator for AnthropicStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::translate::ChatRequest;
+
+    fn request(v: Value) -> ChatRequest {
+        ChatRequest::parse(v.as_object().unwrap().clone()).unwrap()
+    }
+
+    fn frames_json(frames: &[Frame]) -> Vec<Value> {
+        frames
+            .iter()
+            .filter(|f| !f.is_done())
+            .map(|f| serde_json::from_slice(&f.data).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn request_translation_covers_system_images_tools_and_results() {
+        let req = request(json!({
+            "model": "claude", "max_tokens": 100, "temperature": 0.5, "stop": "END", "user": "u-1",
+            "tool_choice": "required", "parallel_tool_calls": false,
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather where this is?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/x.jpg"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "3C"},
+                {"role": "user", "content": "Thanks"},
+            ],
+        }));
+        let expected = json!({
+            "model": "claude-3-5-haiku-latest",
+            "max_tokens": 100,
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather where this is?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/x.jpg"}}]},
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                    {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Oslo"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": "3C"},
+                    {"type": "text", "text": "Thanks"}]},
+            ],
+            "system": [{"type": "text", "text": "Be brief."}],
+            "temperature": 0.5,
+            "stop_sequences": ["END"],
+            "tools": [{"name": "get_weather", "description": "Weather now",
+                       "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "u-1"},
+            "stream": true,
+        });
+        assert_eq!(
+            to_anthropic(&req, "claude-3-5-haiku-latest", 4096, true).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn max_tokens_defaults_and_what_cannot_be_expressed_is_refused() {
+        let body = to_anthropic(
+            &request(json!({"messages": [{"role": "user", "content": "hi"}]})),
+            "m",
+            4096,
+            false,
+        )
+        .unwrap();
+        assert_eq!(body["max_tokens"], 4096);
+        assert!(body.get("stream").is_none());
+        for bad in [
+            json!({"n": 2}),
+            json!({"temperature": 1.5}),
+            json!({"response_format": {"type": "json_object"}}),
+            json!({"logprobs": true}),
+            json!({"frequency_penalty": 0.5}),
+            json!({"seed": 7}),
+        ] {
+            let mut req = json!({"messages": [{"role": "user", "content": "hi"}]});
+            req.as_object_mut()
+                .unwrap()
+                .extend(bad.as_object().unwrap().clone());
+            let err = to_anthropic(&request(req), "m", 4096, false).unwrap_err();
+            assert_eq!(err.status(), 400, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn whole_answer_translation() {
+        let message = json!({
+            "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+            "content": [
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Paris"}},
+            ],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 20, "output_tokens": 12, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5},
+        });
+        let complete = from_anthropic(&message).unwrap();
+        let body: Value = serde_json::from_slice(&complete.body).unwrap();
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["id"], "msg_01");
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], "Let me check.");
+        assert_eq!(
+            choice["message"]["tool_calls"],
+            json!([{"id": "toolu_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])
+        );
+        assert_eq!(
+            body["usage"],
+            json!({"prompt_tokens": 125, "completion_tokens": 12, "total_tokens": 137, "prompt_tokens_details": {"cached_tokens": 100}})
+        );
+        let usage = complete.usage.unwrap();
+        assert_eq!(
+            (usage.cached_tokens, usage.cache_write_tokens),
+            (Some(100), Some(5))
+        );
+
+        for (stop, finish) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("max_tokens", "length"),
+            ("refusal", "content_filter"),
+        ] {
+            let m = json!({"id": "m", "model": "c", "content": [{"type": "text", "text": "x"}], "stop_reason": stop, "usage": {"input_tokens": 1, "output_tokens": 1}});
+            let body: Value = serde_json::from_slice(&from_anthropic(&m).unwrap().body).unwrap();
+            assert_eq!(body["choices"][0]["finish_reason"], finish);
+        }
+    }
+
+    /// The events of a streamed answer with text then a tool call, as Anthropic sends them.
+    fn tool_stream_events() -> Vec<(&'static str, Value)> {
+        vec![
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-3-5-haiku-20241022", "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 0}}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            ("ping", json!({"type": "ping"})),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "the weather…"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 0}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_7", "name": "get_weather", "input": {}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": \"Pa"}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "ris\"}"}}),
+            ),
+            (
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ),
+            (
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 42}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]
+    }
+
+    #[test]
+    fn stream_translation_with_tool_call() {
+        let mut t = AnthropicStream::new("anthropic");
+        let mut frames = Vec::new();
+        for (event, data) in tool_stream_events() {
+            frames.extend(t.on_event(event, &data.to_string()).unwrap());
+        }
+        frames.extend(t.finish().unwrap());
+        assert!(frames.last().unwrap().is_done());
+        let chunks = frames_json(&frames);
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "msg_1")
+        );
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Checking the weather…");
+        let calls: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+            .collect();
+        assert_eq!(
+            calls[0],
+            &json!([{"index": 0, "id": "toolu_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        let args: String = calls
+            .iter()
+            .filter_map(|c| c[0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"city": "Paris"})
+        );
+        let finish = chunks
+            .iter()
+            .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+            .unwrap();
+        assert_eq!(finish, "tool_calls");
+        let usage_frame = frames.iter().find(|f| f.usage_only).unwrap();
+        assert_eq!(usage_frame.usage.unwrap().prompt_tokens, 25);
+        assert_eq!(usage_frame.usage.unwrap().completion_tokens, 42);
+        assert!(frames.iter().filter(|f| f.has_output).count() >= 3);
+    }
+
+    #[test]
+    fn stream_errors_and_truncation() {
+        let mut t = AnthropicStream::new("anthropic");
+        let events = tool_stream_events();
+        t.on_event(events[0].0, &events[0].1.to_string()).unwrap();
+        let err = t
+            .on_event("error", r#"{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}"#)
+            .unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert!(err.to_string().contains("Overloaded"));
+
+        let mut t = AnthropicStream::new("anthropic");
+        t.on_event(events[0].0, &events[0].1.to_string()).unwrap();
+        assert!(
+            t.finish().is_err(),
+            "a stream without message_stop is an error"
+        );
+        assert!(
+            AnthropicStream::new("a")
+                .on_event("content_block_delta", &events[3].1.to_string())
+                .is_err()
+        );
+    }
+}

@@ -548,3 +548,202 @@ impl StreamTranslator for GeminiStream {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(v: Value) -> ChatRequest {
+        ChatRequest::parse(v.as_object().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn request_translation_covers_roles_tools_results_and_config() {
+        let req = request(json!({
+            "max_completion_tokens": 256, "temperature": 1.2, "top_p": 0.9, "stop": ["END"], "seed": 3,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                       "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "additionalProperties": false}}}],
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/"}}]},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [
+                    {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_a", "content": "{\"temp_c\": 18}"},
+                {"role": "user", "content": "And tomorrow?"},
+            ],
+        }));
+        let expected = json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Weather?"}, {"inlineData": {"mimeType": "image/jpeg", "data": "/9j/"}}]},
+                {"role": "model", "parts": [{"text": "Checking."}, {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"temp_c": 18}}},
+                    {"text": "And tomorrow?"}]},
+            ],
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "generationConfig": {
+                "maxOutputTokens": 256, "temperature": 1.2, "topP": 0.9, "stopSequences": ["END"], "seed": 3,
+                "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"},
+            },
+            "tools": [{"functionDeclarations": [{"name": "get_weather", "description": "Weather now",
+                "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "additionalProperties": false}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+        });
+        assert_eq!(to_gemini(&req).unwrap(), expected);
+    }
+
+    #[test]
+    fn tool_results_need_a_known_call_and_plain_results_are_wrapped() {
+        let orphan = request(
+            json!({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]}),
+        );
+        assert_eq!(to_gemini(&orphan).unwrap_err().status(), 400);
+        let req = request(json!({"messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ]}));
+        let body = to_gemini(&req).unwrap();
+        assert_eq!(
+            body["contents"][1]["parts"][0],
+            json!({"functionCall": {"name": "f", "args": {}}})
+        );
+        assert_eq!(
+            body["contents"][2]["parts"][0]["functionResponse"]["response"],
+            json!({"result": "sunny"})
+        );
+        assert_eq!(
+            to_gemini(&request(
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 3})
+            ))
+            .unwrap_err()
+            .status(),
+            400
+        );
+    }
+
+    #[test]
+    fn whole_answer_translation_with_tool_calls_usage_and_safety() {
+        let answer = json!({
+            "candidates": [{"content": {"role": "model", "parts": [
+                {"text": "thinking…", "thought": true},
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+                "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 8, "thoughtsTokenCount": 12, "totalTokenCount": 50, "cachedContentTokenCount": 10},
+            "modelVersion": "gemini-2.5-flash", "responseId": "resp-1",
+        });
+        let complete = from_gemini(&answer, "gemini-2.5-flash", "gemini").unwrap();
+        let body: Value = serde_json::from_slice(&complete.body).unwrap();
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert_eq!(choice["message"]["content"], Value::Null);
+        assert_eq!(choice["message"]["reasoning_content"], "thinking…");
+        let call = &choice["message"]["tool_calls"][0];
+        assert!(call["id"].as_str().unwrap().starts_with("call_"));
+        assert_eq!(
+            call["function"],
+            json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
+        assert!(call.get("index").is_none());
+        assert_eq!(
+            body["usage"],
+            json!({"prompt_tokens": 30, "completion_tokens": 20, "total_tokens": 50,
+                   "prompt_tokens_details": {"cached_tokens": 10}, "completion_tokens_details": {"reasoning_tokens": 12}})
+        );
+
+        let blocked = json!({"candidates": [{"finishReason": "SAFETY", "index": 0, "safetyRatings": []}], "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}});
+        let body: Value =
+            serde_json::from_slice(&from_gemini(&blocked, "g", "gemini").unwrap().body).unwrap();
+        assert_eq!(
+            body["choices"][0]["finish_reason"], "content_filter",
+            "a safety stop is not a normal stop"
+        );
+        assert_eq!(body["choices"][0]["message"]["content"], Value::Null);
+
+        let prompt_blocked = json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 5}});
+        let err = from_gemini(&prompt_blocked, "g", "gemini").unwrap_err();
+        assert_eq!((err.status().as_u16(), err.code()), (400, "content_filter"));
+
+        let length = json!({"candidates": [{"content": {"parts": [{"text": "abc"}]}, "finishReason": "MAX_TOKENS"}]});
+        let body: Value =
+            serde_json::from_slice(&from_gemini(&length, "g", "gemini").unwrap().body).unwrap();
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
+
+    #[test]
+    fn stream_translation() {
+        let mut t = GeminiStream::new("gemini", "gemini-2.5-flash");
+        let events = [
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}], "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}}),
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo ✓"}]}, "index": 0}]}),
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}, "finishReason": "STOP", "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 6, "totalTokenCount": 10}}),
+        ];
+        let mut frames = Vec::new();
+        for e in &events {
+            frames.extend(t.on_event("", &e.to_string()).unwrap());
+        }
+        frames.extend(t.finish().unwrap());
+        assert!(frames.last().unwrap().is_done());
+        let chunks: Vec<Value> = frames
+            .iter()
+            .filter(|f| !f.is_done())
+            .map(|f| serde_json::from_slice(&f.data).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Hello ✓");
+        let call = chunks
+            .iter()
+            .find_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+            .unwrap();
+        assert_eq!(call[0]["index"], 0);
+        assert_eq!(
+            call[0]["function"],
+            json!({"name": "f", "arguments": "{\"a\":1}"})
+        );
+        assert!(
+            chunks
+                .iter()
+                .any(|c| c["choices"][0]["finish_reason"] == "tool_calls")
+        );
+        let usage = frames.iter().find(|f| f.usage_only).unwrap().usage.unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (4, 6, 10)
+        );
+    }
+
+    #[test]
+    fn stream_errors_and_truncation() {
+        let mut t = GeminiStream::new("gemini", "g");
+        t.on_event(
+            "",
+            r#"{"candidates": [{"content": {"parts": [{"text": "a"}]}}]}"#,
+        )
+        .unwrap();
+        assert!(
+            t.finish().is_err(),
+            "a stream that stops without a finishReason is cut"
+        );
+        let err = GeminiStream::new("gemini", "g")
+            .on_event("", r#"{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}"#)
+            .unwrap_err();
+        assert_eq!(err.status(), 503);
+        let mut t = GeminiStream::new("gemini", "g");
+        t.on_event("", r#"{"promptFeedback": {"blockReason": "SAFETY"}}"#)
+            .unwrap();
+        let frames = t.finish().unwrap();
+        let finish: Value = serde_json::from_slice(&frames[0].data).unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "content_filter");
+    }
+}
