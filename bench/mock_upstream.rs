@@ -1,8 +1,8 @@
 //! A standalone mock OpenAI-compatible upstream (the one the tests use), for the benchmark
 //! and the Python SDK tests: `cargo run --release --example mock-upstream -- 127.0.0.1:9999`.
 
-#[path = "../tests/support/mock_openai.rs"]
-mod mock_openai;
+#[path = "../tests/support/mock_upstream/mod.rs"]
+mod mock_upstream;
 
 #[tokio::main]
 async fn main() {
@@ -13,7 +13,7 @@ async fn main() {
         eprintln!("usage: mock-upstream [ADDR:PORT]");
         std::process::exit(2);
     };
-    let upstream = mock_openai::start_on(addr).await;
+    let upstream = mock_upstream::start_on(addr).await;
     println!("mock upstream listening on http://{}/v1", upstream.addr);
     std::future::pending::<()>().await;
 }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{TestGateway, client, mock_openai, standard_config};
+use support::{TestGateway, client, mock_upstream, standard_config};
 
 /// Starts a ~3 s stream as admin-user and returns once the response head has arrived.
 async fn start_slow_stream(gw: &TestGateway) -> reqwest::Response {
@@ -47,7 +47,7 @@ where
 
 #[tokio::test]
 async fn a_changed_file_is_reloaded_and_a_broken_one_is_refused() {
-    let upstream = mock_openai::start().await;
+    let upstream = mock_upstream::start().await;
     let base = standard_config(&upstream.base_url());
     let gw = TestGateway::start(&base).await;
     assert_eq!(status_with_key(&gw, "new-key-12345").await, 401);
@@ -81,7 +81,7 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_is_refused() {
 
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
-    let upstream = mock_openai::start().await;
+    let upstream = mock_upstream::start().await;
     let base = standard_config(&upstream.base_url());
     let gw = TestGateway::start(&base).await;
     let resp = start_slow_stream(&gw).await;
@@ -104,7 +104,7 @@ async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
 
 #[tokio::test]
 async fn shutdown_lets_streams_in_flight_finish_and_refuses_new_connections() {
-    let upstream = mock_openai::start().await;
+    let upstream = mock_upstream::start().await;
     let mut gw = TestGateway::start(&standard_config(&upstream.base_url())).await;
     let resp = start_slow_stream(&gw).await;
     let reader = tokio::spawn(async move { resp.text().await.unwrap() });

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{TestGateway, client, mock_openai, standard_config};
+use support::{TestGateway, client, mock_upstream, standard_config};
 
-async fn setup() -> (TestGateway, mock_openai::MockUpstream) {
-    let upstream = mock_openai::start().await;
+async fn setup() -> (TestGateway, mock_upstream::MockUpstream) {
+    let upstream = mock_upstream::start().await;
     let gw = TestGateway::start(&standard_config(&upstream.base_url())).await;
     (gw, upstream)
 }
@@ -685,7 +685,7 @@ async fn bad_input_gets_clear_errors_and_reaches_no_upstream() {
 
 #[tokio::test]
 async fn oversized_bodies_and_headers_are_refused() {
-    let upstream = mock_openai::start().await;
+    let upstream = mock_upstream::start().await;
     let config =
         standard_config(&upstream.base_url()) + "limits: {max_body: 64KiB, max_headers: 8KiB}\n";
     let gw = TestGateway::start(&config).await;

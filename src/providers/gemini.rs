@@ -115,18 +115,15 @@ impl GeminiProvider {
             )
             .await?;
         let answer: Value = self.http.read_json(response, opts.max_response).await?;
-        let vectors: Vec<Vec<f32>> = answer
+        let vectors: Vec<Vec<f64>> = answer
             .get("embeddings")
             .and_then(Value::as_array)
             .ok_or_else(|| self.http.protocol_error("the answer has no embeddings"))?
             .iter()
             .map(|e| {
-                e.get("values").and_then(Value::as_array).map(|vs| {
-                    vs.iter()
-                        .filter_map(Value::as_f64)
-                        .map(|x| x as f32)
-                        .collect()
-                })
+                e.get("values")
+                    .and_then(Value::as_array)
+                    .map(|vs| vs.iter().filter_map(Value::as_f64).collect())
             })
             .collect::<Option<_>>()
             .ok_or_else(|| self.http.protocol_error("an embedding has no values"))?;

@@ -112,7 +112,7 @@ impl MockProvider {
             _ => translate::embedding_inputs(&body, "mock")?,
         };
         let prompt_tokens: u64 = inputs.iter().map(|s| count_tokens(s)).sum();
-        let vectors: Vec<Vec<f32>> = inputs.iter().map(|text| self.embed(text)).collect();
+        let vectors: Vec<Vec<f64>> = inputs.iter().map(|text| self.embed(text)).collect();
         let body = translate::embeddings_response(
             &vectors,
             opts.upstream_model,
@@ -131,22 +131,22 @@ impl MockProvider {
     }
 
     /// A unit vector derived from the text's hash.
-    fn embed(&self, text: &str) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..self.dimensions)
+    fn embed(&self, text: &str) -> Vec<f64> {
+        let mut v: Vec<f64> = (0..self.dimensions)
             .map(|i| {
                 let h = Sha256::new()
                     .chain_update((i as u32).to_le_bytes())
                     .chain_update(text.as_bytes())
                     .finalize();
-                i16::from_le_bytes([h[0], h[1]]) as f32 / i16::MAX as f32
+                i16::from_le_bytes([h[0], h[1]]) as f64 / i16::MAX as f64
             })
             .collect();
         let norm = v
             .iter()
             .map(|x| x * x)
-            .sum::<f32>()
+            .sum::<f64>()
             .sqrt()
-            .max(f32::EPSILON);
+            .max(f64::EPSILON);
         v.iter_mut().for_each(|x| *x /= norm);
         v
     }

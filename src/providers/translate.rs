@@ -361,9 +361,10 @@ pub fn assistant_message(text: &str, reasoning: &str, tool_calls: Vec<Value>) ->
 }
 
 /// An OpenAI embeddings list. `base64` (the `encoding_format` the OpenAI SDKs ask for by
-/// default) packs each vector as little-endian f32 bytes.
+/// default) packs each vector as little-endian f32 bytes, as OpenAI does; JSON floats keep
+/// the upstream's precision.
 pub fn embeddings_response(
-    vectors: &[Vec<f32>],
+    vectors: &[Vec<f64>],
     model: &str,
     prompt_tokens: u64,
     base64: bool,
@@ -374,7 +375,7 @@ pub fn embeddings_response(
         .enumerate()
         .map(|(index, v)| {
             let embedding = if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
                 json!(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
                 json!(v)

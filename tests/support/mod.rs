@@ -1,7 +1,7 @@
 //! Test harness: the real gateway (in process, from its config file) against mock upstreams.
 #![allow(dead_code)]
 
-pub mod mock_openai;
+pub mod mock_upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,7 @@
-//! A mock OpenAI-compatible upstream for tests and benchmarks. It speaks OpenAI's documented
+//! Mock LLM upstreams for tests and benchmarks: OpenAI-compatible (this file), Anthropic
+//! Messages (`anthropic.rs`) and Gemini (`gemini.rs`), all served on one port.
+//!
+//! The OpenAI mock It speaks OpenAI's documented
 //! wire format (chat.completion, chat.completion.chunk SSE with `data:` lines and `[DONE]`,
 //! the usage chunk only when `stream_options.include_usage` is set, embeddings lists, error
 //! bodies), and splits its SSE output at awkward byte boundaries, mid-event and mid-UTF-8, as
@@ -26,6 +29,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+
+pub mod anthropic;
+pub mod gemini;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -74,6 +80,12 @@ pub async fn start_on(addr: SocketAddr) -> MockUpstream {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(chat),
+        )
+        .merge(anthropic::routes())
+        .merge(gemini::routes())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
@@ -204,8 +216,13 @@ async fn intake(
     }
 }
 
-async fn chat(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (body, model) = match intake(&state, "/v1/chat/completions", &headers, &body).await {
+async fn chat(
+    State(state): State<Arc<MockState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (body, model) = match intake(&state, &uri.to_string(), &headers, &body).await {
         Ok(accepted) => accepted,
         Err(response) => return response,
     };
@@ -291,6 +308,17 @@ fn stream_reply(
         events.push("data: [DONE]\n\n".to_owned());
     }
 
+    sse_response(state, events, delay, ending)
+}
+
+/// An SSE response that sends `events` (whole SSE events with their blank lines), each split
+/// in two at an awkward byte (possibly inside a UTF-8 character), as real networks do.
+pub fn sse_response(
+    state: Arc<MockState>,
+    events: Vec<String>,
+    delay: Duration,
+    ending: Ending,
+) -> Response {
     state.started_streams.fetch_add(1, Ordering::SeqCst);
     let guard = StreamGuard {
         state: state.clone(),
@@ -329,7 +357,7 @@ fn stream_reply(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ending {
+pub enum Ending {
     Normal,
     /// The connection breaks after a few chunks.
     Break,
