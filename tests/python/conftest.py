@@ -39,6 +39,8 @@ listen: {{proxy: 127.0.0.1:{proxy}, status: 127.0.0.1:{status}}}
 providers:
   ollama: {{type: openai, base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-upstream-secret-0123456789}}
   demo: {{type: mock}}
+  anthropic: {{type: anthropic, base_url: "http://127.0.0.1:{upstream}", api_key: sk-ant-secret-0123456789}}
+  gemini: {{type: gemini, base_url: "http://127.0.0.1:{upstream}/v1beta", api_key: gm-secret-0123456789}}
 models:
   "llama3.2:1b": {{provider: ollama}}
   "gemma3:1b": {{provider: ollama}}
@@ -46,10 +48,12 @@ models:
   fail-500: {{provider: ollama}}
   fail-429: {{provider: ollama}}
   echo: {{provider: demo}}
+  claude-haiku-3-5: {{provider: anthropic, model: claude-3-5-haiku-latest}}
+  gemini-2.5-flash: {{provider: gemini}}
 routes:
   ollama: {{}}
 groups:
-  devs: {{models: ["llama3.2:1b", echo, fail-500, fail-429]}}
+  devs: {{models: ["llama3.2:1b", echo, fail-500, fail-429, claude-haiku-3-5, gemini-2.5-flash]}}
 consumers:
   dev-user: {{custom_id: dev, keys: [dev-key-12345], groups: [devs]}}
 """
