@@ -555,3 +555,26 @@ async fn azure_uses_deployment_urls_and_the_api_key_header() {
     assert_eq!(seen.headers["api-key"], "az-secret-0123456789abcdef");
     assert!(!seen.headers.contains_key("authorization"));
 }
+
+#[tokio::test]
+async fn servers_that_refuse_stream_options_never_get_them() {
+    let up = mock_upstream::start().await;
+    let config = format!(
+        "providers:\n  m: {{type: mistral, base_url: \"{}\", api_key: mk-0123456789abcdef}}\nmodels:\n  mistral-small: {{provider: m}}\n\
+         routes:\n  ai: {{}}\nconsumers:\n  u: {{keys: [{KEY}], models: \"*\"}}\n",
+        up.base_url()
+    );
+    let gw = TestGateway::start(&config).await;
+    let (chunks, done) = sse(chat(
+        &gw,
+        json!({"model": "mistral-small", "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "bonjour"}]}),
+    )
+    .await)
+    .await;
+    assert!(done);
+    assert_eq!(streamed_text(&chunks), "bonjour");
+    let seen = up.state.last();
+    assert!(seen.body.get("stream_options").is_none(), "{}", seen.body);
+    assert_eq!(seen.headers["authorization"], "Bearer mk-0123456789abcdef");
+}

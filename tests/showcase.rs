@@ -22,28 +22,46 @@ impl Drop for Showcase {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(upstream: &mock_upstream::MockUpstream, with_cloud_keys: bool) -> Showcase {
     let (port, status) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(["serve", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/showcase.yaml")])
-        .env("TOLLGATE_PROXY_ADDR", format!("127.0.0.1:{port}"))
-        .env("TOLLGATE_STATUS_ADDR", format!("127.0.0.1:{status}"))
-        .env("OLLAMA_BASE_URL", upstream.base_url())
-        .env("GEMINI_BASE_URL", format!("http://{}/v1beta", upstream.addr))
-        .env("ANTHROPIC_BASE_URL", format!("http://{}", upstream.addr))
-        .env_remove("GEMINI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "serve",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/showcase.yaml"),
+    ])
+    .env("TOLLGATE_PROXY_ADDR", format!("127.0.0.1:{port}"))
+    .env("TOLLGATE_STATUS_ADDR", format!("127.0.0.1:{status}"))
+    .env("OLLAMA_BASE_URL", upstream.base_url())
+    .env(
+        "GEMINI_BASE_URL",
+        format!("http://{}/v1beta", upstream.addr),
+    )
+    .env("ANTHROPIC_BASE_URL", format!("http://{}", upstream.addr))
+    .env_remove("GEMINI_API_KEY")
+    .env_remove("ANTHROPIC_API_KEY")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if with_cloud_keys {
-        cmd.env("GEMINI_API_KEY", "gm-showcase-key-123456").env("ANTHROPIC_API_KEY", "sk-ant-showcase-key-123456");
+        cmd.env("GEMINI_API_KEY", "gm-showcase-key-123456")
+            .env("ANTHROPIC_API_KEY", "sk-ant-showcase-key-123456");
     }
-    let showcase = Showcase { child: cmd.spawn().unwrap(), port };
+    let showcase = Showcase {
+        child: cmd.spawn().unwrap(),
+        port,
+    };
     for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{status}/ready")).await.is_ok_and(|r| r.status() == 200) {
+        if reqwest::get(format!("http://127.0.0.1:{status}/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
             return showcase;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -53,12 +71,19 @@ async fn start(upstream: &mock_upstream::MockUpstream, with_cloud_keys: bool) ->
 
 impl Showcase {
     async fn models(&self, route: &str, key: &str, user: Option<&str>) -> Vec<String> {
-        let mut req = reqwest::Client::new().get(format!("http://127.0.0.1:{}{route}/v1/models", self.port)).bearer_auth(key);
+        let mut req = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}{route}/v1/models", self.port))
+            .bearer_auth(key);
         if let Some(email) = user {
             req = req.header("X-OpenWebUI-User-Email", email);
         }
         let body: Value = req.send().await.unwrap().json().await.unwrap();
-        body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     async fn chat(&self, route: &str, key: &str, model: Option<&str>) -> u16 {
@@ -67,7 +92,15 @@ impl Showcase {
             body["model"] = json!(m);
         }
         let url = format!("http://127.0.0.1:{}{route}/v1/chat/completions", self.port);
-        reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.unwrap().status().as_u16()
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 }
 
@@ -80,13 +113,25 @@ async fn who_sees_and_uses_what() {
     let (dev, lead, admin) = ("dev-key-12345", "lead-key-12345", "admin-key-12345");
 
     assert_eq!(gw.models("/ollama", dev, None).await, OLLAMA);
-    assert_eq!(gw.models("/ollama", lead, None).await, [&OLLAMA[..], &["gemini-2.5-flash"]].concat());
-    assert_eq!(gw.models("/ollama", admin, None).await, [&OLLAMA[..], &["gemini-2.5-flash", "claude-haiku-3-5"]].concat());
+    assert_eq!(
+        gw.models("/ollama", lead, None).await,
+        [&OLLAMA[..], &["gemini-2.5-flash"]].concat()
+    );
+    assert_eq!(
+        gw.models("/ollama", admin, None).await,
+        [&OLLAMA[..], &["gemini-2.5-flash", "claude-haiku-3-5"]].concat()
+    );
 
     // Through /ollama every provider's models are reachable by name, within each one's access.
-    assert_eq!(gw.chat("/ollama", lead, Some("gemini-2.5-flash")).await, 200);
+    assert_eq!(
+        gw.chat("/ollama", lead, Some("gemini-2.5-flash")).await,
+        200
+    );
     assert_eq!(gw.chat("/ollama", dev, Some("gemini-2.5-flash")).await, 403);
-    assert_eq!(gw.chat("/ollama", admin, Some("claude-haiku-3-5")).await, 200);
+    assert_eq!(
+        gw.chat("/ollama", admin, Some("claude-haiku-3-5")).await,
+        200
+    );
     assert_eq!(gw.chat("/ollama", dev, Some("llama3.2:1b")).await, 200);
 
     // The cloud routes need their groups, and serve their default model.
@@ -98,9 +143,20 @@ async fn who_sees_and_uses_what() {
 
     // OpenWebUI speaks for its signed-in users.
     let owui = "openwebui-key-12345";
-    assert_eq!(gw.models("/ollama", owui, Some("admin@example.com")).await.len(), 5);
-    assert_eq!(gw.models("/ollama", owui, Some("dev@example.com")).await, OLLAMA);
-    assert_eq!(gw.models("/ollama", owui, Some("nobody@example.com")).await, ["llama3.2:1b"]);
+    assert_eq!(
+        gw.models("/ollama", owui, Some("admin@example.com"))
+            .await
+            .len(),
+        5
+    );
+    assert_eq!(
+        gw.models("/ollama", owui, Some("dev@example.com")).await,
+        OLLAMA
+    );
+    assert_eq!(
+        gw.models("/ollama", owui, Some("nobody@example.com")).await,
+        ["llama3.2:1b"]
+    );
 }
 
 #[tokio::test]
@@ -108,7 +164,15 @@ async fn without_cloud_keys_the_cloud_models_are_left_out() {
     let upstream = mock_upstream::start().await;
     let gw = start(&upstream, false).await;
     assert_eq!(gw.models("/ollama", "admin-key-12345", None).await, OLLAMA);
-    assert_eq!(gw.chat("/ollama", "admin-key-12345", Some("gemini-2.5-flash")).await, 503);
+    assert_eq!(
+        gw.chat("/ollama", "admin-key-12345", Some("gemini-2.5-flash"))
+            .await,
+        503
+    );
     assert_eq!(gw.chat("/anthropic", "admin-key-12345", None).await, 503);
-    assert_eq!(gw.chat("/ollama", "admin-key-12345", Some("llama3.2:1b")).await, 200);
+    assert_eq!(
+        gw.chat("/ollama", "admin-key-12345", Some("llama3.2:1b"))
+            .await,
+        200
+    );
 }

@@ -223,8 +223,8 @@ impl OpenAiPreset {
         }
     }
 
-    /// Mistral's API rejects unknown request fields such as `stream_options` (and reports
-    /// stream usage unasked).
+    /// Mistral's API refuses `stream_options` with a 422 ("Extra inputs are not permitted")
+    /// and reports stream usage unasked.
     pub fn accepts_stream_options(self) -> bool {
         self != OpenAiPreset::Mistral
     }
@@ -282,6 +282,7 @@ pub struct OpenAiProviderConfig {
     #[serde(default)]
     pub headers: IndexMap<String, String>,
     /// Ask streams for usage with `stream_options.include_usage` (default: yes, except Mistral).
+    /// When off, `stream_options` is removed from requests altogether.
     #[serde(default)]
     pub stream_usage: Option<bool>,
     #[serde(default)]

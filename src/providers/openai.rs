@@ -88,7 +88,11 @@ impl OpenAiProvider {
             "model".into(),
             Value::String(opts.upstream_model.to_owned()),
         );
-        if stream && self.stream_usage {
+        if !self.stream_usage {
+            // Such servers (Mistral) refuse the field with a 422, even from the client, and
+            // report stream usage unasked.
+            body.remove("stream_options");
+        } else if stream {
             // Always ask for the final usage chunk so tokens can be accounted; the proxy hides
             // it again from clients that did not ask for it.
             let options = body

@@ -407,3 +407,84 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod stream_tests {
+    use futures_util::StreamExt;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::providers::anthropic::AnthropicStream;
+    use crate::providers::gemini::GeminiStream;
+
+    /// A response whose body arrives one byte at a time: every event boundary and every
+    /// multi-byte character is split.
+    fn byte_by_byte(body: &str) -> reqwest::Response {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            body.bytes().map(|b| Ok(Bytes::from(vec![b]))).collect();
+        let response = axum::http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .unwrap();
+        reqwest::Response::from(response)
+    }
+
+    fn upstream() -> HttpUpstream {
+        HttpUpstream::new("p", &Timeouts::default(), &Default::default()).unwrap()
+    }
+
+    async fn text_of(frames: FrameStream) -> String {
+        let frames: Vec<_> = frames.collect().await;
+        frames
+            .into_iter()
+            .map(|f| f.unwrap())
+            .filter(|f| !f.is_done())
+            .filter_map(|f| {
+                serde_json::from_slice::<Value>(&f.data).unwrap()["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn anthropic_events_split_at_every_byte() {
+        let body = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"日本語 ✓ \"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"grüße 🎉\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let frames = upstream()
+            .event_stream(byte_by_byte(body), AnthropicStream::new("p"))
+            .unwrap();
+        assert_eq!(text_of(frames).await, "日本語 ✓ grüße 🎉");
+    }
+
+    #[tokio::test]
+    async fn gemini_events_with_crlf_framing_split_at_every_byte() {
+        let body = concat!(
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"héllo \"}]}}]}\r\n\r\n",
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"wörld ✓\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2}}\r\n\r\n",
+        );
+        let frames = upstream()
+            .event_stream(byte_by_byte(body), GeminiStream::new("p", "g"))
+            .unwrap();
+        assert_eq!(text_of(frames).await, "héllo wörld ✓");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_short_ends_with_an_error() {
+        let body =
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"partial\"}]}}]}\r\n\r\n";
+        let frames: Vec<_> = upstream()
+            .event_stream(byte_by_byte(body), GeminiStream::new("p", "g"))
+            .unwrap()
+            .collect()
+            .await;
+        assert!(frames.last().unwrap().is_err());
+    }
+}
