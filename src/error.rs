@@ -34,6 +34,12 @@ pub enum GatewayError {
     /// The provider refused the prompt on safety grounds (Azure's `content_filter` shape).
     #[error("the prompt was blocked by the provider's safety filter ({0})")]
     ContentFiltered(String),
+    /// Every target of the model is out (open circuits) for now.
+    #[error("no target of model {model:?} is available right now")]
+    NoTargetAvailable {
+        model: String,
+        retry_after: Option<Duration>,
+    },
     /// The model's provider is configured but cannot be used (e.g. no API key).
     #[error("this model is unavailable: {0}")]
     ProviderUnavailable(String),
@@ -67,7 +73,7 @@ impl GatewayError {
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
             ModelMissing | InvalidRequest(_) | ContentFiltered(_) => StatusCode::BAD_REQUEST,
-            ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderUnavailable(_) | NoTargetAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -102,6 +108,7 @@ impl GatewayError {
                 }
             }
             ProviderUnavailable(_)
+            | NoTargetAvailable { .. }
             | UpstreamUnreachable { .. }
             | UpstreamTimeout { .. }
             | UpstreamStatus { .. }
@@ -127,6 +134,7 @@ impl GatewayError {
             MethodNotAllowed { .. } => "method_not_allowed",
             ContentFiltered(_) => "content_filter",
             ProviderUnavailable(_) => "provider_unavailable",
+            NoTargetAvailable { .. } => "no_target_available",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamTimeout { .. } => "upstream_timeout",
             UpstreamStatus { status: 429, .. } => "upstream_rate_limited",
@@ -175,8 +183,12 @@ impl IntoResponse for GatewayError {
         if let GatewayError::UpstreamStatus {
             retry_after: Some(after),
             ..
+        }
+        | GatewayError::NoTargetAvailable {
+            retry_after: Some(after),
+            ..
         } = &self
-            && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+            && let Ok(v) = HeaderValue::from_str(&after.as_secs_f64().ceil().max(1.0).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod providers;
 pub mod proxy;
 pub mod reload;
+pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;

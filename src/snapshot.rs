@@ -8,20 +8,21 @@ use axum::http::HeaderName;
 use indexmap::IndexMap;
 
 use crate::auth::keys::KeyDigest;
+use crate::config::TargetConfig;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,
 };
 use crate::policy::access::ModelSet;
 use crate::providers::Provider;
+use crate::routing::health::TargetHealth;
+use crate::routing::{HashOn, Pool, Target};
 
 #[derive(Debug)]
 pub struct Model {
     pub name: String,
-    pub provider_name: String,
-    pub provider: Arc<Provider>,
-    /// The name sent upstream.
-    pub upstream_model: String,
+    /// Its targets (one or several) and how to choose among them.
+    pub pool: Pool,
     pub listed: bool,
     pub embeddings_for_all: bool,
 }
@@ -60,6 +61,8 @@ pub struct Snapshot {
     models: IndexMap<String, Arc<Model>>,
     /// Kept with their config so a reload can reuse unchanged providers (and their pools).
     providers: IndexMap<String, (ProviderConfig, Arc<Provider>)>,
+    /// Health by (provider, upstream model), for reuse by the next snapshot.
+    healths: HashMap<(String, String), Arc<TargetHealth>>,
     keys: HashMap<KeyDigest, Arc<Consumer>>,
     emails: HashMap<String, Arc<Consumer>>,
 }
@@ -97,24 +100,74 @@ impl Snapshot {
             return Err(ConfigErrors(errors));
         }
 
-        let models = config
-            .models
-            .iter()
-            .filter_map(|(name, mc)| {
-                let (_, provider) = providers.get(&mc.provider)?;
-                Some((
-                    name.clone(),
-                    Arc::new(Model {
-                        name: name.clone(),
-                        provider_name: mc.provider.clone(),
-                        provider: provider.clone(),
-                        upstream_model: mc.model.clone().unwrap_or_else(|| name.clone()),
-                        listed: mc.listed,
-                        embeddings_for_all: mc.embeddings_for_all,
-                    }),
-                ))
-            })
-            .collect();
+        // Target health outlives reloads for targets whose provider did not change.
+        let mut healths: HashMap<(String, String), Arc<TargetHealth>> = HashMap::new();
+        let mut models = IndexMap::new();
+        for (name, mc) in &config.models {
+            let single;
+            let target_configs: &[TargetConfig] = if mc.targets.is_empty() {
+                single = [TargetConfig {
+                    provider: mc.provider.clone().unwrap_or_default(),
+                    model: mc.model.clone(),
+                    weight: 1,
+                    timeouts: Default::default(),
+                }];
+                &single
+            } else {
+                &mc.targets
+            };
+            let mut targets = Vec::new();
+            for tc in target_configs {
+                let Some((pc, provider)) = providers.get(&tc.provider) else {
+                    continue;
+                };
+                let upstream_model = tc.model.clone().unwrap_or_else(|| name.clone());
+                let key = (tc.provider.clone(), upstream_model.clone());
+                let health = healths
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        previous
+                            .and_then(|p| p.healths.get(&key).zip(p.providers.get(&tc.provider)))
+                            .filter(|(_, (old_config, _))| old_config == pc)
+                            .map(|(h, _)| h.clone())
+                            .unwrap_or_default()
+                    })
+                    .clone();
+                targets.push(Arc::new(Target {
+                    provider_name: tc.provider.clone(),
+                    provider: provider.clone(),
+                    upstream_model,
+                    weight: tc.weight,
+                    timeouts: tc.timeouts.apply(pc.timeouts()),
+                    health,
+                }));
+            }
+            let hash_on = match mc
+                .hash_on
+                .as_deref()
+                .and_then(|h| h.strip_prefix("header:"))
+            {
+                Some(header) => HashOn::Header(header.trim().to_owned()),
+                None => HashOn::Consumer,
+            };
+            let pool = Pool::new(
+                targets,
+                mc.strategy,
+                hash_on,
+                mc.retry.attempts,
+                mc.retry.on.clone(),
+                mc.circuit.clone(),
+            );
+            models.insert(
+                name.clone(),
+                Arc::new(Model {
+                    name: name.clone(),
+                    pool,
+                    listed: mc.listed,
+                    embeddings_for_all: mc.embeddings_for_all,
+                }),
+            );
+        }
 
         let mut routes: Vec<Arc<Route>> = config
             .routes
@@ -179,6 +232,7 @@ impl Snapshot {
             routes,
             models,
             providers,
+            healths,
             keys,
             emails,
         })

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::locate::FieldPath;
-use super::schema::{Config, ModelList, ProviderConfig};
+use super::schema::{Config, ModelList, ProviderConfig, Strategy};
 use crate::auth::keys::KeyDigest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,19 +92,68 @@ fn validate_models(config: &Config, at: &FieldPath, problems: &mut Problems) {
         if name.trim().is_empty() || name == "*" {
             problems.add(at.clone(), "a model needs a name (and \"*\" is reserved)");
         }
-        if !config.providers.contains_key(&model.provider) {
-            problems.add(
-                at.key("provider"),
-                format!(
-                    "unknown provider {:?}{}",
-                    model.provider,
-                    known(config.providers.keys())
-                ),
-            );
+        match (&model.provider, model.targets.is_empty()) {
+            (Some(_), false) => problems.add(
+                at.key("targets"),
+                "give either `provider` (one target) or `targets`, not both",
+            ),
+            (None, true) => problems.add(
+                at.clone(),
+                "a model needs a `provider` or a list of `targets`",
+            ),
+            (Some(_), true) if model.strategy != Strategy::Priority || model.hash_on.is_some() => {
+                problems.add(
+                    at.key("strategy"),
+                    "`strategy` and `hash_on` need a list of `targets`",
+                )
+            }
+            _ => {}
+        }
+        if let Some(provider) = &model.provider {
+            check_provider(config, provider, &at.key("provider"), problems);
         }
         if model.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
             problems.add(at.key("model"), "the upstream model name must not be empty");
         }
+        for (i, target) in model.targets.iter().enumerate() {
+            let at = at.key("targets").index(i);
+            check_provider(config, &target.provider, &at.key("provider"), problems);
+            if target.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
+                problems.add(at.key("model"), "the upstream model name must not be empty");
+            }
+            if target.weight == 0 && model.strategy == Strategy::Weighted {
+                problems.add(at.key("weight"), "a weighted target needs a weight above 0");
+            }
+        }
+        if let Some(hash_on) = &model.hash_on {
+            let header_ok = hash_on.strip_prefix("header:").is_some_and(|h| {
+                reqwest::header::HeaderName::from_bytes(h.trim().as_bytes()).is_ok()
+            });
+            if hash_on != "consumer" && !header_ok {
+                problems.add(
+                    at.key("hash_on"),
+                    "expected `consumer` or `header:<header name>`",
+                );
+            }
+        }
+        if model.retry.attempts == Some(0) {
+            problems.add(at.key("retry").key("attempts"), "must be at least 1");
+        }
+        if model.circuit.max_fails == 0 {
+            problems.add(at.key("circuit").key("max_fails"), "must be at least 1");
+        }
+    }
+}
+
+fn check_provider(config: &Config, provider: &str, at: &FieldPath, problems: &mut Problems) {
+    if !config.providers.contains_key(provider) {
+        problems.add(
+            at.clone(),
+            format!(
+                "unknown provider {provider:?}{}",
+                known(config.providers.keys())
+            ),
+        );
     }
 }
 

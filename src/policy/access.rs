@@ -102,7 +102,7 @@ pub fn visible_models<'a>(
 ) -> impl Iterator<Item = &'a Arc<Model>> {
     snapshot.models().filter(move |m| {
         m.listed
-            && m.provider.unavailable().is_none()
+            && m.pool.servable()
             && route.models.contains(&m.name)
             && caller.models().contains(&m.name)
     })

@@ -13,7 +13,7 @@ use super::translate::{
 };
 use super::upstream::{HttpUpstream, build_url};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
-use crate::config::{AnthropicProviderConfig, Timeouts};
+use crate::config::AnthropicProviderConfig;
 use crate::error::GatewayError;
 
 const TARGET: &str = "Anthropic";
@@ -40,10 +40,6 @@ impl AnthropicProvider {
         })
     }
 
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.http.timeouts
-    }
-
     pub async fn chat(
         &self,
         body: Map<String, Value>,
@@ -57,14 +53,17 @@ impl AnthropicProvider {
             self.default_max_tokens,
             stream,
         )?;
-        let response = self.http.post_json(&self.url, &wire).await?;
+        let response = self.http.post_json(&self.url, &wire, opts.timeouts).await?;
         if stream {
             return self
                 .http
                 .event_stream(response, AnthropicStream::new(&self.http.name))
                 .map(ChatReply::Stream);
         }
-        let message: Value = self.http.read_json(response, opts.max_response).await?;
+        let message: Value = self
+            .http
+            .read_json(response, opts.max_response, opts.timeouts.idle)
+            .await?;
         from_anthropic(&message)
             .map(ChatReply::Complete)
             .map_err(|detail| self.http.protocol_error(detail))

@@ -10,7 +10,7 @@ use super::translate::{
 };
 use super::upstream::{HttpUpstream, build_url};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
-use crate::config::{GeminiKeyPlacement, GeminiProviderConfig, Timeouts};
+use crate::config::{GeminiKeyPlacement, GeminiProviderConfig};
 use crate::error::GatewayError;
 
 const TARGET: &str = "Gemini";
@@ -39,10 +39,6 @@ impl GeminiProvider {
             base_url: config.base_url.clone(),
             query_key,
         })
-    }
-
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.http.timeouts
     }
 
     fn url(&self, model: &str, method: &str, sse: bool) -> Result<String, GatewayError> {
@@ -75,7 +71,11 @@ impl GeminiProvider {
         };
         let response = self
             .http
-            .post_json(&self.url(opts.upstream_model, method, stream)?, &wire)
+            .post_json(
+                &self.url(opts.upstream_model, method, stream)?,
+                &wire,
+                opts.timeouts,
+            )
             .await?;
         if stream {
             let translator = GeminiStream::new(&self.http.name, opts.upstream_model);
@@ -84,7 +84,10 @@ impl GeminiProvider {
                 .event_stream(response, translator)
                 .map(ChatReply::Stream);
         }
-        let answer: Value = self.http.read_json(response, opts.max_response).await?;
+        let answer: Value = self
+            .http
+            .read_json(response, opts.max_response, opts.timeouts.idle)
+            .await?;
         from_gemini(&answer, opts.upstream_model, &self.http.name).map(ChatReply::Complete)
     }
 
@@ -112,9 +115,13 @@ impl GeminiProvider {
             .post_json(
                 &self.url(opts.upstream_model, "batchEmbedContents", false)?,
                 &json!({"requests": requests}),
+                opts.timeouts,
             )
             .await?;
-        let answer: Value = self.http.read_json(response, opts.max_response).await?;
+        let answer: Value = self
+            .http
+            .read_json(response, opts.max_response, opts.timeouts.idle)
+            .await?;
         let vectors: Vec<Vec<f64>> = answer
             .get("embeddings")
             .and_then(Value::as_array)

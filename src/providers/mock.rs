@@ -9,14 +9,13 @@ use sha2::{Digest, Sha256};
 
 use super::translate::{self, ChunkWriter};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
-use crate::config::{MockProviderConfig, Timeouts};
+use crate::config::MockProviderConfig;
 use crate::error::GatewayError;
 
 #[derive(Debug)]
 pub struct MockProvider {
     chunk_delay: Option<Duration>,
     dimensions: usize,
-    timeouts: Timeouts,
 }
 
 /// Said when there is nothing to echo.
@@ -27,12 +26,7 @@ impl MockProvider {
         Self {
             chunk_delay: config.chunk_delay,
             dimensions: config.embedding_dimensions,
-            timeouts: config.timeouts.clone(),
         }
-    }
-
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
     }
 
     pub async fn chat(

@@ -11,7 +11,6 @@ mod upstream;
 pub use upstream::IDLE;
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -144,6 +143,8 @@ pub enum ChatReply {
 #[derive(Debug, Clone, Copy)]
 pub struct CallOptions<'a> {
     pub upstream_model: &'a str,
+    /// First byte, idle and total timeouts for this call (the target's).
+    pub timeouts: &'a Timeouts,
     /// Largest whole response body read into memory.
     pub max_response: u64,
 }
@@ -205,21 +206,6 @@ impl Provider {
             Provider::Mock(_) => "mock",
             Provider::Disabled(_) => "disabled",
         }
-    }
-
-    fn timeouts(&self) -> Option<&Timeouts> {
-        match self {
-            Provider::OpenAi(p) => Some(p.timeouts()),
-            Provider::Anthropic(p) => Some(p.timeouts()),
-            Provider::Gemini(p) => Some(p.timeouts()),
-            Provider::Mock(p) => Some(p.timeouts()),
-            Provider::Disabled(_) => None,
-        }
-    }
-
-    /// Longest silence allowed between two streamed chunks.
-    pub fn idle_timeout(&self) -> Duration {
-        self.timeouts().map_or(Duration::from_secs(60), |t| t.idle)
     }
 
     /// A chat completion; `stream` says whether the client asked for SSE.

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::translate::StreamTranslator;
 use super::upstream::{HttpUpstream, build_url};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage, WireUsage};
-use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig, Timeouts};
+use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig};
 use crate::error::GatewayError;
 
 #[derive(Debug)]
@@ -61,10 +61,6 @@ impl OpenAiProvider {
         })
     }
 
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.http.timeouts
-    }
-
     fn url_for(&self, endpoint: &[&str], upstream_model: &str) -> Result<String, GatewayError> {
         match &self.azure_api_version {
             None => build_url(&self.base_url, endpoint, &[]),
@@ -107,6 +103,7 @@ impl OpenAiProvider {
             .post_json(
                 &self.url_for(&["chat", "completions"], opts.upstream_model)?,
                 &body,
+                opts.timeouts,
             )
             .await?;
         if stream {
@@ -114,7 +111,7 @@ impl OpenAiProvider {
                 .event_stream(response, PassThrough)
                 .map(ChatReply::Stream)
         } else {
-            self.complete(response, opts.max_response)
+            self.complete(response, opts.max_response, opts.timeouts.idle)
                 .await
                 .map(ChatReply::Complete)
         }
@@ -131,17 +128,23 @@ impl OpenAiProvider {
         );
         let response = self
             .http
-            .post_json(&self.url_for(&["embeddings"], opts.upstream_model)?, &body)
+            .post_json(
+                &self.url_for(&["embeddings"], opts.upstream_model)?,
+                &body,
+                opts.timeouts,
+            )
             .await?;
-        self.complete(response, opts.max_response).await
+        self.complete(response, opts.max_response, opts.timeouts.idle)
+            .await
     }
 
     async fn complete(
         &self,
         response: reqwest::Response,
         limit: u64,
+        idle: std::time::Duration,
     ) -> Result<Complete, GatewayError> {
-        let body = self.http.read_body(response, limit).await?;
+        let body = self.http.read_body(response, limit, idle).await?;
         #[derive(Deserialize)]
         struct UsagePeek {
             usage: Option<WireUsage>,

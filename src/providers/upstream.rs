@@ -13,15 +13,15 @@ use super::translate::StreamTranslator;
 use crate::config::Timeouts;
 use crate::error::GatewayError;
 
-/// One remote upstream: its pooled client, the headers sent with every request (auth marked
-/// sensitive), the secrets to redact from anything it says, and its timeouts.
+/// One remote upstream: its pooled client (with the connect timeout), the headers sent with
+/// every request (auth marked sensitive), and the secrets to redact from anything it says.
+/// The other timeouts come with each call, as they may differ per target.
 #[derive(Debug)]
 pub struct HttpUpstream {
     pub name: String,
     client: reqwest::Client,
     headers: HeaderMap,
     secrets: Vec<String>,
-    pub timeouts: Timeouts,
 }
 
 impl HttpUpstream {
@@ -49,7 +49,6 @@ impl HttpUpstream {
             client,
             headers,
             secrets: Vec::new(),
-            timeouts: timeouts.clone(),
         })
     }
 
@@ -87,6 +86,7 @@ impl HttpUpstream {
         &self,
         url: &str,
         body: &impl serde::Serialize,
+        timeouts: &Timeouts,
     ) -> Result<reqwest::Response, GatewayError> {
         let bytes = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
         let request = self
@@ -94,9 +94,9 @@ impl HttpUpstream {
             .post(url)
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeouts.total)
+            .timeout(timeouts.total)
             .body(bytes);
-        let response = tokio::time::timeout(self.timeouts.first_byte, request.send())
+        let response = tokio::time::timeout(timeouts.first_byte, request.send())
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 provider: self.name.clone(),
@@ -110,13 +110,14 @@ impl HttpUpstream {
         Ok(response)
     }
 
-    /// Reads a whole response body, bounded by `limit` bytes and the idle timeout.
+    /// Reads a whole response body, bounded by `limit` bytes and `idle` silence.
     pub async fn read_body(
         &self,
         response: reqwest::Response,
         limit: u64,
+        idle: Duration,
     ) -> Result<Bytes, GatewayError> {
-        read_limited(&self.name, response, limit, self.timeouts.idle).await
+        read_limited(&self.name, response, limit, idle).await
     }
 
     /// Parses a whole JSON response body.
@@ -124,8 +125,9 @@ impl HttpUpstream {
         &self,
         response: reqwest::Response,
         limit: u64,
+        idle: Duration,
     ) -> Result<T, GatewayError> {
-        let body = self.read_body(response, limit).await?;
+        let body = self.read_body(response, limit, idle).await?;
         serde_json::from_slice(&body)
             .map_err(|e| self.protocol_error(format!("unexpected response: {e}")))
     }

@@ -1,6 +1,7 @@
 //! The request pipeline: route → authenticate → route ACL → endpoint → model access →
 //! provider → response (whole or streamed), with one request-log record per request.
 
+mod failover;
 mod stream;
 
 use std::sync::Arc;
@@ -18,7 +19,10 @@ use serde_json::{Map, Value, json};
 use crate::auth::{self, Caller};
 use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
-use crate::providers::{CallOptions, ChatReply, Complete};
+use futures_util::StreamExt;
+
+use crate::providers::{CallOptions, ChatReply, Complete, Frame, FrameStream};
+use crate::routing::Target;
 use crate::server::AppState;
 use crate::snapshot::{Model, Route, Snapshot};
 use crate::telemetry::request_log::RequestRecord;
@@ -98,6 +102,36 @@ enum Reply {
     Streaming(Response),
 }
 
+/// A target's chat answer: whole, or a stream whose first frame has already arrived.
+enum Answer {
+    Whole(Complete),
+    Stream(Frame, FrameStream),
+}
+
+/// Waits for a stream's first frame, so that a stream failing before anything reached the
+/// client can still fail over to the next target.
+async fn first_frame(mut frames: FrameStream, target: &Target) -> Result<Answer, GatewayError> {
+    let provider = || target.provider_name.clone();
+    match tokio::time::timeout(target.timeouts.idle, frames.next()).await {
+        Err(_) => Err(GatewayError::UpstreamTimeout {
+            provider: provider(),
+            phase: crate::providers::IDLE,
+        }),
+        Ok(None) => Err(GatewayError::UpstreamProtocol {
+            provider: provider(),
+            detail: "the event stream was empty".into(),
+        }),
+        Ok(Some(Err(error))) => Err(error),
+        Ok(Some(Ok(frame))) => match &frame.error {
+            Some(message) => Err(GatewayError::UpstreamProtocol {
+                provider: provider(),
+                detail: message.clone(),
+            }),
+            None => Ok(Answer::Stream(frame, frames)),
+        },
+    }
+}
+
 async fn dispatch(
     state: &Arc<AppState>,
     snapshot: &Arc<Snapshot>,
@@ -164,7 +198,8 @@ struct Call<'a> {
 impl Call<'_> {
     async fn chat(&self, request: Request, exchange: &mut Exchange) -> Result<Reply, GatewayError> {
         exchange.record.endpoint = Some("chat");
-        let body = self.read_json(request).await?;
+        let (parts, body) = request.into_parts();
+        let body = self.read_json(&parts.headers, body).await?;
         let has_messages = body
             .get("messages")
             .and_then(Value::as_array)
@@ -191,32 +226,51 @@ impl Call<'_> {
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
-        let upstream_started = Instant::now();
-        let reply = model
-            .provider
-            .chat(body, stream, self.call_options(&model))
-            .await?;
-        exchange.record.upstream_latency_ms =
-            Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
-        match reply {
-            ChatReply::Complete(complete) => {
-                Ok(Reply::Whole(whole_json(complete, &model, exchange)))
+        let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
+        let max_response = self.snapshot.limits.max_response.as_u64();
+        let answered = failover::run(&model, plan, &mut exchange.record, |target| {
+            let body = body.clone();
+            async move {
+                let opts = CallOptions {
+                    upstream_model: &target.upstream_model,
+                    timeouts: &target.timeouts,
+                    max_response,
+                };
+                match target.provider.chat(body, stream, opts).await? {
+                    ChatReply::Complete(complete) => Ok(Answer::Whole(complete)),
+                    ChatReply::Stream(frames) => first_frame(frames, &target).await,
+                }
             }
-            ChatReply::Stream(frames) => {
+        })
+        .await?;
+        let failover::Answered {
+            value,
+            target,
+            in_flight,
+        } = answered;
+        match value {
+            Answer::Whole(complete) => Ok(Reply::Whole(whole_json(complete, &target, exchange))),
+            Answer::Stream(first, frames) => {
                 // Move the record into the stream; a placeholder stays behind.
                 let owned = Exchange {
                     record: std::mem::take(&mut exchange.record),
                     started: exchange.started,
                 };
+                let upstream = stream::Upstream {
+                    first,
+                    rest: frames,
+                    target: target.clone(),
+                    in_flight,
+                    circuit: model.pool.circuit.clone(),
+                };
                 let response = stream::sse_response(
-                    frames,
+                    upstream,
                     client_wants_usage,
-                    &model,
                     owned,
                     self.state.clone(),
                     self.snapshot.clone(),
                 );
-                Ok(Reply::Streaming(with_target_headers(response, &model)))
+                Ok(Reply::Streaming(with_target_headers(response, &target)))
             }
         }
     }
@@ -227,19 +281,27 @@ impl Call<'_> {
         exchange: &mut Exchange,
     ) -> Result<Response, GatewayError> {
         exchange.record.endpoint = Some("embeddings");
-        let body = self.read_json(request).await?;
+        let (parts, body) = request.into_parts();
+        let body = self.read_json(&parts.headers, body).await?;
         if body.get("input").is_none_or(Value::is_null) {
             return Err(GatewayError::InvalidRequest("`input` is required".into()));
         }
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
-        let upstream_started = Instant::now();
-        let complete = model
-            .provider
-            .embeddings(body, self.call_options(&model))
-            .await?;
-        exchange.record.upstream_latency_ms =
-            Some(upstream_started.elapsed().as_secs_f64() * 1000.0);
-        Ok(whole_json(complete, &model, exchange))
+        let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
+        let max_response = self.snapshot.limits.max_response.as_u64();
+        let answered = failover::run(&model, plan, &mut exchange.record, |target| {
+            let body = body.clone();
+            async move {
+                let opts = CallOptions {
+                    upstream_model: &target.upstream_model,
+                    timeouts: &target.timeouts,
+                    max_response,
+                };
+                target.provider.embeddings(body, opts).await
+            }
+        })
+        .await?;
+        Ok(whole_json(answered.value, &answered.target, exchange))
     }
 
     fn list_models(&self, exchange: &mut Exchange) -> Response {
@@ -263,7 +325,12 @@ impl Call<'_> {
     }
 
     fn model_object(&self, model: &Model) -> Value {
-        json!({ "id": model.name, "object": "model", "created": self.snapshot.created, "owned_by": model.provider_name })
+        let owner = model
+            .pool
+            .targets
+            .first()
+            .map_or("tollgate", |t| t.provider_name.as_str());
+        json!({ "id": model.name, "object": "model", "created": self.snapshot.created, "owned_by": owner })
     }
 
     /// Resolves the requested model and records it.
@@ -286,22 +353,16 @@ impl Call<'_> {
         let model =
             access::resolve_model(self.snapshot, self.route, self.caller, requested, purpose)?;
         exchange.record.model = Some(model.name.clone());
-        exchange.record.provider = Some(model.provider_name.clone());
-        exchange.record.upstream_model = Some(model.upstream_model.clone());
         Ok(model)
     }
 
-    fn call_options<'m>(&self, model: &'m Model) -> CallOptions<'m> {
-        CallOptions {
-            upstream_model: &model.upstream_model,
-            max_response: self.snapshot.limits.max_response.as_u64(),
-        }
-    }
-
     /// Reads the body (refusing more than the configured limit) as a JSON object.
-    async fn read_json(&self, request: Request) -> Result<Map<String, Value>, GatewayError> {
-        let (parts, body) = request.into_parts();
-        let bytes = read_body(&parts.headers, body, self.snapshot.limits.max_body.as_u64()).await?;
+    async fn read_json(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Map<String, Value>, GatewayError> {
+        let bytes = read_body(headers, body, self.snapshot.limits.max_body.as_u64()).await?;
         serde_json::from_slice::<Map<String, Value>>(&bytes).map_err(|e| {
             GatewayError::InvalidRequest(format!(
                 "the request body is not a valid JSON object: {e}"
@@ -329,7 +390,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes,
     }
 }
 
-fn whole_json(complete: Complete, model: &Model, exchange: &mut Exchange) -> Response {
+fn whole_json(complete: Complete, target: &Target, exchange: &mut Exchange) -> Response {
     if let Some(usage) = &complete.usage {
         exchange.record.set_usage(usage);
     }
@@ -339,16 +400,16 @@ fn whole_json(complete: Complete, model: &Model, exchange: &mut Exchange) -> Res
         complete.body,
     )
         .into_response();
-    with_target_headers(response, model)
+    with_target_headers(response, target)
 }
 
 /// Tells the client which provider and upstream model answered.
-fn with_target_headers(mut response: Response, model: &Model) -> Response {
+fn with_target_headers(mut response: Response, target: &Target) -> Response {
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&model.provider_name) {
+    if let Ok(v) = HeaderValue::from_str(&target.provider_name) {
         headers.insert(PROVIDER_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&model.upstream_model) {
+    if let Ok(v) = HeaderValue::from_str(&target.upstream_model) {
         headers.insert(UPSTREAM_MODEL_HEADER, v);
     }
     response

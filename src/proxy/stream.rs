@@ -15,14 +15,31 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::Exchange;
+use crate::config::CircuitConfig;
 use crate::error::GatewayError;
 use crate::providers::{Frame, FrameStream, IDLE};
+use crate::routing::Target;
+use crate::routing::health::InFlight;
 use crate::server::AppState;
-use crate::snapshot::{Model, Snapshot};
+use crate::snapshot::Snapshot;
+
+/// The upstream side of a stream that has started.
+pub struct Upstream {
+    /// Already received (it decided that this target answers).
+    pub first: Frame,
+    pub rest: FrameStream,
+    pub target: Arc<Target>,
+    /// Held to the end of the stream: the target counts it as busy until then.
+    pub in_flight: InFlight,
+    pub circuit: CircuitConfig,
+}
 
 /// Writes the log record when dropped.
 struct StreamLog {
     exchange: Exchange,
+    /// A failure after the start still counts against the target's circuit.
+    in_flight: InFlight,
+    circuit: CircuitConfig,
     state: Arc<AppState>,
     snapshot: Arc<Snapshot>,
     first_token: Option<Instant>,
@@ -33,6 +50,7 @@ struct StreamLog {
 impl StreamLog {
     fn fail(&mut self, error: &GatewayError) {
         self.exchange.fail(error);
+        self.in_flight.fail(&self.circuit, error.code(), None);
         self.mark_ended();
     }
 
@@ -77,17 +95,25 @@ impl Drop for StreamLog {
 const MAX_BATCH: usize = 64;
 
 pub fn sse_response(
-    frames: FrameStream,
+    upstream: Upstream,
     client_wants_usage: bool,
-    model: &Model,
     exchange: Exchange,
     state: Arc<AppState>,
     snapshot: Arc<Snapshot>,
 ) -> Response {
-    let idle = model.provider.idle_timeout();
-    let provider = model.provider_name.clone();
+    let Upstream {
+        first,
+        rest,
+        target,
+        in_flight,
+        circuit,
+    } = upstream;
+    let idle = target.timeouts.idle;
+    let provider = target.provider_name.clone();
     let mut log = StreamLog {
         exchange,
+        in_flight,
+        circuit,
         state,
         snapshot,
         first_token: None,
@@ -95,6 +121,7 @@ pub fn sse_response(
     };
     // Frames that are already there go out in one write (one syscall, one TCP segment);
     // `ready_chunks` never waits for more, so no frame is held back.
+    let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
     let mut batches = frames.ready_chunks(MAX_BATCH);
     let body = async_stream::stream! {
         loop {

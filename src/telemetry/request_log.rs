@@ -8,7 +8,10 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use std::time::Duration;
+
 use crate::providers::Usage;
+use crate::routing::Target;
 
 /// What one request did. No secrets, no bodies.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -47,6 +50,42 @@ pub struct RequestRecord {
     pub ttft_ms: Option<f64>,
     /// The client went away before the response was complete.
     pub client_disconnected: bool,
+    /// Every target considered, in order, with its outcome.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One target considered for a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub model: String,
+    /// `ok`, the error code of the failure, or why it was skipped (`circuit_open`,
+    /// `provider_unavailable`).
+    pub outcome: &'static str,
+    pub skipped: bool,
+    pub latency_ms: Option<f64>,
+}
+
+impl AttemptRecord {
+    pub fn tried(target: &Target, outcome: &'static str, took: Duration) -> Self {
+        Self {
+            provider: target.provider_name.clone(),
+            model: target.upstream_model.clone(),
+            outcome,
+            skipped: false,
+            latency_ms: Some(took.as_secs_f64() * 1000.0),
+        }
+    }
+
+    pub fn skipped(target: &Target, why: &'static str) -> Self {
+        Self {
+            provider: target.provider_name.clone(),
+            model: target.upstream_model.clone(),
+            outcome: why,
+            skipped: true,
+            latency_ms: None,
+        }
+    }
 }
 
 impl RequestRecord {
