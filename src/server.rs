@@ -146,6 +146,7 @@ impl Gateway {
                 get(|| async { axum::Json(json!({"status": "ok"})) }),
             )
             .route("/ready", get(ready))
+            .route("/targets", get(targets))
             .with_state(state.clone());
 
         tracing::info!(proxy = %self.proxy.local_addr()?, status = %self.status.local_addr()?, "tollgate is listening");
@@ -194,6 +195,40 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             axum::Json(json!({"status": "not ready"})),
         )
     }
+}
+
+/// The health of every model's targets: state of the circuit (and until when it is open),
+/// requests in flight, latency estimate, recent failures.
+async fn targets(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let snapshot = state.snapshot();
+    let now = std::time::Instant::now();
+    let models: serde_json::Map<String, serde_json::Value> = snapshot
+        .models()
+        .map(|model| {
+            let targets: Vec<serde_json::Value> = model
+                .pool
+                .targets
+                .iter()
+                .map(|t| {
+                    let mut report = t.health.report(now);
+                    report["provider"] = json!(t.provider_name);
+                    report["model"] = json!(t.upstream_model);
+                    report["weight"] = json!(t.weight);
+                    if let Some(reason) = t.provider.unavailable() {
+                        report["state"] = json!("unavailable");
+                        report["reason"] = json!(reason);
+                    }
+                    report
+                })
+                .collect();
+            let strategy = serde_json::to_value(model.pool.strategy).unwrap_or_default();
+            (
+                model.name.clone(),
+                json!({"strategy": strategy, "targets": targets}),
+            )
+        })
+        .collect();
+    axum::Json(json!({ "models": models }))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

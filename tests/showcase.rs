@@ -29,7 +29,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(upstream: &mock_upstream::MockUpstream, with_cloud_keys: bool) -> Showcase {
+/// `ollama` serves the Ollama provider, `cloud` Gemini and Anthropic.
+async fn start(
+    ollama: &mock_upstream::MockUpstream,
+    cloud: &mock_upstream::MockUpstream,
+    with_cloud_keys: bool,
+) -> Showcase {
     let (port, status) = (free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.args([
@@ -39,12 +44,9 @@ async fn start(upstream: &mock_upstream::MockUpstream, with_cloud_keys: bool) ->
     ])
     .env("TOLLGATE_PROXY_ADDR", format!("127.0.0.1:{port}"))
     .env("TOLLGATE_STATUS_ADDR", format!("127.0.0.1:{status}"))
-    .env("OLLAMA_BASE_URL", upstream.base_url())
-    .env(
-        "GEMINI_BASE_URL",
-        format!("http://{}/v1beta", upstream.addr),
-    )
-    .env("ANTHROPIC_BASE_URL", format!("http://{}", upstream.addr))
+    .env("OLLAMA_BASE_URL", ollama.base_url())
+    .env("GEMINI_BASE_URL", format!("http://{}/v1beta", cloud.addr))
+    .env("ANTHROPIC_BASE_URL", format!("http://{}", cloud.addr))
     .env_remove("GEMINI_API_KEY")
     .env_remove("ANTHROPIC_API_KEY")
     .stdout(Stdio::null())
@@ -87,40 +89,60 @@ impl Showcase {
     }
 
     async fn chat(&self, route: &str, key: &str, model: Option<&str>) -> u16 {
+        self.answer(route, key, model).await.0
+    }
+
+    /// Status and the provider that answered.
+    async fn answer(&self, route: &str, key: &str, model: Option<&str>) -> (u16, String) {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
         if let Some(m) = model {
             body["model"] = json!(m);
         }
         let url = format!("http://127.0.0.1:{}{route}/v1/chat/completions", self.port);
-        reqwest::Client::new()
+        let resp = reqwest::Client::new()
             .post(url)
             .bearer_auth(key)
             .json(&body)
             .send()
             .await
-            .unwrap()
-            .status()
-            .as_u16()
+            .unwrap();
+        let provider = resp
+            .headers()
+            .get("x-tollgate-provider")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (resp.status().as_u16(), provider)
     }
 }
 
-const OLLAMA: [&str; 3] = ["llama3.2:1b", "qwen2.5-coder:1.5b", "gemma3:1b"];
+/// What every user sees: the Ollama models and the /ai chain.
+const OLLAMA: [&str; 4] = ["llama3.2:1b", "qwen2.5-coder:1.5b", "gemma3:1b", "auto"];
 
 #[tokio::test]
 async fn who_sees_and_uses_what() {
-    let upstream = mock_upstream::start().await;
-    let gw = start(&upstream, true).await;
+    let (ollama, cloud) = (mock_upstream::start().await, mock_upstream::start().await);
+    let gw = start(&ollama, &cloud, true).await;
     let (dev, lead, admin) = ("dev-key-12345", "lead-key-12345", "admin-key-12345");
 
     assert_eq!(gw.models("/ollama", dev, None).await, OLLAMA);
-    assert_eq!(
-        gw.models("/ollama", lead, None).await,
-        [&OLLAMA[..], &["gemini-2.5-flash"]].concat()
-    );
-    assert_eq!(
-        gw.models("/ollama", admin, None).await,
-        [&OLLAMA[..], &["gemini-2.5-flash", "claude-haiku-3-5"]].concat()
-    );
+    // In config order: the chain comes after the cloud models.
+    let lead_models = [
+        "llama3.2:1b",
+        "qwen2.5-coder:1.5b",
+        "gemma3:1b",
+        "gemini-2.5-flash",
+        "auto",
+    ];
+    assert_eq!(gw.models("/ollama", lead, None).await, lead_models);
+    let admin_models = [
+        "llama3.2:1b",
+        "qwen2.5-coder:1.5b",
+        "gemma3:1b",
+        "gemini-2.5-flash",
+        "claude-haiku-3-5",
+        "auto",
+    ];
+    assert_eq!(gw.models("/ollama", admin, None).await, admin_models);
 
     // Through /ollama every provider's models are reachable by name, within each one's access.
     assert_eq!(
@@ -144,10 +166,8 @@ async fn who_sees_and_uses_what() {
     // OpenWebUI speaks for its signed-in users.
     let owui = "openwebui-key-12345";
     assert_eq!(
-        gw.models("/ollama", owui, Some("admin@example.com"))
-            .await
-            .len(),
-        5
+        gw.models("/ollama", owui, Some("admin@example.com")).await,
+        admin_models
     );
     assert_eq!(
         gw.models("/ollama", owui, Some("dev@example.com")).await,
@@ -161,8 +181,8 @@ async fn who_sees_and_uses_what() {
 
 #[tokio::test]
 async fn without_cloud_keys_the_cloud_models_are_left_out() {
-    let upstream = mock_upstream::start().await;
-    let gw = start(&upstream, false).await;
+    let (ollama, cloud) = (mock_upstream::start().await, mock_upstream::start().await);
+    let gw = start(&ollama, &cloud, false).await;
     assert_eq!(gw.models("/ollama", "admin-key-12345", None).await, OLLAMA);
     assert_eq!(
         gw.chat("/ollama", "admin-key-12345", Some("gemini-2.5-flash"))
@@ -175,4 +195,46 @@ async fn without_cloud_keys_the_cloud_models_are_left_out() {
             .await,
         200
     );
+}
+
+#[tokio::test]
+async fn the_ai_route_falls_over_from_ollama_to_the_cloud_and_back() {
+    let (ollama, cloud) = (mock_upstream::start().await, mock_upstream::start().await);
+    let gw = start(&ollama, &cloud, true).await;
+    let dev = "dev-key-12345";
+    assert_eq!(
+        gw.answer("/ai", dev, None).await,
+        (200, "ollama".to_owned())
+    );
+    ollama.state.force(Some("fail-500"));
+    assert_eq!(
+        gw.answer("/ai", dev, None).await,
+        (200, "gemini".to_owned())
+    );
+    cloud.state.force(Some("overloaded")); // Gemini 503 and Anthropic 529 alike
+    assert_eq!(
+        gw.answer("/ai", dev, None).await.0,
+        503,
+        "every target failed: the last error"
+    );
+    cloud.state.force(None);
+    ollama.state.force(None);
+    // Ollama's circuit opened after two failures; it is back after its fail_timeout (30 s),
+    // and until then the cloud answers.
+    assert_eq!(
+        gw.answer("/ai", dev, None).await,
+        (200, "gemini".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn without_cloud_keys_the_ai_chain_still_serves_from_ollama() {
+    let (ollama, cloud) = (mock_upstream::start().await, mock_upstream::start().await);
+    let gw = start(&ollama, &cloud, false).await;
+    assert_eq!(
+        gw.answer("/ai", "dev-key-12345", None).await,
+        (200, "ollama".to_owned())
+    );
+    ollama.state.force(Some("fail-500"));
+    assert_eq!(gw.answer("/ai", "dev-key-12345", None).await.0, 502);
 }

@@ -107,7 +107,9 @@ async fn messages(
     if let Some(problem) = invalid(&body) {
         return error(400, "invalid_request_error", &problem);
     }
-    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let model = state
+        .forced()
+        .unwrap_or_else(|| body["model"].as_str().unwrap_or("").to_owned());
     match model.as_str() {
         "overloaded" => return error(529, "overloaded_error", "Overloaded"),
         "rate-limited" => {

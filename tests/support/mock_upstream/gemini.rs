@@ -68,6 +68,8 @@ async fn call(
     let Some((model, method)) = call.split_once(':') else {
         return error(404, "NOT_FOUND", "Unknown method.");
     };
+    let forced = state.forced();
+    let model = forced.as_deref().unwrap_or(model);
     match method {
         "batchEmbedContents" => return embed(&body),
         "generateContent" | "streamGenerateContent" => {}

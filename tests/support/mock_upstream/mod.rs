@@ -11,7 +11,7 @@
 //! - anything else: echo the last user message (`usage` counts words);
 //! - `fail-500`, `fail-401` (message quotes the key it got), `fail-429` (`Retry-After: 7`),
 //!   `fail-404` (Ollama's `{"error": "..."}` shape): error statuses;
-//! - `hang`: never answers;
+//! - `hang`: never answers; `slow`: answers after 300 ms;
 //! - `slow-stream`: one chunk every 100 ms for ~3 s, counting streams cut by the client;
 //! - `die-mid-stream`: two chunks, then the connection breaks;
 //! - `stall-mid-stream`: two chunks, then silence.
@@ -48,9 +48,20 @@ pub struct MockState {
     pub cancelled_streams: AtomicUsize,
     pub completed_streams: AtomicUsize,
     pub started_streams: AtomicUsize,
+    /// When set, every request behaves as if it asked for this model (`fail-500`, `hang`, ...):
+    /// a target can be broken and healed while a test runs.
+    pub forced_model: Mutex<Option<String>>,
 }
 
 impl MockState {
+    pub fn force(&self, model: Option<&str>) {
+        if let Ok(mut m) = self.forced_model.lock() {
+            *m = model.map(str::to_owned);
+        }
+    }
+    pub(crate) fn forced(&self) -> Option<String> {
+        self.forced_model.lock().ok().and_then(|m| m.clone())
+    }
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -168,6 +179,10 @@ async fn fault(model: &str, headers: &HeaderMap) -> Option<Response> {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             None
         }
+        "slow" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            None
+        }
         _ => None,
     }
 }
@@ -209,7 +224,9 @@ async fn intake(
         ));
     };
     record(state, path, headers, &body);
-    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let model = state
+        .forced()
+        .unwrap_or_else(|| body["model"].as_str().unwrap_or("").to_owned());
     match fault(&model, headers).await {
         Some(response) => Err(response),
         None => Ok((body, model)),
