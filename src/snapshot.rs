@@ -133,9 +133,27 @@ impl Snapshot {
                             .unwrap_or_default()
                     })
                     .clone();
+                // A connect timeout of its own needs a connection pool of its own.
+                let provider = match tc.timeouts.connect {
+                    None => provider.clone(),
+                    Some(connect) => {
+                        match Provider::from_config(&tc.provider, &pc.with_connect_timeout(connect))
+                        {
+                            Ok(own) => Arc::new(own),
+                            Err(message) => {
+                                return Err(ConfigErrors(vec![ConfigError {
+                                    file: String::new(),
+                                    location: None,
+                                    path: Some(FieldPath::root().key("models").key(name)),
+                                    message,
+                                }]));
+                            }
+                        }
+                    }
+                };
                 targets.push(Arc::new(Target {
                     provider_name: tc.provider.clone(),
-                    provider: provider.clone(),
+                    provider,
                     upstream_model,
                     weight: tc.weight,
                     timeouts: tc.timeouts.apply(pc.timeouts()),

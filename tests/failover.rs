@@ -176,7 +176,7 @@ async fn the_priority_chain_falls_over_and_comes_back_when_the_first_target_reco
 async fn refused_connections_and_hangs_fail_over_and_open_the_circuit() {
     let models = r#"
   chain:
-    targets: [{provider: dead, model: m, weight: 3}, {provider: a, model: m, weight: 2, timeouts: {first_byte: 300ms}}, {provider: b, model: m, weight: 1}]
+    targets: [{provider: dead, model: m, weight: 3, timeouts: {connect: 200ms}}, {provider: a, model: m, weight: 2, timeouts: {first_byte: 300ms}}, {provider: b, model: m, weight: 1}]
     circuit: {max_fails: 1, fail_timeout: 60s}
 "#;
     let mut s = setup(models).await;

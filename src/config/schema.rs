@@ -255,6 +255,24 @@ impl ProviderConfig {
         }
     }
 
+    /// The same provider with another connect timeout (for a target that overrides it).
+    pub fn with_connect_timeout(&self, connect: Duration) -> ProviderConfig {
+        let mut copy = self.clone();
+        match &mut copy {
+            ProviderConfig::Openai(p)
+            | ProviderConfig::Mistral(p)
+            | ProviderConfig::Groq(p)
+            | ProviderConfig::Deepseek(p)
+            | ProviderConfig::Openrouter(p)
+            | ProviderConfig::Vllm(p) => p.timeouts.connect = connect,
+            ProviderConfig::Azure(p) => p.timeouts.connect = connect,
+            ProviderConfig::Anthropic(p) => p.timeouts.connect = connect,
+            ProviderConfig::Gemini(p) => p.timeouts.connect = connect,
+            ProviderConfig::Mock(p) => p.timeouts.connect = connect,
+        }
+        copy
+    }
+
     /// For the OpenAI-wire-format types: which preset, and its settings.
     pub fn openai_preset(&self) -> Option<(OpenAiPreset, &OpenAiProviderConfig)> {
         match self {
@@ -435,8 +453,8 @@ pub struct TargetConfig {
     /// Preference (`priority`: higher first) or share (`weighted`).
     #[serde(default = "TargetConfig::default_weight")]
     pub weight: u32,
-    /// Overrides of the provider's timeouts for this target (`connect` belongs to the
-    /// provider's connection pool and cannot be overridden here).
+    /// Overrides of the provider's timeouts for this target (a `connect` override gives the
+    /// target a connection pool of its own).
     #[serde(default)]
     pub timeouts: TimeoutOverrides,
 }
@@ -451,6 +469,8 @@ impl TargetConfig {
 #[serde(deny_unknown_fields)]
 pub struct TimeoutOverrides {
     #[serde(default, with = "humantime_serde")]
+    pub connect: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub first_byte: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle: Option<Duration>,
@@ -461,7 +481,7 @@ pub struct TimeoutOverrides {
 impl TimeoutOverrides {
     pub fn apply(&self, base: &Timeouts) -> Timeouts {
         Timeouts {
-            connect: base.connect,
+            connect: self.connect.unwrap_or(base.connect),
             first_byte: self.first_byte.unwrap_or(base.first_byte),
             idle: self.idle.unwrap_or(base.idle),
             total: self.total.unwrap_or(base.total),
