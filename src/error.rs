@@ -27,6 +27,18 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: u64 },
+    #[error("{0}")]
+    PromptBlocked(String),
+    /// A limit policy refused the request; it was not sent.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+        headers: Vec<(String, String)>,
+    },
+    /// Rate limits are configured to fail closed and their store cannot be reached.
+    #[error("rate limiting is unavailable; try again shortly")]
+    LimiterUnavailable,
     #[error("no such endpoint: {0}")]
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
@@ -72,7 +84,11 @@ impl GatewayError {
             MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
-            ModelMissing | InvalidRequest(_) | ContentFiltered(_) => StatusCode::BAD_REQUEST,
+            ModelMissing | InvalidRequest(_) | ContentFiltered(_) | PromptBlocked(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProviderUnavailable(_) | NoTargetAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -97,7 +113,10 @@ impl GatewayError {
             | BodyTooLarge { .. }
             | HeadersTooLarge { .. }
             | MethodNotAllowed { .. }
-            | ContentFiltered(_) => "invalid_request_error",
+            | ContentFiltered(_)
+            | PromptBlocked(_) => "invalid_request_error",
+            RateLimited { .. } => "rate_limit_error",
+            LimiterUnavailable => "api_error",
             UpstreamStatus { status, .. }
                 if upstream_status_for_client(*status).is_client_error() =>
             {
@@ -133,6 +152,9 @@ impl GatewayError {
             NotFound(_) => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
             ContentFiltered(_) => "content_filter",
+            PromptBlocked(_) => "prompt_blocked",
+            RateLimited { .. } => "rate_limit_exceeded",
+            LimiterUnavailable => "rate_limiter_unavailable",
             ProviderUnavailable(_) => "provider_unavailable",
             NoTargetAvailable { .. } => "no_target_available",
             UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -191,6 +213,27 @@ impl IntoResponse for GatewayError {
             && let Ok(v) = HeaderValue::from_str(&after.as_secs_f64().ceil().max(1.0).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let GatewayError::RateLimited {
+            retry_after,
+            headers,
+            ..
+        } = &self
+        {
+            let h = response.headers_mut();
+            if let Ok(v) =
+                HeaderValue::from_str(&retry_after.as_secs_f64().ceil().max(1.0).to_string())
+            {
+                h.insert(header::RETRY_AFTER, v);
+            }
+            for (name, value) in headers {
+                if let (Ok(n), Ok(v)) = (
+                    axum::http::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    h.insert(n, v);
+                }
+            }
         }
         response
     }

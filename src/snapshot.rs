@@ -8,12 +8,15 @@ use axum::http::HeaderName;
 use indexmap::IndexMap;
 
 use crate::auth::keys::KeyDigest;
-use crate::config::TargetConfig;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,
 };
+use crate::config::{PromptDecoratorConfig, TargetConfig};
 use crate::policy::access::ModelSet;
+use crate::policy::guard::PromptGuard;
+use crate::policy::limits::{Limiter, RateLimits};
+use crate::policy::pricing::{self, Price};
 use crate::providers::Provider;
 use crate::routing::health::TargetHealth;
 use crate::routing::{HashOn, Pool, Target};
@@ -25,6 +28,7 @@ pub struct Model {
     pub pool: Pool,
     pub listed: bool,
     pub embeddings_for_all: bool,
+    pub decorator: Option<PromptDecoratorConfig>,
 }
 
 #[derive(Debug)]
@@ -35,6 +39,9 @@ pub struct Route {
     pub models: ModelSet,
     pub groups: Vec<String>,
     pub default_model: Option<String>,
+    /// The route's own guard, or the top-level one.
+    pub guard: Option<Arc<PromptGuard>>,
+    pub decorator: Option<PromptDecoratorConfig>,
 }
 
 #[derive(Debug)]
@@ -61,6 +68,7 @@ pub struct Snapshot {
     models: IndexMap<String, Arc<Model>>,
     /// Kept with their config so a reload can reuse unchanged providers (and their pools).
     providers: IndexMap<String, (ProviderConfig, Arc<Provider>)>,
+    pub rate_limits: RateLimits,
     /// Health by (provider, upstream model), for reuse by the next snapshot.
     healths: HashMap<(String, String), Arc<TargetHealth>>,
     keys: HashMap<KeyDigest, Arc<Consumer>>,
@@ -100,6 +108,20 @@ impl Snapshot {
             return Err(ConfigErrors(errors));
         }
 
+        // The limit store (and its counters) outlives reloads that do not change it.
+        let limiter = match previous.map(|p| &p.rate_limits.limiter) {
+            Some(l) if l.serves(&config.rate_limits) => l.clone(),
+            _ => Arc::new(Limiter::new(&config.rate_limits).map_err(|message| {
+                ConfigErrors(vec![ConfigError {
+                    file: String::new(),
+                    location: None,
+                    path: Some(FieldPath::root().key("rate_limits")),
+                    message,
+                }])
+            })?),
+        };
+        let rate_limits = RateLimits::compile(&config.rate_limits, limiter);
+
         // Target health outlives reloads for targets whose provider did not change.
         let mut healths: HashMap<(String, String), Arc<TargetHealth>> = HashMap::new();
         let mut models = IndexMap::new();
@@ -111,6 +133,7 @@ impl Snapshot {
                     model: mc.model.clone(),
                     weight: 1,
                     timeouts: Default::default(),
+                    pricing: mc.pricing,
                 }];
                 &single
             } else {
@@ -151,9 +174,14 @@ impl Snapshot {
                         }
                     }
                 };
+                let price = tc
+                    .pricing
+                    .map(Price::from)
+                    .or_else(|| pricing::default_for(&upstream_model));
                 targets.push(Arc::new(Target {
                     provider_name: tc.provider.clone(),
                     provider,
+                    price,
                     upstream_model,
                     weight: tc.weight,
                     timeouts: tc.timeouts.apply(pc.timeouts()),
@@ -183,10 +211,16 @@ impl Snapshot {
                     pool,
                     listed: mc.listed,
                     embeddings_for_all: mc.embeddings_for_all,
+                    decorator: mc.prompt_decorator.clone(),
                 }),
             );
         }
 
+        let global_guard = config
+            .prompt_guard
+            .as_ref()
+            .and_then(|g| PromptGuard::compile(g).ok())
+            .map(Arc::new);
         let mut routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -201,6 +235,11 @@ impl Snapshot {
                         .map_or(ModelSet::All, |l| ModelSet::from_list(Some(l))),
                     groups: rc.groups.clone(),
                     default_model: rc.default_model.clone(),
+                    guard: match &rc.prompt_guard {
+                        Some(own) => PromptGuard::compile(own).ok().map(Arc::new),
+                        None => global_guard.clone(),
+                    },
+                    decorator: rc.prompt_decorator.clone(),
                 })
             })
             .collect();
@@ -250,6 +289,7 @@ impl Snapshot {
             routes,
             models,
             providers,
+            rate_limits,
             healths,
             keys,
             emails,

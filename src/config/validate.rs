@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use super::locate::FieldPath;
-use super::schema::{Config, ModelList, ProviderConfig, Strategy};
+use super::schema::{
+    Config, LimitBackend, ModelList, PromptDecoratorConfig, PromptGuardConfig, ProviderConfig,
+    Strategy,
+};
 use crate::auth::keys::KeyDigest;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +44,138 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         );
     }
     validate_consumers(config, &root.key("consumers"), &mut problems);
+    validate_rate_limits(config, &root.key("rate_limits"), &mut problems);
+    if let Some(guard) = &config.prompt_guard {
+        check_guard(guard, &root.key("prompt_guard"), &mut problems);
+    }
+    for (name, route) in &config.routes {
+        let at = root.key("routes").key(name);
+        if let Some(guard) = &route.prompt_guard {
+            check_guard(guard, &at.key("prompt_guard"), &mut problems);
+        }
+        if let Some(d) = &route.prompt_decorator {
+            check_decorator(d, &at.key("prompt_decorator"), &mut problems);
+        }
+    }
+    for (name, model) in &config.models {
+        let at = root.key("models").key(name);
+        if let Some(d) = &model.prompt_decorator {
+            check_decorator(d, &at.key("prompt_decorator"), &mut problems);
+        }
+        let prices = model.pricing.iter().map(|p| (at.key("pricing"), p)).chain(
+            model.targets.iter().enumerate().filter_map(|(i, t)| {
+                t.pricing
+                    .as_ref()
+                    .map(|p| (at.key("targets").index(i).key("pricing"), p))
+            }),
+        );
+        for (at, p) in prices {
+            if p.input < 0.0 || p.output < 0.0 || p.cached_input.is_some_and(|c| c < 0.0) {
+                problems.add(at, "prices cannot be negative");
+            }
+        }
+    }
     problems.0
+}
+
+fn validate_rate_limits(config: &Config, at: &FieldPath, problems: &mut Problems) {
+    let rl = &config.rate_limits;
+    if rl.backend == LimitBackend::Redis && redis_url_invalid(&rl.redis.url) {
+        problems.add(
+            at.key("redis").key("url"),
+            "not a valid Redis URL (redis://host:port/db)",
+        );
+    }
+    for (name, policy) in &rl.policies {
+        let at = at.key("policies").key(name);
+        if policy.limits.is_empty() {
+            problems.add(at.key("limits"), "a policy needs at least one limit");
+        }
+        for (i, l) in policy.limits.iter().enumerate() {
+            let amounts = [
+                l.tokens.is_some(),
+                l.prompt_tokens.is_some(),
+                l.completion_tokens.is_some(),
+                l.requests.is_some(),
+                l.cost_usd.is_some(),
+            ];
+            if amounts.iter().filter(|a| **a).count() != 1 {
+                problems.add(at.key("limits").index(i), "give exactly one of tokens, prompt_tokens, completion_tokens, requests, cost_usd");
+            }
+            if l.per < std::time::Duration::from_secs(1) {
+                problems.add(
+                    at.key("limits").index(i).key("per"),
+                    "the window must be at least 1s",
+                );
+            }
+            if l.cost_usd.is_some_and(|c| c < 0.0) {
+                problems.add(
+                    at.key("limits").index(i).key("cost_usd"),
+                    "cannot be negative",
+                );
+            }
+        }
+        let refs: [(&str, &Vec<String>, bool); 4] = [
+            ("consumers", &policy.consumers, false),
+            ("groups", &policy.groups, false),
+            ("models", &policy.models, false),
+            ("routes", &policy.routes, false),
+        ];
+        for (field, names, _) in refs {
+            for (i, n) in names.iter().enumerate() {
+                let known = match field {
+                    "consumers" => config.consumers.contains_key(n),
+                    "groups" => config.groups.contains_key(n),
+                    "models" => config.models.contains_key(n),
+                    _ => config.routes.contains_key(n),
+                };
+                if !known {
+                    problems.add(
+                        at.key(field).index(i),
+                        format!("unknown {} {n:?}", field.trim_end_matches('s')),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn redis_url_invalid(url: &str) -> bool {
+    reqwest::Url::parse(url).map_or(true, |u| {
+        !matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix")
+    })
+}
+
+fn check_guard(guard: &PromptGuardConfig, at: &FieldPath, problems: &mut Problems) {
+    for (field, patterns) in [("deny", &guard.deny), ("allow", &guard.allow)] {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(e) = regex::RegexBuilder::new(pattern)
+                .size_limit(4 << 20)
+                .build()
+            {
+                problems.add(
+                    at.key(field).index(i),
+                    format!("not a valid regular expression: {e}"),
+                );
+            }
+        }
+    }
+}
+
+fn check_decorator(d: &PromptDecoratorConfig, at: &FieldPath, problems: &mut Problems) {
+    for (field, messages) in [("prepend", &d.prepend), ("append", &d.append)] {
+        for (i, m) in messages.iter().enumerate() {
+            if !matches!(
+                m.role.as_str(),
+                "system" | "developer" | "user" | "assistant"
+            ) {
+                problems.add(
+                    at.key(field).index(i).key("role"),
+                    "role must be system, developer, user or assistant",
+                );
+            }
+        }
+    }
 }
 
 fn validate_providers(config: &Config, at: &FieldPath, problems: &mut Problems) {

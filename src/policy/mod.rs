@@ -1,4 +1,9 @@
-//! Decisions about what an authenticated caller may do: route ACLs and model access.
-//! (Rate limits, budgets and prompt guards will live here too.)
+//! Decisions about what an authenticated caller may do: route ACLs and model access, the
+//! prompt guard and decorator, token/request/cost limits, and what tokens cost.
 
 pub mod access;
+pub mod decorator;
+pub mod guard;
+pub mod limits;
+pub mod pricing;
+pub mod tokens;

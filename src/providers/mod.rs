@@ -89,6 +89,9 @@ pub struct Frame {
     pub has_output: bool,
     /// An error event from the upstream; the stream ends after it.
     pub error: Option<String>,
+    /// The text it generates (content, reasoning, tool arguments where known), to charge an
+    /// abandoned stream for what it produced.
+    pub text: String,
 }
 
 impl Frame {
@@ -99,6 +102,7 @@ impl Frame {
             usage_only: false,
             has_output,
             error: None,
+            text: String::new(),
         }
     }
 
@@ -109,6 +113,7 @@ impl Frame {
             usage_only: false,
             has_output: false,
             error: None,
+            text: String::new(),
         }
     }
 

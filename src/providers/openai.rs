@@ -208,6 +208,7 @@ fn peek_chunk(data: String) -> Frame {
         usage_only: false,
         has_output: false,
         error: None,
+        text: String::new(),
     };
     let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&frame.data) else {
         return frame;
@@ -220,6 +221,12 @@ fn peek_chunk(data: String) -> Frame {
                 .as_deref()
                 .is_some_and(|c| !c.is_empty())
     });
+    frame.text = choices
+        .iter()
+        .filter_map(|c| c.delta.as_ref())
+        .flat_map(|d| [d.content.as_deref(), d.reasoning_content.as_deref()])
+        .flatten()
+        .collect();
     frame.usage_only = choices.is_empty() && peek.usage.is_some();
     frame.usage = peek.usage.map(Usage::from);
     frame.error = peek.error.map(|e| {

@@ -444,17 +444,28 @@ impl ChunkWriter {
 
     /// A chunk with this delta (and finish reason, for the last one).
     pub fn delta(&self, delta: Value, finish_reason: Option<&str>) -> Frame {
-        let has_output = ["content", "reasoning_content"].iter().any(|k| {
-            delta
-                .get(*k)
-                .and_then(Value::as_str)
-                .is_some_and(|s| !s.is_empty())
-        }) || delta.get("tool_calls").is_some();
+        let field = |k: &str| delta.get(k).and_then(Value::as_str).unwrap_or_default();
+        let mut text = format!("{}{}", field("content"), field("reasoning_content"));
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            text.push_str(
+                call.pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
+        }
+        let has_output = !text.is_empty() || delta.get("tool_calls").is_some();
         let chunk = json!({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
         });
-        Frame::new(chunk.to_string(), has_output)
+        let mut frame = Frame::new(chunk.to_string(), has_output);
+        frame.text = text;
+        frame
     }
 
     /// The final usage-only chunk (`choices: []`).

@@ -73,6 +73,14 @@ where
                     in_flight,
                 });
             }
+            Err(error @ GatewayError::RateLimited { .. }) => {
+                // The provider is over one of its limits: like an unavailable target, skip it.
+                tried -= 1;
+                record
+                    .attempts
+                    .push(AttemptRecord::skipped(&target, "rate_limited"));
+                last_error = Some(error);
+            }
             Err(error) => {
                 let took = started.elapsed();
                 if routing::failure_kind(&error).is_some() {

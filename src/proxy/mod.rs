@@ -21,6 +21,9 @@ use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
 use futures_util::StreamExt;
 
+use crate::policy::limits::{Amounts, RateLimits, RequestFacts, Reservation, micro};
+use crate::policy::{decorator, pricing, tokens};
+use crate::providers::Usage;
 use crate::providers::{CallOptions, ChatReply, Complete, Frame, FrameStream};
 use crate::routing::Target;
 use crate::server::AppState;
@@ -100,6 +103,60 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
 enum Reply {
     Whole(Response),
     Streaming(Response),
+}
+
+/// The reservation a request holds, and the estimate it was made for (none when no limit applies).
+struct Budget {
+    reservation: Reservation,
+    estimate: Option<Amounts>,
+}
+
+/// Provider-scoped limits, once the target is known. A provider over its limit is skipped by
+/// the failover like an unavailable target.
+async fn reserve_for_provider(
+    limits: &RateLimits,
+    facts: &RequestFacts<'_>,
+    target: &Target,
+    estimate: Option<&Amounts>,
+) -> Result<Reservation, GatewayError> {
+    match estimate {
+        Some(estimate) => {
+            limits
+                .reserve(limits.provider_counters(facts, &target.provider_name, estimate))
+                .await
+        }
+        None => Ok(Reservation::empty(limits.limiter.clone())),
+    }
+}
+
+/// Settles a whole answer's reservation to its real usage (the estimate when the upstream
+/// reported none) and records its cost.
+fn charge(
+    reservation: Reservation,
+    usage: Option<&Usage>,
+    estimate: Option<&Amounts>,
+    target: &Target,
+    record: &mut RequestRecord,
+) {
+    let cost = usage.and_then(|u| target.price.map(|p| pricing::cost(&p, u)));
+    record.cost_usd = cost;
+    match (usage, estimate) {
+        (Some(u), _) => reservation.settle(&Amounts::of_usage(u, cost.unwrap_or(0.0))),
+        (None, Some(e)) => reservation.settle(e),
+        (None, None) => {}
+    }
+}
+
+fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response
 }
 
 /// A target's chat answer: whole, or a stream whose first frame has already arrived.
@@ -199,7 +256,7 @@ impl Call<'_> {
     async fn chat(&self, request: Request, exchange: &mut Exchange) -> Result<Reply, GatewayError> {
         exchange.record.endpoint = Some("chat");
         let (parts, body) = request.into_parts();
-        let body = self.read_json(&parts.headers, body).await?;
+        let mut body = self.read_json(&parts.headers, body).await?;
         let has_messages = body
             .get("messages")
             .and_then(Value::as_array)
@@ -226,30 +283,68 @@ impl Call<'_> {
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
+        // The client's words are checked; the operator's decorations are added after.
+        if let Some(guard) = &self.route.guard {
+            guard.check(&body)?;
+        }
+        decorator::decorate(
+            &mut body,
+            self.route.decorator.as_ref(),
+            model.decorator.as_ref(),
+        );
+
+        let facts = self.facts(&model);
+        let budget = self.reserve(&facts, &model, || {
+            let completion = ["max_completion_tokens", "max_tokens"]
+                .iter()
+                .find_map(|k| body.get(*k).and_then(Value::as_u64));
+            (tokens::chat_prompt(&body), completion)
+        });
+        let Budget {
+            mut reservation,
+            estimate,
+        } = budget.await?;
+
         let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
         let max_response = self.snapshot.limits.max_response.as_u64();
+        let limits = &self.snapshot.rate_limits;
         let answered = failover::run(&model, plan, &mut exchange.record, |target| {
             let body = body.clone();
+            let facts = &facts;
             async move {
+                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
                 let opts = CallOptions {
                     upstream_model: &target.upstream_model,
                     timeouts: &target.timeouts,
                     max_response,
                 };
-                match target.provider.chat(body, stream, opts).await? {
-                    ChatReply::Complete(complete) => Ok(Answer::Whole(complete)),
-                    ChatReply::Stream(frames) => first_frame(frames, &target).await,
-                }
+                let answer = match target.provider.chat(body, stream, opts).await? {
+                    ChatReply::Complete(complete) => Answer::Whole(complete),
+                    ChatReply::Stream(frames) => first_frame(frames, &target).await?,
+                };
+                Ok((answer, held))
             }
         })
         .await?;
         let failover::Answered {
-            value,
+            value: (answer, held),
             target,
             in_flight,
         } = answered;
-        match value {
-            Answer::Whole(complete) => Ok(Reply::Whole(whole_json(complete, &target, exchange))),
+        reservation.absorb(held);
+        let limit_headers = reservation.headers();
+        match answer {
+            Answer::Whole(complete) => {
+                charge(
+                    reservation,
+                    complete.usage.as_ref(),
+                    estimate.as_ref(),
+                    &target,
+                    &mut exchange.record,
+                );
+                let response = whole_json(complete, &target, exchange);
+                Ok(Reply::Whole(with_headers(response, &limit_headers)))
+            }
             Answer::Stream(first, frames) => {
                 // Move the record into the stream; a placeholder stays behind.
                 let owned = Exchange {
@@ -263,14 +358,22 @@ impl Call<'_> {
                     in_flight,
                     circuit: model.pool.circuit.clone(),
                 };
+                let budget = stream::StreamBudget {
+                    reservation,
+                    estimate,
+                };
                 let response = stream::sse_response(
                     upstream,
+                    budget,
                     client_wants_usage,
                     owned,
                     self.state.clone(),
                     self.snapshot.clone(),
                 );
-                Ok(Reply::Streaming(with_target_headers(response, &target)))
+                Ok(Reply::Streaming(with_headers(
+                    with_target_headers(response, &target),
+                    &limit_headers,
+                )))
             }
         }
     }
@@ -287,21 +390,99 @@ impl Call<'_> {
             return Err(GatewayError::InvalidRequest("`input` is required".into()));
         }
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
+        let facts = self.facts(&model);
+        let Budget {
+            mut reservation,
+            estimate,
+        } = self
+            .reserve(&facts, &model, || (tokens::embedding_input(&body), Some(0)))
+            .await?;
         let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
         let max_response = self.snapshot.limits.max_response.as_u64();
+        let limits = &self.snapshot.rate_limits;
         let answered = failover::run(&model, plan, &mut exchange.record, |target| {
             let body = body.clone();
+            let facts = &facts;
             async move {
+                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
                 let opts = CallOptions {
                     upstream_model: &target.upstream_model,
                     timeouts: &target.timeouts,
                     max_response,
                 };
-                target.provider.embeddings(body, opts).await
+                Ok((target.provider.embeddings(body, opts).await?, held))
             }
         })
         .await?;
-        Ok(whole_json(answered.value, &answered.target, exchange))
+        let (complete, held) = answered.value;
+        reservation.absorb(held);
+        let limit_headers = reservation.headers();
+        charge(
+            reservation,
+            complete.usage.as_ref(),
+            estimate.as_ref(),
+            &answered.target,
+            &mut exchange.record,
+        );
+        Ok(with_headers(
+            whole_json(complete, &answered.target, exchange),
+            &limit_headers,
+        ))
+    }
+
+    fn facts<'m>(&'m self, model: &'m Model) -> RequestFacts<'m> {
+        RequestFacts {
+            consumer: self.caller.acting(),
+            route: &self.route.name,
+            model: &model.name,
+        }
+    }
+
+    /// Reserves the request's estimate against every limit that applies before routing. The
+    /// prompt is only counted when some limit applies.
+    async fn reserve(
+        &self,
+        facts: &RequestFacts<'_>,
+        model: &Model,
+        count: impl FnOnce() -> (u64, Option<u64>),
+    ) -> Result<Budget, GatewayError> {
+        let limits = &self.snapshot.rate_limits;
+        if !limits.applies(facts) {
+            return Ok(Budget {
+                reservation: Reservation::empty(limits.limiter.clone()),
+                estimate: None,
+            });
+        }
+        let (prompt, completion) = count();
+        let completion = completion.unwrap_or(limits.default_completion_tokens);
+        let mut estimate = Amounts {
+            requests: 1,
+            prompt,
+            completion,
+            cost_micro_usd: 0,
+        };
+        // Before routing the target is unknown: reserve the dearest one's price.
+        let usage = Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            ..Usage::default()
+        };
+        estimate.cost_micro_usd = model
+            .pool
+            .targets
+            .iter()
+            .filter_map(|t| t.price)
+            .map(|p| micro(pricing::cost(&p, &usage)))
+            .max()
+            .unwrap_or(0);
+        let reservation = limits
+            .reserve(limits.request_counters(facts, &estimate))
+            .await?;
+        Ok(Budget {
+            reservation,
+            estimate: Some(estimate),
+        })
     }
 
     fn list_models(&self, exchange: &mut Exchange) -> Response {

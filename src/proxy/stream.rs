@@ -17,6 +17,10 @@ use futures_util::StreamExt;
 use super::Exchange;
 use crate::config::CircuitConfig;
 use crate::error::GatewayError;
+use crate::policy::limits::{Amounts, Reservation};
+use crate::policy::pricing::{self, Price};
+use crate::policy::tokens;
+use crate::providers::Usage;
 use crate::providers::{Frame, FrameStream, IDLE};
 use crate::routing::Target;
 use crate::routing::health::InFlight;
@@ -34,9 +38,24 @@ pub struct Upstream {
     pub circuit: CircuitConfig,
 }
 
-/// Writes the log record when dropped.
+/// A stream's rate-limit reservation and the estimate behind it.
+pub struct StreamBudget {
+    pub reservation: Reservation,
+    /// None when no limit applies (then nothing is counted).
+    pub estimate: Option<Amounts>,
+}
+
+/// Writes the log record, and settles the reservation, when dropped.
 struct StreamLog {
     exchange: Exchange,
+    /// Taken when the stream ends.
+    reservation: Option<Reservation>,
+    estimate: Option<Amounts>,
+    price: Option<Price>,
+    usage: Option<Usage>,
+    /// Tokens of the output streamed so far, counted only while a limit applies and the
+    /// upstream's own usage has not arrived: what a client that leaves early is charged.
+    generated_tokens: u64,
     /// A failure after the start still counts against the target's circuit.
     in_flight: InFlight,
     circuit: CircuitConfig,
@@ -62,6 +81,10 @@ impl StreamLog {
     fn observe(&mut self, frame: &Frame, provider: &str) {
         if let Some(usage) = &frame.usage {
             self.exchange.record.set_usage(usage);
+            self.usage = Some(*usage);
+        }
+        if self.estimate.is_some() && self.usage.is_none() && !frame.text.is_empty() {
+            self.generated_tokens += tokens::count(&frame.text);
         }
         if frame.has_output && self.first_token.is_none() {
             self.first_token = Some(Instant::now());
@@ -78,8 +101,37 @@ impl StreamLog {
     }
 }
 
+impl StreamLog {
+    /// The real usage when the upstream sent it; else, if anything was generated, the prompt
+    /// estimate and the tokens streamed; else a refund.
+    fn settle(&mut self) {
+        let Some(reservation) = self.reservation.take() else {
+            return;
+        };
+        let cost = |usage: &Usage| self.price.map(|p| pricing::cost(&p, usage));
+        match (self.usage, self.estimate) {
+            (Some(usage), _) => {
+                let cost_usd = cost(&usage);
+                self.exchange.record.cost_usd = cost_usd;
+                reservation.settle(&Amounts::of_usage(&usage, cost_usd.unwrap_or(0.0)));
+            }
+            (None, Some(estimate)) if self.generated_tokens > 0 => {
+                let usage = Usage {
+                    prompt_tokens: estimate.prompt,
+                    completion_tokens: self.generated_tokens,
+                    total_tokens: estimate.prompt + self.generated_tokens,
+                    ..Usage::default()
+                };
+                reservation.settle(&Amounts::of_usage(&usage, cost(&usage).unwrap_or(0.0)));
+            }
+            _ => drop(reservation),
+        }
+    }
+}
+
 impl Drop for StreamLog {
     fn drop(&mut self) {
+        self.settle();
         let record = &mut self.exchange.record;
         record.status = StatusCode::OK.as_u16();
         record.latency_ms = self.exchange.started.elapsed().as_secs_f64() * 1000.0;
@@ -96,6 +148,7 @@ const MAX_BATCH: usize = 64;
 
 pub fn sse_response(
     upstream: Upstream,
+    budget: StreamBudget,
     client_wants_usage: bool,
     exchange: Exchange,
     state: Arc<AppState>,
@@ -112,6 +165,11 @@ pub fn sse_response(
     let provider = target.provider_name.clone();
     let mut log = StreamLog {
         exchange,
+        reservation: Some(budget.reservation),
+        estimate: budget.estimate,
+        price: target.price,
+        usage: None,
+        generated_tokens: 0,
         in_flight,
         circuit,
         state,
@@ -177,5 +235,6 @@ fn error_frame(error: &GatewayError) -> Frame {
         usage_only: false,
         has_output: false,
         error: None,
+        text: String::new(),
     }
 }

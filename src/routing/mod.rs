@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{CircuitConfig, RetryOn, Strategy, Timeouts};
 use crate::error::GatewayError;
+use crate::policy::pricing::Price;
 use crate::providers::Provider;
 use health::TargetHealth;
 
@@ -21,6 +22,8 @@ pub struct Target {
     pub provider_name: String,
     pub provider: Arc<Provider>,
     pub upstream_model: String,
+    /// What its tokens cost (configured, or a well-known model's list price).
+    pub price: Option<Price>,
     pub weight: u32,
     /// The provider's, with this target's overrides.
     pub timeouts: Timeouts,
@@ -202,6 +205,7 @@ mod tests {
             provider_name: name.into(),
             provider: Arc::new(Provider::Disabled(String::new())),
             upstream_model: "m".into(),
+            price: None,
             weight,
             timeouts: Timeouts::default(),
             health: Arc::default(),

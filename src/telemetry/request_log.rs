@@ -42,6 +42,8 @@ pub struct RequestRecord {
     pub cached_tokens: Option<u64>,
     pub cache_write_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    /// What the tokens cost, in USD, at the answering target's price (none if unknown).
+    pub cost_usd: Option<f64>,
     /// From arrival to the last byte sent (for streams: the end of the stream).
     pub latency_ms: f64,
     /// Waiting for the upstream: until the whole answer (until the response head for streams).

@@ -1,0 +1,69 @@
+//! Counters in this process: one map behind a mutex, so checking and increasing every counter
+//! of a request is one atomic step. Expired windows are swept as the map grows.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{Counter, Outcome, now_ms};
+
+#[derive(Debug, Default)]
+pub struct LocalStore {
+    counters: Mutex<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    values: HashMap<String, (u64, u64)>, // key → (value, expires at, Unix ms)
+    sweep_at: usize,
+}
+
+impl LocalStore {
+    pub fn reserve(&self, counters: &[Counter]) -> Outcome {
+        let now = now_ms();
+        let mut store = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        store.sweep(now);
+        let current = |store: &Counters, key: &str| {
+            store
+                .values
+                .get(key)
+                .filter(|(_, exp)| *exp > now)
+                .map_or(0, |(v, _)| *v)
+        };
+        if let Some(i) = counters
+            .iter()
+            .position(|c| current(&store, &c.key) + c.amount > c.max)
+        {
+            return Outcome::Refused(i);
+        }
+        let values = counters
+            .iter()
+            .map(|c| {
+                let value = current(&store, &c.key) + c.amount;
+                store
+                    .values
+                    .insert(c.key.clone(), (value, now + c.ttl_ms(now)));
+                value
+            })
+            .collect();
+        Outcome::Granted(values)
+    }
+
+    pub fn adjust(&self, deltas: &[(String, i64)]) {
+        let mut store = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, delta) in deltas {
+            if let Some((value, _)) = store.values.get_mut(key) {
+                *value = value.saturating_add_signed(*delta);
+            }
+        }
+    }
+}
+
+impl Counters {
+    /// Drops expired windows once the map has doubled since the last sweep.
+    fn sweep(&mut self, now: u64) {
+        if self.values.len() > self.sweep_at.max(1024) {
+            self.values.retain(|_, (_, exp)| *exp > now);
+            self.sweep_at = self.values.len() * 2;
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Token, request and cost limits that hold exactly, on one node and across many.
+//!
+//! Before a request is sent, every counter it touches (each matching policy × each of its
+//! windows) is checked and increased by the request's estimate in one atomic step: a request
+//! that does not fit is refused with 429 and never sent, and concurrent requests cannot slip
+//! past the limit together. When the answer is complete, the [`Reservation`] is settled to the
+//! real usage; a failed or refused request gives it back (a `Reservation` dropped unsettled
+//! refunds itself); a stream the client abandons is charged what was generated.
+
+mod local;
+mod redis;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{FailMode, LimitBackend, LimitConfig, LimitScope, RateLimitsConfig};
+use crate::error::GatewayError;
+use crate::providers::Usage;
+use crate::snapshot::Consumer;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Tokens,
+    PromptTokens,
+    CompletionTokens,
+    Requests,
+    /// Micro-dollars, so counters stay integers.
+    CostMicroUsd,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Tokens => "tokens",
+            Metric::PromptTokens => "prompt_tokens",
+            Metric::CompletionTokens => "completion_tokens",
+            Metric::Requests => "requests",
+            Metric::CostMicroUsd => "cost_usd",
+        }
+    }
+
+    fn amount(self, amounts: &Amounts) -> u64 {
+        match self {
+            Metric::Tokens => amounts.prompt + amounts.completion,
+            Metric::PromptTokens => amounts.prompt,
+            Metric::CompletionTokens => amounts.completion,
+            Metric::Requests => amounts.requests,
+            Metric::CostMicroUsd => amounts.cost_micro_usd,
+        }
+    }
+}
+
+/// What a request counts (estimated before, real after).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub requests: u64,
+    pub prompt: u64,
+    pub completion: u64,
+    pub cost_micro_usd: u64,
+}
+
+impl Amounts {
+    pub fn of_usage(usage: &Usage, cost_usd: f64) -> Self {
+        Amounts {
+            requests: 1,
+            prompt: usage.prompt_tokens,
+            completion: usage.completion_tokens,
+            cost_micro_usd: micro(cost_usd),
+        }
+    }
+}
+
+pub fn micro(usd: f64) -> u64 {
+    (usd * 1e6).round().max(0.0) as u64
+}
+
+#[derive(Debug)]
+struct Limit {
+    metric: Metric,
+    max: u64,
+    per: Duration,
+}
+
+#[derive(Debug)]
+struct Policy {
+    name: String,
+    scope: LimitScope,
+    consumers: HashSet<String>,
+    groups: HashSet<String>,
+    models: HashSet<String>,
+    routes: HashSet<String>,
+    limits: Vec<Limit>,
+}
+
+/// The facts of one request that policies match and key on.
+pub struct RequestFacts<'a> {
+    pub consumer: &'a Consumer,
+    pub route: &'a str,
+    pub model: &'a str,
+}
+
+/// One counter a request touches, with its share.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    pub key: String,
+    metric: Metric,
+    pub amount: u64,
+    pub max: u64,
+    per: Duration,
+    /// When this counter's window ends (Unix ms).
+    window_end_ms: u64,
+    policy: String,
+}
+
+impl Counter {
+    fn ttl_ms(&self, now_ms: u64) -> u64 {
+        self.window_end_ms.saturating_sub(now_ms) + 1000
+    }
+}
+
+/// The compiled limit policies and the store their counters live in.
+#[derive(Debug)]
+pub struct RateLimits {
+    policies: Vec<Policy>,
+    pub default_completion_tokens: u64,
+    pub limiter: Arc<Limiter>,
+}
+
+impl RateLimits {
+    pub fn compile(config: &RateLimitsConfig, limiter: Arc<Limiter>) -> Self {
+        let policies = config
+            .policies
+            .iter()
+            .map(|(name, p)| Policy {
+                name: name.clone(),
+                scope: p.scope,
+                consumers: p.consumers.iter().cloned().collect(),
+                groups: p.groups.iter().cloned().collect(),
+                models: p.models.iter().cloned().collect(),
+                routes: p.routes.iter().cloned().collect(),
+                limits: p.limits.iter().filter_map(limit_of).collect(),
+            })
+            .collect::<Vec<_>>();
+        if !policies.is_empty() {
+            super::tokens::warm_up();
+        }
+        Self {
+            policies,
+            default_completion_tokens: config.default_completion_tokens,
+            limiter,
+        }
+    }
+
+    /// Whether any policy applies to this request (before the provider is known).
+    pub fn applies(&self, facts: &RequestFacts<'_>) -> bool {
+        self.policies.iter().any(|p| p.matches(facts))
+    }
+
+    /// The counters of the policies that do not depend on the provider.
+    pub fn request_counters(&self, facts: &RequestFacts<'_>, estimate: &Amounts) -> Vec<Counter> {
+        self.counters(facts, estimate, None)
+    }
+
+    /// The counters of provider-scoped policies, once the target is chosen.
+    pub fn provider_counters(
+        &self,
+        facts: &RequestFacts<'_>,
+        provider: &str,
+        estimate: &Amounts,
+    ) -> Vec<Counter> {
+        self.counters(facts, estimate, Some(provider))
+    }
+
+    fn counters(
+        &self,
+        facts: &RequestFacts<'_>,
+        estimate: &Amounts,
+        provider: Option<&str>,
+    ) -> Vec<Counter> {
+        let now_ms = now_ms();
+        let mut out = Vec::new();
+        for policy in self.policies.iter().filter(|p| p.matches(facts)) {
+            let scope_keys: Vec<String> = match (policy.scope, provider) {
+                (LimitScope::Provider, Some(p)) => vec![p.to_owned()],
+                (LimitScope::Provider, None) | (_, Some(_)) => continue,
+                (LimitScope::Consumer, None) => vec![facts.consumer.name.clone()],
+                (LimitScope::Group, None) => facts
+                    .consumer
+                    .groups
+                    .iter()
+                    .filter(|g| policy.groups.is_empty() || policy.groups.contains(*g))
+                    .cloned()
+                    .collect(),
+                (LimitScope::Model, None) => vec![facts.model.to_owned()],
+                (LimitScope::Route, None) => vec![facts.route.to_owned()],
+                (LimitScope::Global, None) => vec!["*".to_owned()],
+            };
+            for scope_key in &scope_keys {
+                for limit in &policy.limits {
+                    let per_ms = limit.per.as_millis().max(1) as u64;
+                    let window_start = now_ms / per_ms * per_ms;
+                    out.push(Counter {
+                        key: format!(
+                            "{}:{}:{}:{}:{}",
+                            policy.name,
+                            limit.metric.name(),
+                            per_ms,
+                            scope_key,
+                            window_start
+                        ),
+                        metric: limit.metric,
+                        amount: limit.metric.amount(estimate),
+                        max: limit.max,
+                        per: limit.per,
+                        window_end_ms: window_start + per_ms,
+                        policy: policy.name.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Reserves `counters`, all or none. 429 when one does not fit; when the store is
+    /// unreachable, an empty reservation (fail open) or 503 (fail closed).
+    pub async fn reserve(&self, counters: Vec<Counter>) -> Result<Reservation, GatewayError> {
+        if counters.is_empty() {
+            return Ok(Reservation::empty(self.limiter.clone()));
+        }
+        match self.limiter.reserve(&counters).await {
+            Ok(Outcome::Granted(values)) => Ok(Reservation {
+                limiter: self.limiter.clone(),
+                counters,
+                values,
+                settled: false,
+            }),
+            Ok(Outcome::Refused(index)) => {
+                let c = &counters[index];
+                let retry_after = Duration::from_millis(c.window_end_ms.saturating_sub(now_ms()));
+                Err(GatewayError::RateLimited {
+                    message: format!(
+                        "rate limit exceeded: policy {:?} allows {} {} per {}",
+                        c.policy,
+                        display_max(c),
+                        c.metric.name(),
+                        humantime::format_duration(c.per)
+                    ),
+                    retry_after,
+                    headers: headers_for(&counters, None),
+                })
+            }
+            Err(e) => match self.limiter.fail_mode() {
+                FailMode::Open => {
+                    tracing::warn!(error = %e, "rate-limit store unreachable: letting the request through (fail open)");
+                    Ok(Reservation::empty(self.limiter.clone()))
+                }
+                FailMode::Closed => {
+                    tracing::error!(error = %e, "rate-limit store unreachable: refusing the request (fail closed)");
+                    Err(GatewayError::LimiterUnavailable)
+                }
+            },
+        }
+    }
+}
+
+fn display_max(c: &Counter) -> String {
+    match c.metric {
+        Metric::CostMicroUsd => format!("{:.2}", c.max as f64 / 1e6),
+        _ => c.max.to_string(),
+    }
+}
+
+fn limit_of(l: &LimitConfig) -> Option<Limit> {
+    let (metric, max) = match (
+        l.tokens,
+        l.prompt_tokens,
+        l.completion_tokens,
+        l.requests,
+        l.cost_usd,
+    ) {
+        (Some(n), ..) => (Metric::Tokens, n),
+        (_, Some(n), ..) => (Metric::PromptTokens, n),
+        (_, _, Some(n), ..) => (Metric::CompletionTokens, n),
+        (.., Some(n), _) => (Metric::Requests, n),
+        (.., Some(usd)) => (Metric::CostMicroUsd, micro(usd)),
+        _ => return None,
+    };
+    Some(Limit {
+        metric,
+        max,
+        per: l.per,
+    })
+}
+
+impl Policy {
+    fn matches(&self, f: &RequestFacts<'_>) -> bool {
+        (self.consumers.is_empty() || self.consumers.contains(&f.consumer.name))
+            && (self.groups.is_empty() || f.consumer.groups.iter().any(|g| self.groups.contains(g)))
+            && (self.models.is_empty() || self.models.contains(f.model))
+            && (self.routes.is_empty() || self.routes.contains(f.route))
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `X-AI-RateLimit-{Limit,Remaining,Reset}-<window>` (Kong's names): per window, the counter
+/// with the least room left. `values` are the counters' values after this request, if known.
+fn headers_for(counters: &[Counter], values: Option<&[u64]>) -> Vec<(String, String)> {
+    let now = now_ms();
+    let mut tightest: Vec<(String, u64, u64, u64)> = Vec::new(); // window, max, remaining, reset s
+    for (i, c) in counters.iter().enumerate() {
+        let used = values.map_or(c.amount, |v| v[i]);
+        let remaining = c.max.saturating_sub(used);
+        let reset = c.window_end_ms.saturating_sub(now).div_ceil(1000);
+        let window = window_name(c.per);
+        match tightest.iter_mut().find(|t| t.0 == window) {
+            Some(t) if remaining * t.1.max(1) < t.2 * c.max.max(1) => {
+                *t = (window, c.max, remaining, reset)
+            }
+            Some(_) => {}
+            None => tightest.push((window, c.max, remaining, reset)),
+        }
+    }
+    tightest
+        .into_iter()
+        .flat_map(|(w, max, remaining, reset)| {
+            [
+                (format!("x-ai-ratelimit-limit-{w}"), max.to_string()),
+                (
+                    format!("x-ai-ratelimit-remaining-{w}"),
+                    remaining.to_string(),
+                ),
+                (format!("x-ai-ratelimit-reset-{w}"), reset.to_string()),
+            ]
+        })
+        .collect()
+}
+
+fn window_name(per: Duration) -> String {
+    match per.as_secs() {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        2_592_000 => "month".into(),
+        s => format!("{s}s"),
+    }
+}
+
+/// The answer of a store to a reservation.
+pub enum Outcome {
+    /// Every counter's value afterwards.
+    Granted(Vec<u64>),
+    /// The index of the first counter that did not fit.
+    Refused(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// Where counters live.
+#[derive(Debug)]
+pub enum Limiter {
+    Local(local::LocalStore),
+    Redis(redis::RedisStore),
+}
+
+impl Limiter {
+    pub fn new(config: &RateLimitsConfig) -> Result<Self, String> {
+        Ok(match config.backend {
+            LimitBackend::Local => Limiter::Local(local::LocalStore::default()),
+            LimitBackend::Redis => Limiter::Redis(redis::RedisStore::new(&config.redis)?),
+        })
+    }
+
+    /// Whether this store serves `config` as it is (so a reload can keep it and its counters).
+    pub fn serves(&self, config: &RateLimitsConfig) -> bool {
+        match (self, config.backend) {
+            (Limiter::Local(_), LimitBackend::Local) => true,
+            (Limiter::Redis(r), LimitBackend::Redis) => r.config() == &config.redis,
+            _ => false,
+        }
+    }
+
+    fn fail_mode(&self) -> FailMode {
+        match self {
+            Limiter::Local(_) => FailMode::Closed,
+            Limiter::Redis(r) => r.config().on_error,
+        }
+    }
+
+    async fn reserve(&self, counters: &[Counter]) -> Result<Outcome, StoreError> {
+        match self {
+            Limiter::Local(l) => Ok(l.reserve(counters)),
+            Limiter::Redis(r) => r.reserve(counters).await,
+        }
+    }
+
+    async fn adjust(&self, deltas: Vec<(String, i64)>) {
+        match self {
+            Limiter::Local(l) => l.adjust(&deltas),
+            Limiter::Redis(r) => {
+                if let Err(e) = r.adjust(&deltas).await {
+                    LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
+                }
+            }
+        }
+    }
+}
+
+/// Reconciliations that could not reach the store (for the metrics to come).
+pub static LOST_ADJUSTMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counters a request holds. Settle it with the real usage; dropped unsettled, it refunds.
+#[derive(Debug)]
+pub struct Reservation {
+    limiter: Arc<Limiter>,
+    counters: Vec<Counter>,
+    values: Vec<u64>,
+    settled: bool,
+}
+
+impl Reservation {
+    pub fn empty(limiter: Arc<Limiter>) -> Self {
+        Self {
+            limiter,
+            counters: Vec::new(),
+            values: Vec::new(),
+            settled: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+    }
+
+    /// Takes over another reservation's counters (a provider-scoped one, once the target answered).
+    pub fn absorb(&mut self, mut other: Reservation) {
+        self.counters.append(&mut other.counters);
+        self.values.append(&mut other.values);
+        other.settled = true;
+    }
+
+    /// The rate-limit headers for the response.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        headers_for(&self.counters, Some(&self.values))
+    }
+
+    /// Replaces the estimate by what the request really used.
+    pub fn settle(mut self, actual: &Amounts) {
+        self.settled = true;
+        self.apply(|metric| metric.amount(actual));
+    }
+
+    fn apply(&mut self, actual: impl Fn(Metric) -> u64) {
+        let deltas: Vec<(String, i64)> = self
+            .counters
+            .iter()
+            .map(|c| (c.key.clone(), actual(c.metric) as i64 - c.amount as i64))
+            .filter(|(_, d)| *d != 0)
+            .collect();
+        if deltas.is_empty() {
+            return;
+        }
+        let limiter = self.limiter.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { limiter.adjust(deltas).await });
+            }
+            Err(_) => {
+                LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled && !self.counters.is_empty() {
+            self.settled = true;
+            self.apply(|_| 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
