@@ -46,14 +46,18 @@ impl PromptGuard {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let checked = messages
+        let mut checked = messages
             .iter()
-            .filter(|m| self.all_roles || m.get("role").and_then(Value::as_str) == Some("user"))
-            .map(|m| text_of(m.get("content")));
+            .filter(|m| self.all_roles || m.get("role").and_then(Value::as_str) == Some("user"));
+        // Only the messages that are checked get their text put together.
         let texts: Vec<String> = if self.history {
-            checked.collect()
+            checked.map(|m| text_of(m.get("content"))).collect()
         } else {
-            checked.last().into_iter().collect()
+            checked
+                .next_back()
+                .map(|m| text_of(m.get("content")))
+                .into_iter()
+                .collect()
         };
         for text in &texts {
             if self.deny.is_match(text) {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mock_upstream;
+pub mod redis_proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -33,7 +33,10 @@ impl LocalStore {
             .iter()
             .position(|c| current(&store, &c.key) + c.amount > c.max)
         {
-            return Outcome::Refused(i);
+            return Outcome::Refused(
+                i,
+                counters.iter().map(|c| current(&store, &c.key)).collect(),
+            );
         }
         let values = counters
             .iter()

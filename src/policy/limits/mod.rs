@@ -236,7 +236,7 @@ impl RateLimits {
                 values,
                 settled: false,
             }),
-            Ok(Outcome::Refused(index)) => {
+            Ok(Outcome::Refused(index, current)) => {
                 let c = &counters[index];
                 let retry_after = Duration::from_millis(c.window_end_ms.saturating_sub(now_ms()));
                 Err(GatewayError::RateLimited {
@@ -248,7 +248,7 @@ impl RateLimits {
                         humantime::format_duration(c.per)
                     ),
                     retry_after,
-                    headers: headers_for(&counters, None),
+                    headers: headers_for(&counters, &current),
                 })
             }
             Err(e) => match self.limiter.fail_mode() {
@@ -311,12 +311,12 @@ pub fn now_ms() -> u64 {
 }
 
 /// `X-AI-RateLimit-{Limit,Remaining,Reset}-<window>` (Kong's names): per window, the counter
-/// with the least room left. `values` are the counters' values after this request, if known.
-fn headers_for(counters: &[Counter], values: Option<&[u64]>) -> Vec<(String, String)> {
+/// with the least room left, from the counters' current `values`.
+fn headers_for(counters: &[Counter], values: &[u64]) -> Vec<(String, String)> {
     let now = now_ms();
     let mut tightest: Vec<(String, u64, u64, u64)> = Vec::new(); // window, max, remaining, reset s
     for (i, c) in counters.iter().enumerate() {
-        let used = values.map_or(c.amount, |v| v[i]);
+        let used = values.get(i).copied().unwrap_or(c.amount);
         let remaining = c.max.saturating_sub(used);
         let reset = c.window_end_ms.saturating_sub(now).div_ceil(1000);
         let window = window_name(c.per);
@@ -358,8 +358,8 @@ fn window_name(per: Duration) -> String {
 pub enum Outcome {
     /// Every counter's value afterwards.
     Granted(Vec<u64>),
-    /// The index of the first counter that did not fit.
-    Refused(usize),
+    /// The index of the first counter that did not fit, and every counter's current value.
+    Refused(usize, Vec<u64>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,14 +370,14 @@ pub struct StoreError(pub String);
 #[derive(Debug)]
 pub enum Limiter {
     Local(local::LocalStore),
-    Redis(redis::RedisStore),
+    Redis(Box<redis::RedisStore>),
 }
 
 impl Limiter {
     pub fn new(config: &RateLimitsConfig) -> Result<Self, String> {
         Ok(match config.backend {
             LimitBackend::Local => Limiter::Local(local::LocalStore::default()),
-            LimitBackend::Redis => Limiter::Redis(redis::RedisStore::new(&config.redis)?),
+            LimitBackend::Redis => Limiter::Redis(Box::new(redis::RedisStore::new(&config.redis)?)),
         })
     }
 
@@ -452,7 +452,7 @@ impl Reservation {
 
     /// The rate-limit headers for the response.
     pub fn headers(&self) -> Vec<(String, String)> {
-        headers_for(&self.counters, Some(&self.values))
+        headers_for(&self.counters, &self.values)
     }
 
     /// Replaces the estimate by what the request really used.

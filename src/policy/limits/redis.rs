@@ -10,14 +10,21 @@ use super::{Counter, Outcome, StoreError, now_ms};
 use crate::config::RedisConfig;
 
 /// KEYS: the counters. ARGV: amount, max, ttl (ms) for each. Returns {0, values...} when all
-/// fit (and are increased), {i} when counter i (1-based) does not.
+/// fit (and are increased), {i, current values...} when counter i (1-based) does not.
 const RESERVE: &str = r"
 local n = #KEYS
+local current = {}
+local refused = 0
 for i = 1, n do
-  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if current + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then
-    return {i}
+  current[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if refused == 0 and current[i] + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then
+    refused = i
   end
+end
+if refused > 0 then
+  local out = {refused}
+  for i = 1, n do out[i + 1] = current[i] end
+  return out
 end
 local out = {0}
 for i = 1, n do
@@ -108,7 +115,10 @@ impl RedisStore {
             Some((0, values)) => Ok(Outcome::Granted(
                 values.iter().map(|v| (*v).max(0) as u64).collect(),
             )),
-            Some((i, _)) => Ok(Outcome::Refused((*i as usize).saturating_sub(1))),
+            Some((i, current)) => Ok(Outcome::Refused(
+                (*i as usize).saturating_sub(1),
+                current.iter().map(|v| (*v).max(0) as u64).collect(),
+            )),
             None => Err(StoreError("empty reply from the reserve script".into())),
         }
     }
