@@ -20,12 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ConfigErrors, RequestLogTarget};
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::request_log::{LogSink, RequestLogger, RequestRecord};
 
 /// State shared by every request.
 pub struct AppState {
     snapshot: ArcSwap<Snapshot>,
     logger: RequestLogger,
+    pub metrics: Metrics,
     config_path: PathBuf,
     ready: AtomicBool,
 }
@@ -40,8 +42,10 @@ impl AppState {
         &self.config_path
     }
 
-    /// Writes a request record unless the config turned the request log off.
+    /// Counts a finished request in the metrics and writes its record (unless the config
+    /// turned the request log off).
     pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
+        self.metrics.observe(&record, snapshot);
         if snapshot.log.requests != RequestLogTarget::Off {
             self.logger.emit(record);
         }
@@ -49,6 +53,12 @@ impl AppState {
 
     /// Loads, validates and swaps in the config file. On any error the running config stays.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
+        let result = self.try_reload();
+        self.metrics.reloaded(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ConfigErrors> {
         let config = config::load_file(&self.config_path)?;
         let current = self.snapshot();
         let next = Snapshot::compile(&config, Some(&current))
@@ -101,6 +111,7 @@ impl Gateway {
         let state = Arc::new(AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             logger: RequestLogger::start(sink),
+            metrics: Metrics::new(),
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
         });
@@ -147,6 +158,7 @@ impl Gateway {
             )
             .route("/ready", get(ready))
             .route("/targets", get(targets))
+            .route("/metrics", get(metrics))
             .with_state(state.clone());
 
         tracing::info!(proxy = %self.proxy.local_addr()?, status = %self.status.local_addr()?, "tollgate is listening");
@@ -195,6 +207,24 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             axum::Json(json!({"status": "not ready"})),
         )
     }
+}
+
+/// Prometheus metrics: OpenMetrics when the scraper asks for it, else the classic text format.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let body = state.metrics.render(&state.snapshot(), openmetrics);
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }
 
 /// The health of every model's targets: state of the circuit (and until when it is open),

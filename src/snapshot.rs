@@ -69,6 +69,8 @@ pub struct Snapshot {
     /// Kept with their config so a reload can reuse unchanged providers (and their pools).
     providers: IndexMap<String, (ProviderConfig, Arc<Provider>)>,
     pub rate_limits: RateLimits,
+    /// Whether token metrics carry an `end_user` label.
+    pub metrics_end_users: bool,
     /// Health by (provider, upstream model), for reuse by the next snapshot.
     healths: HashMap<(String, String), Arc<TargetHealth>>,
     keys: HashMap<KeyDigest, Arc<Consumer>>,
@@ -290,6 +292,7 @@ impl Snapshot {
             models,
             providers,
             rate_limits,
+            metrics_end_users: config.metrics.end_user_labels,
             healths,
             keys,
             emails,

@@ -21,6 +21,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Applies to every route that has no guard of its own.
     #[serde(default)]
     pub prompt_guard: Option<PromptGuardConfig>,
@@ -902,4 +904,13 @@ pub struct PricingConfig {
     /// Cached prompt tokens; defaults to `input`.
     #[serde(default)]
     pub cached_input: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Also count tokens per end user (the consumer a trusted front end names; unknown users
+    /// are one `unknown` series). Off by default: one series per user adds up.
+    #[serde(default)]
+    pub end_user_labels: bool,
 }

@@ -33,6 +33,8 @@ use crate::telemetry::request_log::RequestRecord;
 pub const REQUEST_ID: &str = "x-request-id";
 pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
 pub const UPSTREAM_MODEL_HEADER: &str = "x-tollgate-upstream-model";
+/// The time this request spent in the gateway itself, in milliseconds.
+pub const OVERHEAD_HEADER: &str = "x-tollgate-overhead-ms";
 
 /// A request in progress and its log record.
 pub struct Exchange {
@@ -92,12 +94,22 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     if let Some(mut exchange) = exchange {
         exchange.record.status = response.status().as_u16();
         exchange.record.latency_ms = exchange.elapsed_ms();
+        let overhead =
+            exchange.record.latency_ms - exchange.record.upstream_latency_ms.unwrap_or(0.0);
+        exchange.record.overhead_ms = Some(overhead);
+        set_overhead_header(&mut response, overhead);
         state.log(&snapshot, exchange.record);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
+}
+
+fn set_overhead_header(response: &mut Response, overhead_ms: f64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{overhead_ms:.3}")) {
+        response.headers_mut().insert(OVERHEAD_HEADER, v);
+    }
 }
 
 enum Reply {
@@ -256,7 +268,7 @@ impl Call<'_> {
     async fn chat(&self, request: Request, exchange: &mut Exchange) -> Result<Reply, GatewayError> {
         exchange.record.endpoint = Some("chat");
         let (parts, body) = request.into_parts();
-        let mut body = self.read_json(&parts.headers, body).await?;
+        let mut body = self.read_json(&parts.headers, body, exchange).await?;
         let has_messages = body
             .get("messages")
             .and_then(Value::as_array)
@@ -385,7 +397,7 @@ impl Call<'_> {
     ) -> Result<Response, GatewayError> {
         exchange.record.endpoint = Some("embeddings");
         let (parts, body) = request.into_parts();
-        let body = self.read_json(&parts.headers, body).await?;
+        let body = self.read_json(&parts.headers, body, exchange).await?;
         if body.get("input").is_none_or(Value::is_null) {
             return Err(GatewayError::InvalidRequest("`input` is required".into()));
         }
@@ -542,8 +554,10 @@ impl Call<'_> {
         &self,
         headers: &HeaderMap,
         body: Body,
+        exchange: &mut Exchange,
     ) -> Result<Map<String, Value>, GatewayError> {
         let bytes = read_body(headers, body, self.snapshot.limits.max_body.as_u64()).await?;
+        exchange.record.request_bytes = bytes.len() as u64;
         serde_json::from_slice::<Map<String, Value>>(&bytes).map_err(|e| {
             GatewayError::InvalidRequest(format!(
                 "the request body is not a valid JSON object: {e}"
@@ -572,6 +586,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes,
 }
 
 fn whole_json(complete: Complete, target: &Target, exchange: &mut Exchange) -> Response {
+    exchange.record.response_bytes = complete.body.len() as u64;
     if let Some(usage) = &complete.usage {
         exchange.record.set_usage(usage);
     }

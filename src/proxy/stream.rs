@@ -73,6 +73,10 @@ impl StreamLog {
         self.mark_ended();
     }
 
+    fn sent(&mut self, bytes: usize) {
+        self.exchange.record.response_bytes += bytes as u64;
+    }
+
     fn mark_ended(&mut self) {
         self.ended = true;
     }
@@ -131,6 +135,7 @@ impl StreamLog {
 
 impl Drop for StreamLog {
     fn drop(&mut self) {
+        self.state.metrics.active_streams.dec();
         self.settle();
         let record = &mut self.exchange.record;
         record.status = StatusCode::OK.as_u16();
@@ -177,6 +182,7 @@ pub fn sse_response(
         first_token: None,
         ended: false,
     };
+    log.state.metrics.active_streams.inc();
     // Frames that are already there go out in one write (one syscall, one TCP segment);
     // `ready_chunks` never waits for more, so no frame is held back.
     let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
@@ -212,6 +218,7 @@ pub fn sse_response(
                 }
             }
             if !out.is_empty() {
+                log.sent(out.len());
                 yield Ok::<Bytes, Infallible>(out.freeze());
             }
             if failed {

@@ -44,8 +44,14 @@ pub struct RequestRecord {
     pub reasoning_tokens: Option<u64>,
     /// What the tokens cost, in USD, at the answering target's price (none if unknown).
     pub cost_usd: Option<f64>,
+    /// Request body bytes received, response body bytes sent.
+    pub request_bytes: u64,
+    pub response_bytes: u64,
     /// From arrival to the last byte sent (for streams: the end of the stream).
     pub latency_ms: f64,
+    /// Time spent in the gateway itself: everything but waiting for the upstream (for streams,
+    /// up to the response head).
+    pub overhead_ms: Option<f64>,
     /// Waiting for the upstream: until the whole answer (until the response head for streams).
     pub upstream_latency_ms: Option<f64>,
     /// Streams: from arrival to the first generated token.

@@ -390,6 +390,14 @@ impl Limiter {
         }
     }
 
+    /// How often the store could not be reached.
+    pub fn errors(&self) -> u64 {
+        match self {
+            Limiter::Local(_) => 0,
+            Limiter::Redis(r) => r.errors(),
+        }
+    }
+
     fn fail_mode(&self) -> FailMode {
         match self {
             Limiter::Local(_) => FailMode::Closed,

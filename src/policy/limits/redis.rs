@@ -54,6 +54,7 @@ pub struct RedisStore {
     connection: OnceCell<ConnectionManager>,
     reserve: redis::Script,
     adjust: redis::Script,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl RedisStore {
@@ -66,7 +67,20 @@ impl RedisStore {
             connection: OnceCell::new(),
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            errors: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -108,9 +122,12 @@ impl RedisStore {
                 .await
                 .map_err(|e| StoreError(e.to_string()))
         };
-        let reply = tokio::time::timeout(self.config.timeout, run)
-            .await
-            .map_err(|_| StoreError("Redis timed out".into()))??;
+        let reply = self.count(
+            tokio::time::timeout(self.config.timeout, run)
+                .await
+                .map_err(|_| StoreError("Redis timed out".into()))
+                .and_then(|r| r),
+        )?;
         match reply.split_first() {
             Some((0, values)) => Ok(Outcome::Granted(
                 values.iter().map(|v| (*v).max(0) as u64).collect(),
@@ -138,8 +155,11 @@ impl RedisStore {
                 .map(|_| ())
                 .map_err(|e| StoreError(e.to_string()))
         };
-        tokio::time::timeout(self.config.timeout, run)
-            .await
-            .map_err(|_| StoreError("Redis timed out".into()))?
+        self.count(
+            tokio::time::timeout(self.config.timeout, run)
+                .await
+                .map_err(|_| StoreError("Redis timed out".into()))
+                .and_then(|r| r),
+        )
     }
 }

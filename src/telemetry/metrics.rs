@@ -1,0 +1,518 @@
+//! Prometheus metrics, derived from the request-log record at the one place it is written, so
+//! the log and the metrics never disagree (streams included). Every label value is a name from
+//! the config (route, consumer, model, provider) or a fixed word: nothing a client sends can
+//! create a new series.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::request_log::RequestRecord;
+use crate::snapshot::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub consumer: String,
+    pub model: String,
+    pub provider: String,
+    pub endpoint: String,
+    pub status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteConsumer {
+    pub route: String,
+    pub consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelProvider {
+    pub model: String,
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteModelProvider {
+    pub route: String,
+    pub model: String,
+    pub provider: String,
+}
+
+/// The seed's label set (provider, model, consumer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UsageLabels {
+    pub provider: String,
+    pub model: String,
+    pub consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    #[prometheus(flatten)]
+    pub usage: UsageLabels,
+    /// prompt, completion, cached, reasoning
+    pub r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndUserTokenLabels {
+    #[prometheus(flatten)]
+    pub tokens: TokenLabels,
+    pub end_user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_bytes: Family<RouteConsumer, Counter>,
+    response_bytes: Family<RouteConsumer, Counter>,
+    duration: Family<RouteModelProvider, Histogram>,
+    upstream_duration: Family<ModelProvider, Histogram>,
+    overhead: Family<RouteLabel, Histogram>,
+    ttft: Family<ModelProvider, Histogram>,
+    time_per_output_token: Family<ModelProvider, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    end_user_tokens: Family<EndUserTokenLabels, Counter>,
+    cost: Family<UsageLabels, FloatCounter>,
+    seed_requests: Family<UsageLabels, Counter>,
+    seed_prompt: Family<UsageLabels, Counter>,
+    seed_completion: Family<UsageLabels, Counter>,
+    seed_tokens: Family<UsageLabels, Counter>,
+    seed_cost: Family<UsageLabels, FloatGauge>,
+    rate_limited: Family<RouteConsumer, Counter>,
+    guard_blocked: Family<RouteConsumer, Counter>,
+    retries: Family<ModelLabel, Counter>,
+    failovers: Family<ModelLabel, Counter>,
+    circuit_state: Family<ModelProvider, Gauge>,
+    pub active_streams: Gauge,
+    reloads: Family<ResultLabel, Counter>,
+    pub sink_queue: Family<SinkLabel, Gauge>,
+    pub sink_dropped: Family<SinkLabel, Counter>,
+    limiter_errors: Counter,
+    limiter_errors_seen: AtomicU64,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    ]
+    .into_iter()
+}
+
+fn overhead_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    ]
+    .into_iter()
+}
+
+fn per_token_buckets() -> impl Iterator<Item = f64> {
+    [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0].into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let latency: fn() -> Histogram = || Histogram::new(latency_buckets());
+        let duration = Family::new_with_constructor(latency);
+        let upstream_duration = Family::new_with_constructor(latency);
+        let ttft = Family::new_with_constructor(latency);
+        let overhead = Family::new_with_constructor(
+            (|| Histogram::new(overhead_buckets())) as fn() -> Histogram,
+        );
+        let time_per_output_token = Family::new_with_constructor(
+            (|| Histogram::new(per_token_buckets())) as fn() -> Histogram,
+        );
+        let m = Metrics {
+            requests: Family::default(),
+            request_bytes: Family::default(),
+            response_bytes: Family::default(),
+            duration,
+            upstream_duration,
+            overhead,
+            ttft,
+            time_per_output_token,
+            tokens: Family::default(),
+            end_user_tokens: Family::default(),
+            cost: Family::default(),
+            seed_requests: Family::default(),
+            seed_prompt: Family::default(),
+            seed_completion: Family::default(),
+            seed_tokens: Family::default(),
+            seed_cost: Family::default(),
+            rate_limited: Family::default(),
+            guard_blocked: Family::default(),
+            retries: Family::default(),
+            failovers: Family::default(),
+            circuit_state: Family::default(),
+            active_streams: Gauge::default(),
+            reloads: Family::default(),
+            sink_queue: Family::default(),
+            sink_dropped: Family::default(),
+            limiter_errors: Counter::default(),
+            limiter_errors_seen: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "tollgate_requests",
+            "Requests by route, consumer, model, provider, endpoint and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "tollgate_request_bytes",
+            "Request body bytes received",
+            m.request_bytes.clone(),
+        );
+        r.register(
+            "tollgate_response_bytes",
+            "Response body bytes sent",
+            m.response_bytes.clone(),
+        );
+        r.register(
+            "tollgate_request_duration_seconds",
+            "Time from arrival to the last byte sent",
+            m.duration.clone(),
+        );
+        r.register(
+            "tollgate_upstream_duration_seconds",
+            "Time waiting for the upstream (to the first event for streams)",
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            "tollgate_gateway_overhead_seconds",
+            "Time spent in the gateway itself",
+            m.overhead.clone(),
+        );
+        r.register(
+            "tollgate_time_to_first_token_seconds",
+            "Streams: time from arrival to the first generated token",
+            m.ttft.clone(),
+        );
+        r.register(
+            "tollgate_time_per_output_token_seconds",
+            "Streams: generation time per completion token after the first",
+            m.time_per_output_token.clone(),
+        );
+        r.register(
+            "tollgate_tokens",
+            "Tokens by type (prompt, completion, cached, reasoning)",
+            m.tokens.clone(),
+        );
+        r.register(
+            "tollgate_end_user_tokens",
+            "Tokens by end user (when enabled)",
+            m.end_user_tokens.clone(),
+        );
+        r.register("tollgate_cost_usd", "Estimated cost in USD", m.cost.clone());
+        r.register(
+            "ai_llm_requests",
+            "LLM requests (seed dashboard name)",
+            m.seed_requests.clone(),
+        );
+        r.register(
+            "ai_llm_prompt_tokens",
+            "Prompt tokens (seed dashboard name)",
+            m.seed_prompt.clone(),
+        );
+        r.register(
+            "ai_llm_completion_tokens",
+            "Completion tokens (seed dashboard name)",
+            m.seed_completion.clone(),
+        );
+        r.register(
+            "ai_llm_tokens",
+            "Total tokens (seed dashboard name)",
+            m.seed_tokens.clone(),
+        );
+        r.register(
+            "ai_llm_estimated_cost_usd",
+            "Cumulative estimated cost in USD (seed dashboard name)",
+            m.seed_cost.clone(),
+        );
+        r.register(
+            "tollgate_rate_limited",
+            "Requests refused by a limit policy",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "tollgate_guard_blocked",
+            "Requests refused by the prompt guard",
+            m.guard_blocked.clone(),
+        );
+        r.register(
+            "tollgate_retries",
+            "Upstream attempts beyond the first",
+            m.retries.clone(),
+        );
+        r.register(
+            "tollgate_failovers",
+            "Requests answered by another target than the first one tried",
+            m.failovers.clone(),
+        );
+        r.register(
+            "tollgate_target_circuit_state",
+            "Circuit of each target: 0 up, 1 half-open, 2 open, 3 unavailable",
+            m.circuit_state.clone(),
+        );
+        r.register(
+            "tollgate_active_streams",
+            "Streams in progress",
+            m.active_streams.clone(),
+        );
+        r.register(
+            "tollgate_config_reloads",
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "tollgate_log_sink_queue_depth",
+            "Records waiting in a log sink's queue",
+            m.sink_queue.clone(),
+        );
+        r.register(
+            "tollgate_log_sink_dropped",
+            "Records a log sink dropped (queue full or endpoint down)",
+            m.sink_dropped.clone(),
+        );
+        r.register(
+            "tollgate_rate_limit_store_errors",
+            "Rate-limit store (Redis) failures",
+            m.limiter_errors.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, record: &RequestRecord, snapshot: &Snapshot) {
+        let known = |name: &Option<String>, ok: &dyn Fn(&str) -> bool, none: &str| match name {
+            Some(n) if ok(n) => n.clone(),
+            Some(_) => "unknown".to_owned(),
+            None => none.to_owned(),
+        };
+        let route = known(&record.route, &|_| true, "none");
+        let consumer = known(&record.consumer, &|_| true, "anonymous");
+        let model = known(&record.model, &|m| snapshot.model(m).is_some(), "none");
+        let provider = known(
+            &record.provider,
+            &|p| snapshot.provider(p).is_some(),
+            "none",
+        );
+        let status_class = format!("{}xx", record.status / 100);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                consumer: consumer.clone(),
+                model: model.clone(),
+                provider: provider.clone(),
+                endpoint: record.endpoint.unwrap_or("other").to_owned(),
+                status_class,
+            })
+            .inc();
+        let rc = RouteConsumer {
+            route: route.clone(),
+            consumer: consumer.clone(),
+        };
+        self.request_bytes
+            .get_or_create(&rc)
+            .inc_by(record.request_bytes);
+        self.response_bytes
+            .get_or_create(&rc)
+            .inc_by(record.response_bytes);
+        match record.error {
+            Some("rate_limit_exceeded") => self.rate_limited.get_or_create(&rc).inc(),
+            Some("prompt_blocked") => self.guard_blocked.get_or_create(&rc).inc(),
+            _ => 0,
+        };
+
+        let mp = ModelProvider {
+            model: model.clone(),
+            provider: provider.clone(),
+        };
+        self.duration
+            .get_or_create(&RouteModelProvider {
+                route: route.clone(),
+                model: model.clone(),
+                provider: provider.clone(),
+            })
+            .observe(record.latency_ms / 1000.0);
+        if let Some(up) = record.upstream_latency_ms {
+            self.upstream_duration
+                .get_or_create(&mp)
+                .observe(up / 1000.0);
+        }
+        if let Some(o) = record.overhead_ms {
+            self.overhead
+                .get_or_create(&RouteLabel {
+                    route: route.clone(),
+                })
+                .observe(o / 1000.0);
+        }
+        if let Some(ttft) = record.ttft_ms {
+            self.ttft.get_or_create(&mp).observe(ttft / 1000.0);
+            if let Some(n) = record.completion_tokens.filter(|n| *n > 1) {
+                let per_token = (record.latency_ms - ttft).max(0.0) / 1000.0 / (n - 1) as f64;
+                self.time_per_output_token
+                    .get_or_create(&mp)
+                    .observe(per_token);
+            }
+        }
+
+        let tried = record.attempts.iter().filter(|a| !a.skipped).count() as u64;
+        if tried > 1 {
+            self.retries
+                .get_or_create(&ModelLabel {
+                    model: model.clone(),
+                })
+                .inc_by(tried - 1);
+        }
+        if record.status < 400 && record.attempts.iter().any(|a| a.outcome != "ok") {
+            self.failovers
+                .get_or_create(&ModelLabel {
+                    model: model.clone(),
+                })
+                .inc();
+        }
+
+        if record.provider.is_none()
+            || record.model.is_none()
+            || record.status >= 400 && record.prompt_tokens.is_none()
+        {
+            return;
+        }
+        let usage = UsageLabels {
+            provider,
+            model,
+            consumer,
+        };
+        self.seed_requests.get_or_create(&usage).inc();
+        let end_user = snapshot.metrics_end_users.then(|| {
+            record
+                .end_user
+                .as_deref()
+                .and_then(|e| snapshot.consumer_by_email(e))
+                .map(|c| c.name.clone())
+                .unwrap_or_else(|| "unknown".into())
+        });
+        for (kind, value) in [
+            ("prompt", record.prompt_tokens),
+            ("completion", record.completion_tokens),
+            ("cached", record.cached_tokens),
+            ("reasoning", record.reasoning_tokens),
+        ] {
+            let Some(value) = value else { continue };
+            let labels = TokenLabels {
+                usage: usage.clone(),
+                r#type: kind.to_owned(),
+            };
+            self.tokens.get_or_create(&labels).inc_by(value);
+            if let Some(end_user) = &end_user {
+                self.end_user_tokens
+                    .get_or_create(&EndUserTokenLabels {
+                        tokens: labels,
+                        end_user: end_user.clone(),
+                    })
+                    .inc_by(value);
+            }
+        }
+        self.seed_prompt
+            .get_or_create(&usage)
+            .inc_by(record.prompt_tokens.unwrap_or(0));
+        self.seed_completion
+            .get_or_create(&usage)
+            .inc_by(record.completion_tokens.unwrap_or(0));
+        self.seed_tokens
+            .get_or_create(&usage)
+            .inc_by(record.total_tokens.unwrap_or(0));
+        if let Some(cost) = record.cost_usd {
+            self.cost.get_or_create(&usage).inc_by(cost);
+            self.seed_cost.get_or_create(&usage).inc_by(cost);
+        }
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "success" } else { "failure" }.into(),
+            })
+            .inc();
+    }
+
+    /// Renders every family. `openmetrics` selects the OpenMetrics format (with `# EOF`);
+    /// otherwise the same text, which Prometheus' classic parser reads too.
+    pub fn render(&self, snapshot: &Snapshot, openmetrics: bool) -> String {
+        self.refresh(snapshot);
+        let mut out = String::new();
+        let result = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+        };
+        if result.is_err() {
+            tracing::error!("could not encode the metrics");
+        }
+        out
+    }
+
+    /// Values read at scrape time: circuit states and store errors.
+    fn refresh(&self, snapshot: &Snapshot) {
+        let now = std::time::Instant::now();
+        for model in snapshot.models() {
+            for t in &model.pool.targets {
+                let state = if t.provider.unavailable().is_some() {
+                    3
+                } else {
+                    match t.health.report(now)["state"].as_str() {
+                        Some("open") => 2,
+                        Some("half-open") => 1,
+                        _ => 0,
+                    }
+                };
+                self.circuit_state
+                    .get_or_create(&ModelProvider {
+                        model: t.upstream_model.clone(),
+                        provider: t.provider_name.clone(),
+                    })
+                    .set(state);
+            }
+        }
+        let errors = snapshot.rate_limits.limiter.errors();
+        let seen = self.limiter_errors_seen.swap(errors, Ordering::Relaxed);
+        self.limiter_errors.inc_by(errors.saturating_sub(seen));
+    }
+}
