@@ -49,8 +49,9 @@ pub fn spawn(state: Arc<AppState>, stop: CancellationToken) -> ReloadWatcher {
         });
     }
 
+    // The baseline is the file as it is now, taken before anything can change it unseen.
+    let mut last_digest = file_digest(&state);
     tokio::spawn(async move {
-        let mut last_digest = file_digest(&state);
         loop {
             let trigger = tokio::select! {
                 t = rx.recv() => match t { Some(t) => t, None => return },

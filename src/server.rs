@@ -18,9 +18,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, ConfigErrors, RequestLogTarget};
+use crate::config::{self, ConfigErrors};
 use crate::snapshot::Snapshot;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, SinkLabel};
 use crate::telemetry::request_log::{LogSink, RequestLogger, RequestRecord};
 
 /// State shared by every request.
@@ -42,13 +42,23 @@ impl AppState {
         &self.config_path
     }
 
-    /// Counts a finished request in the metrics and writes its record (unless the config
-    /// turned the request log off).
+    /// Counts a finished request in the metrics and hands its record to the log sinks.
     pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
         self.metrics.observe(&record, snapshot);
-        if snapshot.log.requests != RequestLogTarget::Off {
-            self.logger.emit(record);
+        self.logger.emit(record);
+    }
+
+    /// The metrics, with the log sinks' queue depths of this moment.
+    pub fn render_metrics(&self, openmetrics: bool) -> String {
+        for (sink, depth) in self.logger.depths() {
+            self.metrics
+                .sink_queue
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_owned(),
+                })
+                .set(depth as i64);
         }
+        self.metrics.render(&self.snapshot(), openmetrics)
     }
 
     /// Loads, validates and swaps in the config file. On any error the running config stays.
@@ -63,6 +73,9 @@ impl AppState {
         let current = self.snapshot();
         let next = Snapshot::compile(&config, Some(&current))
             .map_err(|e| with_file(e, &self.config_path))?;
+        if next.log != current.log {
+            tracing::warn!("`log` changed: the new sinks take effect only after a restart");
+        }
         if next.listen != current.listen {
             tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
         }
@@ -94,6 +107,10 @@ pub struct Gateway {
     state: Arc<AppState>,
     proxy: TcpListener,
     status: TcpListener,
+    /// Stops the reload watchers (and the servers) at shutdown.
+    stop: CancellationToken,
+    /// Watching from the moment the config is loaded, so no edit falls in between.
+    watcher: crate::reload::ReloadWatcher,
 }
 
 impl Gateway {
@@ -108,17 +125,32 @@ impl Gateway {
         };
         let proxy = bind(snapshot.listen.proxy).await?;
         let status = bind(snapshot.listen.status).await?;
+        let metrics = Metrics::new();
+        let logger = RequestLogger::start(sink, &snapshot.log, &metrics.sink_dropped).map_err(
+            |message| {
+                StartError::Config(ConfigErrors(vec![config::ConfigError {
+                    file: config_path.display().to_string(),
+                    location: None,
+                    path: Some(config::FieldPath::root().key("log")),
+                    message,
+                }]))
+            },
+        )?;
         let state = Arc::new(AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
-            logger: RequestLogger::start(sink),
-            metrics: Metrics::new(),
+            logger,
+            metrics,
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
         });
+        let stop = CancellationToken::new();
+        let watcher = crate::reload::spawn(state.clone(), stop.clone());
         Ok(Gateway {
             state,
             proxy,
             status,
+            stop,
+            watcher,
         })
     }
 
@@ -145,8 +177,8 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state;
-        let stop = CancellationToken::new();
-        let watcher = crate::reload::spawn(state.clone(), stop.clone());
+        let stop = self.stop;
+        let watcher = self.watcher;
 
         let proxy_app = Router::new()
             .fallback(crate::proxy::handle)
@@ -218,7 +250,7 @@ async fn metrics(
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let body = state.metrics.render(&state.snapshot(), openmetrics);
+    let body = state.render_metrics(openmetrics);
     let content_type = if openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
