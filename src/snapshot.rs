@@ -42,6 +42,8 @@ pub struct Route {
     /// The route's own guard, or the top-level one.
     pub guard: Option<Arc<PromptGuard>>,
     pub decorator: Option<PromptDecoratorConfig>,
+    /// Request and response bodies go into this route's log records.
+    pub log_payloads: bool,
 }
 
 #[derive(Debug)]
@@ -242,6 +244,7 @@ impl Snapshot {
                         None => global_guard.clone(),
                     },
                     decorator: rc.prompt_decorator.clone(),
+                    log_payloads: rc.log_payloads.unwrap_or(config.log.payloads),
                 })
             })
             .collect();

@@ -114,9 +114,66 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// Where the one-JSON-line-per-request log goes.
+    /// The one-JSON-line-per-request log on standard output (`stdout`) or not (`off`).
     #[serde(default)]
     pub requests: RequestLogTarget,
+    /// Also append the records to a file (reopened on SIGUSR1, for logrotate).
+    #[serde(default)]
+    pub file: Option<FileSinkConfig>,
+    /// Also POST them in batches to an HTTP endpoint (like Kong's http-log).
+    #[serde(default)]
+    pub http: Option<HttpSinkConfig>,
+    /// Put request and response bodies (credentials redacted) into the records. Off by
+    /// default; a route can turn it on for itself with `log_payloads`.
+    #[serde(default)]
+    pub payloads: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    pub path: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    pub url: String,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Records per POST (a JSON array).
+    #[serde(default = "HttpSinkConfig::default_batch")]
+    pub batch_size: usize,
+    /// Longest a record waits for its batch to fill.
+    #[serde(default = "HttpSinkConfig::default_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Records held while the endpoint is slow or down; beyond that they are dropped (and
+    /// counted), so a dead endpoint never grows memory or slows requests.
+    #[serde(default = "HttpSinkConfig::default_queue")]
+    pub queue: usize,
+    /// Tries per batch, with exponential backoff, before the batch is dropped.
+    #[serde(default = "HttpSinkConfig::default_retries")]
+    pub retries: u32,
+    #[serde(default = "HttpSinkConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl HttpSinkConfig {
+    fn default_batch() -> usize {
+        100
+    }
+    fn default_flush() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_queue() -> usize {
+        10_000
+    }
+    fn default_retries() -> u32 {
+        5
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 /// How the gateway notices a new config. SIGHUP always reloads.
@@ -650,6 +707,9 @@ pub struct RouteConfig {
     /// Used when a request names no model.
     #[serde(default)]
     pub default_model: Option<String>,
+    /// Put request and response bodies into this route's request-log records.
+    #[serde(default)]
+    pub log_payloads: Option<bool>,
     /// Replaces the top-level `prompt_guard` on this route.
     #[serde(default)]
     pub prompt_guard: Option<PromptGuardConfig>,

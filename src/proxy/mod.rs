@@ -28,6 +28,7 @@ use crate::providers::{CallOptions, ChatReply, Complete, Frame, FrameStream};
 use crate::routing::Target;
 use crate::server::AppState;
 use crate::snapshot::{Model, Route, Snapshot};
+use crate::telemetry::redact;
 use crate::telemetry::request_log::RequestRecord;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -40,6 +41,8 @@ pub const OVERHEAD_HEADER: &str = "x-tollgate-overhead-ms";
 pub struct Exchange {
     pub record: RequestRecord,
     pub started: Instant,
+    /// Payload logging is on: the answer goes into the record too.
+    pub log_response: bool,
 }
 
 impl Exchange {
@@ -64,6 +67,7 @@ impl Exchange {
         Self {
             record,
             started: Instant::now(),
+            log_response: false,
         }
     }
 
@@ -295,6 +299,7 @@ impl Call<'_> {
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
+        self.log_payload(&body, exchange);
         // The client's words are checked; the operator's decorations are added after.
         if let Some(guard) = &self.route.guard {
             guard.check(&body)?;
@@ -358,10 +363,14 @@ impl Call<'_> {
                 Ok(Reply::Whole(with_headers(response, &limit_headers)))
             }
             Answer::Stream(first, frames) => {
+                let overhead =
+                    exchange.elapsed_ms() - exchange.record.upstream_latency_ms.unwrap_or(0.0);
+                exchange.record.overhead_ms = Some(overhead);
                 // Move the record into the stream; a placeholder stays behind.
                 let owned = Exchange {
                     record: std::mem::take(&mut exchange.record),
                     started: exchange.started,
+                    log_response: exchange.log_response,
                 };
                 let upstream = stream::Upstream {
                     first,
@@ -382,10 +391,10 @@ impl Call<'_> {
                     self.state.clone(),
                     self.snapshot.clone(),
                 );
-                Ok(Reply::Streaming(with_headers(
-                    with_target_headers(response, &target),
-                    &limit_headers,
-                )))
+                let mut response =
+                    with_headers(with_target_headers(response, &target), &limit_headers);
+                set_overhead_header(&mut response, overhead);
+                Ok(Reply::Streaming(response))
             }
         }
     }
@@ -402,6 +411,7 @@ impl Call<'_> {
             return Err(GatewayError::InvalidRequest("`input` is required".into()));
         }
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
+        self.log_payload(&body, exchange);
         let facts = self.facts(&model);
         let Budget {
             mut reservation,
@@ -440,6 +450,16 @@ impl Call<'_> {
             whole_json(complete, &answered.target, exchange),
             &limit_headers,
         ))
+    }
+
+    /// With payload logging on for this route, the request body goes into the record.
+    fn log_payload(&self, body: &Map<String, Value>, exchange: &mut Exchange) {
+        if self.route.log_payloads {
+            let mut logged = Value::Object(body.clone());
+            redact::redact(&mut logged);
+            exchange.record.request_body = Some(logged);
+            exchange.log_response = true;
+        }
     }
 
     fn facts<'m>(&'m self, model: &'m Model) -> RequestFacts<'m> {
@@ -587,6 +607,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes,
 
 fn whole_json(complete: Complete, target: &Target, exchange: &mut Exchange) -> Response {
     exchange.record.response_bytes = complete.body.len() as u64;
+    if exchange.log_response {
+        exchange.record.response_body =
+            serde_json::from_slice::<Value>(&complete.body)
+                .ok()
+                .map(|mut v| {
+                    redact::redact(&mut v);
+                    v
+                });
+    }
     if let Some(usage) = &complete.usage {
         exchange.record.set_usage(usage);
     }

@@ -53,6 +53,8 @@ struct StreamLog {
     estimate: Option<Amounts>,
     price: Option<Price>,
     usage: Option<Usage>,
+    /// The text streamed so far, kept only when payload logging is on.
+    logged_text: Option<String>,
     /// Tokens of the output streamed so far, counted only while a limit applies and the
     /// upstream's own usage has not arrived: what a client that leaves early is charged.
     generated_tokens: u64,
@@ -86,6 +88,9 @@ impl StreamLog {
         if let Some(usage) = &frame.usage {
             self.exchange.record.set_usage(usage);
             self.usage = Some(*usage);
+        }
+        if let Some(text) = &mut self.logged_text {
+            text.push_str(&frame.text);
         }
         if self.estimate.is_some() && self.usage.is_none() && !frame.text.is_empty() {
             self.generated_tokens += tokens::count(&frame.text);
@@ -137,6 +142,11 @@ impl Drop for StreamLog {
     fn drop(&mut self) {
         self.state.metrics.active_streams.dec();
         self.settle();
+        if let Some(text) = self.logged_text.take() {
+            let mut body = serde_json::json!({"streamed_text": text});
+            crate::telemetry::redact::redact(&mut body);
+            self.exchange.record.response_body = Some(body);
+        }
         let record = &mut self.exchange.record;
         record.status = StatusCode::OK.as_u16();
         record.latency_ms = self.exchange.started.elapsed().as_secs_f64() * 1000.0;
@@ -167,6 +177,7 @@ pub fn sse_response(
         circuit,
     } = upstream;
     let idle = target.timeouts.idle;
+    let exchange_logs_response = exchange.log_response;
     let provider = target.provider_name.clone();
     let mut log = StreamLog {
         exchange,
@@ -174,6 +185,7 @@ pub fn sse_response(
         estimate: budget.estimate,
         price: target.price,
         usage: None,
+        logged_text: exchange_logs_response.then(String::new),
         generated_tokens: 0,
         in_flight,
         circuit,

@@ -32,6 +32,13 @@ pub struct RouteConsumer {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub route: String,
+    pub consumer: String,
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
 }
@@ -93,8 +100,8 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_bytes: Family<RouteConsumer, Counter>,
-    response_bytes: Family<RouteConsumer, Counter>,
+    request_bytes: Family<BytesLabels, Counter>,
+    response_bytes: Family<BytesLabels, Counter>,
     duration: Family<RouteModelProvider, Histogram>,
     upstream_duration: Family<ModelProvider, Histogram>,
     overhead: Family<RouteLabel, Histogram>,
@@ -348,11 +355,16 @@ impl Metrics {
             route: route.clone(),
             consumer: consumer.clone(),
         };
+        let bytes = BytesLabels {
+            route: route.clone(),
+            consumer: consumer.clone(),
+            provider: provider.clone(),
+        };
         self.request_bytes
-            .get_or_create(&rc)
+            .get_or_create(&bytes)
             .inc_by(record.request_bytes);
         self.response_bytes
-            .get_or_create(&rc)
+            .get_or_create(&bytes)
             .inc_by(record.response_bytes);
         match record.error {
             Some("rate_limit_exceeded") => self.rate_limited.get_or_create(&rc).inc(),

@@ -1,15 +1,17 @@
 //! One JSON line per request. Records go through a bounded queue to a writer task, so a slow
 //! stdout never slows requests: when the queue is full, records are dropped and counted.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use std::time::Duration;
 
+use super::metrics::SinkLabel;
+use super::sinks::{self, SinkQueue};
+use crate::config::{LogConfig, RequestLogTarget};
 use crate::providers::Usage;
 use crate::routing::Target;
 
@@ -60,6 +62,11 @@ pub struct RequestRecord {
     pub client_disconnected: bool,
     /// Every target considered, in order, with its outcome.
     pub attempts: Vec<AttemptRecord>,
+    /// With payload logging on: the request body and the answer (credentials redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<serde_json::Value>,
 }
 
 /// One target considered for a request.
@@ -107,81 +114,66 @@ impl RequestRecord {
     }
 }
 
-/// Where records go.
+/// Where records go besides the sinks the config names (file, HTTP).
 pub enum LogSink {
-    /// JSON lines on standard output.
+    /// JSON lines on standard output (unless the config says `requests: off`).
     Stdout,
     /// Handed to a channel (embedding the gateway in tests or other programs).
     Channel(mpsc::UnboundedSender<RequestRecord>),
 }
 
-const QUEUE: usize = 8192;
-
-#[derive(Clone)]
+/// Fans every record out to the sinks; each has its own bounded queue and writer task.
 pub struct RequestLogger {
-    queue: Queue,
-    dropped: Arc<AtomicU64>,
-}
-
-#[derive(Clone)]
-enum Queue {
-    Bounded(mpsc::Sender<RequestRecord>),
-    Channel(mpsc::UnboundedSender<RequestRecord>),
+    sinks: Vec<SinkQueue>,
+    tap: Option<mpsc::UnboundedSender<RequestRecord>>,
 }
 
 impl RequestLogger {
-    /// Starts the writer task (for stdout); must be called inside a tokio runtime.
-    pub fn start(sink: LogSink) -> Self {
-        let queue = match sink {
-            LogSink::Channel(tx) => Queue::Channel(tx),
-            LogSink::Stdout => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(write_lines(rx, tokio::io::stdout()));
-                Queue::Bounded(tx)
+    /// Starts the sinks' writer tasks; must be called inside a tokio runtime. The sinks are
+    /// fixed at start-up (a reload that changes `log` takes effect on restart).
+    pub fn start(
+        sink: LogSink,
+        config: &LogConfig,
+        dropped: &Family<SinkLabel, Counter>,
+    ) -> Result<Self, String> {
+        let mut sinks = Vec::new();
+        let tap = match sink {
+            LogSink::Stdout if config.requests == RequestLogTarget::Stdout => {
+                sinks.push(sinks::stdout(dropped));
+                None
             }
+            LogSink::Stdout => None,
+            LogSink::Channel(tx) => Some(tx),
         };
-        Self {
-            queue,
-            dropped: Arc::new(AtomicU64::new(0)),
+        if let Some(file) = &config.file {
+            sinks.push(sinks::file(file.path.clone(), dropped));
         }
+        if let Some(http) = &config.http {
+            sinks.push(sinks::http(http.clone(), dropped)?);
+        }
+        Ok(Self { sinks, tap })
     }
 
     pub fn emit(&self, record: RequestRecord) {
-        let sent = match &self.queue {
-            Queue::Bounded(tx) => tx.try_send(record).is_ok(),
-            Queue::Channel(tx) => tx.send(record).is_ok(),
-        };
-        if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Records lost because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(
-    mut rx: mpsc::Receiver<RequestRecord>,
-    out: W,
-) {
-    let mut out = tokio::io::BufWriter::new(out);
-    while let Some(record) = rx.recv().await {
-        let mut batch = vec![record];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        for record in batch {
-            if let Ok(mut line) = serde_json::to_vec(&record) {
-                line.push(b'\n');
-                if out.write_all(&line).await.is_err() {
-                    return;
+        if !self.sinks.is_empty() {
+            // Serialised once, shared by every sink.
+            match serde_json::to_vec(&record) {
+                Ok(line) => {
+                    let line = Bytes::from(line);
+                    for sink in &self.sinks {
+                        sink.push(line.clone());
+                    }
                 }
+                Err(e) => tracing::error!(error = %e, "cannot serialise a request record"),
             }
         }
-        if out.flush().await.is_err() {
-            return;
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(record);
         }
+    }
+
+    /// Records waiting in each sink's queue.
+    pub fn depths(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        self.sinks.iter().map(|s| (s.name, s.depth()))
     }
 }
