@@ -22,12 +22,15 @@ use crate::config::{self, ConfigErrors};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::{Metrics, SinkLabel};
 use crate::telemetry::request_log::{LogSink, RequestLogger, RequestRecord};
+use crate::telemetry::traces::Traces;
 
 /// State shared by every request.
 pub struct AppState {
     snapshot: ArcSwap<Snapshot>,
     logger: RequestLogger,
     pub metrics: Metrics,
+    /// Set up at start-up when the config has `traces`.
+    traces: Option<Traces>,
     config_path: PathBuf,
     ready: AtomicBool,
 }
@@ -45,6 +48,9 @@ impl AppState {
     /// Counts a finished request in the metrics and hands its record to the log sinks.
     pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
         self.metrics.observe(&record, snapshot);
+        if let Some(traces) = &self.traces {
+            traces.record(&record);
+        }
         self.logger.emit(record);
     }
 
@@ -136,10 +142,22 @@ impl Gateway {
                 }]))
             },
         )?;
+        let traces = match &config.traces {
+            Some(t) => Some(Traces::start(t).map_err(|message| {
+                StartError::Config(ConfigErrors(vec![config::ConfigError {
+                    file: config_path.display().to_string(),
+                    location: None,
+                    path: Some(config::FieldPath::root().key("traces")),
+                    message,
+                }]))
+            })?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             logger,
             metrics,
+            traces,
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
         });
@@ -226,6 +244,9 @@ impl Gateway {
         };
         stop.cancel();
         drop(watcher);
+        if let Some(traces) = &state.traces {
+            traces.shutdown().await;
+        }
         result
     }
 }

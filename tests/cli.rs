@@ -274,3 +274,57 @@ fn the_readme_quickstart_curl_works_against_the_shipped_quickstart_config() {
     assert_eq!(reply["choices"][0]["message"]["content"], "Hello, gateway");
     assert!(reply["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn the_file_sink_reopens_on_sigusr1_after_logrotate_moved_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.yaml");
+    let log = dir.path().join("requests.jsonl");
+    let (port, status_port) = (free_port(), free_port());
+    std::fs::write(
+        &path,
+        format!(
+            "listen: {{proxy: 127.0.0.1:{port}, status: 127.0.0.1:{status_port}}}\nlog: {{requests: off, file: {{path: \"{}\"}}}}\n\
+             providers: {{demo: {{type: mock}}}}\nmodels: {{echo: {{provider: demo}}}}\nroutes: {{ai: {{}}}}\n\
+             consumers: {{u: {{keys: [file-key-123], models: \"*\"}}}}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tollgate()
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    assert!(wait_until(|| models_status(port, "file-key-123") == 200));
+    models_status(port, "file-key-123");
+    assert!(wait_until(|| lines(&log) == 2), "records reach the file");
+
+    let rotated = dir.path().join("requests.jsonl.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    models_status(port, "file-key-123");
+    assert!(
+        wait_until(|| lines(&rotated) == 3),
+        "until told, the moved file is still written"
+    );
+    signal(child.id(), "-USR1");
+    std::thread::sleep(Duration::from_millis(300));
+    models_status(port, "file-key-123");
+    assert!(
+        wait_until(|| lines(&log) == 1),
+        "after SIGUSR1 a new file is opened"
+    );
+    assert_eq!(lines(&rotated), 3);
+
+    signal(child.id(), "-TERM");
+    let _ = child.wait();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.is_empty(), "requests: off keeps stdout quiet");
+}

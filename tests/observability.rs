@@ -537,3 +537,91 @@ async fn payload_logging_is_off_by_default_and_redacts_credentials() {
     let log = gw.next_log().await;
     assert!(log.request_body.is_none() && log.response_body.is_none());
 }
+
+#[tokio::test]
+async fn traces_follow_the_genai_conventions_with_attempts_as_child_spans() {
+    let up = mock_upstream::start().await;
+    let spans: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let store = store.clone();
+            async move {
+                for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+                    for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                        store
+                            .lock()
+                            .unwrap()
+                            .extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                    }
+                }
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let extra = format!(
+        "traces: {{endpoint: \"http://{collector}\", protocol: http/json, flush_interval: 100ms}}"
+    );
+    let gw = TestGateway::start(&config(&up.base_url(), &extra)).await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = client()
+        .post(gw.url("/ai/v1/chat/completions"))
+        .bearer_auth(U)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"model": "flaky", "messages": [{"role": "user", "content": "a b c"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        wait_for(|| spans.lock().unwrap().len() >= 3).await,
+        "spans reach the collector"
+    );
+
+    let spans = spans.lock().unwrap().clone();
+    let attr = |span: &Value, key: &str| -> Value {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let server = spans
+        .iter()
+        .find(|s| s["name"] == "chat flaky")
+        .expect("a server span named after the operation and model");
+    assert_eq!(
+        server["traceId"].as_str().unwrap().to_lowercase(),
+        trace_id,
+        "the client's trace is continued"
+    );
+    assert_eq!(attr(server, "gen_ai.operation.name")["stringValue"], "chat");
+    assert_eq!(attr(server, "gen_ai.request.model")["stringValue"], "flaky");
+    assert_eq!(attr(server, "gen_ai.usage.input_tokens")["intValue"], "3");
+    let children: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["parentSpanId"] == server["spanId"])
+        .collect();
+    assert_eq!(children.len(), 2, "one client span per upstream attempt");
+    assert!(
+        children
+            .iter()
+            .any(|c| attr(c, "error.type")["stringValue"] == "upstream_error")
+    );
+    let answered = children.iter().find(|c| c["name"] == "chat m").unwrap();
+    assert_eq!(
+        attr(answered, "gen_ai.provider.name")["stringValue"],
+        "openai"
+    );
+    assert_eq!(
+        attr(answered, "gen_ai.usage.output_tokens")["intValue"],
+        "3"
+    );
+}

@@ -23,6 +23,9 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// OpenTelemetry traces over OTLP; off unless given.
+    #[serde(default)]
+    pub traces: Option<TracesConfig>,
     /// Applies to every route that has no guard of its own.
     #[serde(default)]
     pub prompt_guard: Option<PromptGuardConfig>,
@@ -973,4 +976,43 @@ pub struct MetricsConfig {
     /// are one `unknown` series). Off by default: one series per user adds up.
     #[serde(default)]
     pub end_user_labels: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP endpoint, e.g. `http://otel-collector:4318`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    #[serde(default = "TracesConfig::default_service")]
+    pub service_name: String,
+    /// How often buffered spans are sent.
+    #[serde(default = "TracesConfig::default_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    #[serde(default = "TracesConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl TracesConfig {
+    fn default_service() -> String {
+        "tollgate".to_owned()
+    }
+    fn default_flush() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OtlpProtocol {
+    /// `http/protobuf`, OTLP's default.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
 }

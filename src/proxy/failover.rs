@@ -59,13 +59,16 @@ where
         };
         tried += 1;
         let started = Instant::now();
+        let offset_ms = record
+            .started_instant
+            .map(|t| started.duration_since(t).as_secs_f64() * 1000.0);
         match attempt(target.clone()).await {
             Ok(value) => {
                 let took = started.elapsed();
                 in_flight.succeed(took);
                 record
                     .attempts
-                    .push(AttemptRecord::tried(&target, "ok", took));
+                    .push(AttemptRecord::tried(&target, "ok", offset_ms, took));
                 record.upstream_latency_ms = Some(took.as_secs_f64() * 1000.0);
                 return Ok(Answered {
                     value,
@@ -88,7 +91,7 @@ where
                 }
                 record
                     .attempts
-                    .push(AttemptRecord::tried(&target, error.code(), took));
+                    .push(AttemptRecord::tried(&target, error.code(), offset_ms, took));
                 if !pool.retries_on(&error) {
                     return Err(error);
                 }

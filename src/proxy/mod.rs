@@ -62,6 +62,14 @@ impl Exchange {
             request_id,
             method: request.method().to_string(),
             path: path.chars().take(256).collect(),
+            started_at: Some(SystemTime::now()),
+            started_instant: Some(Instant::now()),
+            traceparent: request
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| v.len() <= 128)
+                .map(str::to_owned),
             ..RequestRecord::default()
         };
         Self {

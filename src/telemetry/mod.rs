@@ -4,3 +4,4 @@ pub mod metrics;
 pub mod redact;
 pub mod request_log;
 pub mod sinks;
+pub mod traces;

@@ -67,27 +67,45 @@ pub struct RequestRecord {
     pub request_body: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body: Option<serde_json::Value>,
+    /// For traces: when the request arrived, on both clocks, and the client's trace context.
+    #[serde(skip)]
+    pub started_at: Option<std::time::SystemTime>,
+    #[serde(skip)]
+    pub started_instant: Option<std::time::Instant>,
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// One target considered for a request.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
     pub provider: String,
+    /// The provider's wire format (`openai`, `anthropic`, `gemini`, ...).
+    pub provider_kind: &'static str,
     pub model: String,
     /// `ok`, the error code of the failure, or why it was skipped (`circuit_open`,
     /// `provider_unavailable`).
     pub outcome: &'static str,
     pub skipped: bool,
+    /// When it started, in ms after the request arrived.
+    pub started_ms: Option<f64>,
     pub latency_ms: Option<f64>,
 }
 
 impl AttemptRecord {
-    pub fn tried(target: &Target, outcome: &'static str, took: Duration) -> Self {
+    pub fn tried(
+        target: &Target,
+        outcome: &'static str,
+        started_ms: Option<f64>,
+        took: Duration,
+    ) -> Self {
         Self {
             provider: target.provider_name.clone(),
+            provider_kind: target.provider.kind(),
             model: target.upstream_model.clone(),
             outcome,
             skipped: false,
+            started_ms,
             latency_ms: Some(took.as_secs_f64() * 1000.0),
         }
     }
@@ -95,9 +113,11 @@ impl AttemptRecord {
     pub fn skipped(target: &Target, why: &'static str) -> Self {
         Self {
             provider: target.provider_name.clone(),
+            provider_kind: target.provider.kind(),
             model: target.upstream_model.clone(),
             outcome: why,
             skipped: true,
+            started_ms: None,
             latency_ms: None,
         }
     }
