@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests, then the official OpenAI Python SDK
-# against the real binary. Works on a fresh machine: it makes its own Python virtualenv.
+# The whole test suite: Rust unit and integration tests (some against the local Redis and a
+# real OIDC provider run with node), then the official OpenAI Python SDK against the real
+# binary. Works on a fresh machine: it installs the npm package and makes its own virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The real OpenID Connect provider the OIDC tests run against (npm package oidc-provider).
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --bins --examples
 cargo test --all-targets

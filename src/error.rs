@@ -13,6 +13,9 @@ pub enum GatewayError {
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,
+    /// The reason (expired, bad signature, wrong audience, ...) is for the log, not the client.
+    #[error("invalid or expired bearer token")]
+    InvalidToken(String),
     #[error("route {route:?} requires membership in one of the groups: {groups}")]
     RouteForbidden { route: String, groups: String },
     #[error("you are not allowed to use model {0:?}")]
@@ -81,7 +84,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
+            MissingKey | InvalidKey | InvalidToken(_) => StatusCode::UNAUTHORIZED,
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
             ModelMissing | InvalidRequest(_) | ContentFiltered(_) | PromptBlocked(_) => {
@@ -104,7 +107,7 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey => "authentication_error",
+            MissingKey | InvalidKey | InvalidToken(_) => "authentication_error",
             RouteForbidden { .. } | ModelForbidden(_) => "permission_error",
             ModelNotFound(_)
             | NotFound(_)
@@ -142,6 +145,7 @@ impl GatewayError {
         match self {
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
+            InvalidToken(_) => "invalid_token",
             RouteForbidden { .. } => "route_forbidden",
             ModelForbidden(_) => "model_not_allowed",
             ModelNotFound(_) => "model_not_found",
@@ -166,6 +170,15 @@ impl GatewayError {
             UpstreamStatus { .. } => "upstream_error",
             UpstreamProtocol { .. } => "upstream_protocol_error",
             Internal(_) => "internal_error",
+        }
+    }
+
+    /// What the request log records: the client's message, or more where the client must not
+    /// learn more (why a token was refused).
+    pub fn log_detail(&self) -> String {
+        match self {
+            GatewayError::InvalidToken(reason) => format!("invalid bearer token: {reason}"),
+            other => other.to_string(),
         }
     }
 

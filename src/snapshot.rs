@@ -8,6 +8,7 @@ use axum::http::HeaderName;
 use indexmap::IndexMap;
 
 use crate::auth::keys::KeyDigest;
+use crate::auth::oidc::OidcVerifier;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,
@@ -77,6 +78,13 @@ pub struct Snapshot {
     healths: HashMap<(String, String), Arc<TargetHealth>>,
     keys: HashMap<KeyDigest, Arc<Consumer>>,
     emails: HashMap<String, Arc<Consumer>>,
+    custom_ids: HashMap<String, Arc<Consumer>>,
+    /// Each group's models, for groups a token adds.
+    group_models: HashMap<String, ModelSet>,
+    /// Bearer tokens from an OIDC provider, when configured (kept across reloads that do not
+    /// change it, with its key cache).
+    pub oidc: Option<Arc<OidcVerifier>>,
+    anonymous: Option<Arc<Consumer>>,
 }
 
 impl Snapshot {
@@ -252,6 +260,8 @@ impl Snapshot {
 
         let mut keys = HashMap::new();
         let mut emails = HashMap::new();
+        let mut custom_ids = HashMap::new();
+        let mut by_name: HashMap<&str, Arc<Consumer>> = HashMap::new();
         for (name, cc) in &config.consumers {
             let models =
                 cc.groups
@@ -280,6 +290,10 @@ impl Snapshot {
             for email in &cc.emails {
                 emails.insert(email.trim().to_ascii_lowercase(), consumer.clone());
             }
+            if let Some(id) = &cc.custom_id {
+                custom_ids.insert(id.clone(), consumer.clone());
+            }
+            by_name.insert(name, consumer.clone());
         }
 
         Ok(Snapshot {
@@ -299,6 +313,24 @@ impl Snapshot {
             healths,
             keys,
             emails,
+            custom_ids,
+            group_models: config
+                .groups
+                .iter()
+                .map(|(name, g)| (name.clone(), ModelSet::from_list(g.models.as_ref())))
+                .collect(),
+            oidc: config.auth.oidc.as_ref().map(|c| {
+                previous
+                    .and_then(|p| p.oidc.clone())
+                    .filter(|v| v.config() == c)
+                    .unwrap_or_else(|| OidcVerifier::start(c))
+            }),
+            anonymous: config
+                .auth
+                .oidc
+                .as_ref()
+                .and_then(|c| c.anonymous.as_deref())
+                .and_then(|n| by_name.get(n).cloned()),
         })
     }
 
@@ -321,6 +353,41 @@ impl Snapshot {
 
     pub fn consumer_by_key(&self, digest: &KeyDigest) -> Option<Arc<Consumer>> {
         self.keys.get(digest).cloned()
+    }
+
+    pub fn consumer_by_custom_id(&self, id: &str) -> Option<Arc<Consumer>> {
+        self.custom_ids.get(id).cloned()
+    }
+
+    /// The consumer valid tokens of unknown users map to, if any.
+    pub fn anonymous_consumer(&self) -> Option<Arc<Consumer>> {
+        self.anonymous.clone()
+    }
+
+    /// `consumer` with the memberships a token adds (groups the config knows), and their models.
+    pub fn with_token_groups(&self, consumer: Arc<Consumer>, groups: &[String]) -> Arc<Consumer> {
+        let added: Vec<&String> = groups
+            .iter()
+            .filter(|g| self.group_models.contains_key(*g) && !consumer.groups.contains(g))
+            .collect();
+        if added.is_empty() {
+            return consumer;
+        }
+        let models = added.iter().fold(consumer.models.clone(), |acc, g| {
+            acc.union(&self.group_models[*g])
+        });
+        Arc::new(Consumer {
+            name: consumer.name.clone(),
+            custom_id: consumer.custom_id.clone(),
+            groups: consumer
+                .groups
+                .iter()
+                .cloned()
+                .chain(added.into_iter().cloned())
+                .collect(),
+            models,
+            user_header: consumer.user_header.clone(),
+        })
     }
 
     /// `email` must already be trimmed and lower-cased.

@@ -2,6 +2,7 @@
 //! speaks for (trusted consumers only), and which models that leaves them.
 
 pub mod keys;
+pub mod oidc;
 
 use std::sync::Arc;
 
@@ -62,8 +63,44 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// 401 unless the request carries a key of a configured consumer.
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, GatewayError> {
+/// A bearer token to validate as a JWT: only when OIDC is configured, no `apikey` header is
+/// sent, and the bearer value has a JWT's shape (anything else is an API key).
+fn presented_token<'h>(snapshot: &Snapshot, headers: &'h HeaderMap) -> Option<&'h str> {
+    snapshot.oidc.as_ref()?;
+    if headers.contains_key("apikey") {
+        return None;
+    }
+    presented_key(headers).filter(|v| oidc::looks_like_jwt(v))
+}
+
+/// 401 unless the request carries a key of a configured consumer, or (with OIDC) a valid
+/// token of a known user (or of anyone, when an anonymous consumer is configured).
+pub async fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+) -> Result<Caller, GatewayError> {
+    if let (Some(token), Some(verifier)) =
+        (presented_token(snapshot, headers), snapshot.oidc.as_ref())
+    {
+        let identity = verifier
+            .verify(token)
+            .await
+            .map_err(|e| GatewayError::InvalidToken(e.to_string()))?;
+        let consumer = match snapshot.consumer_by_custom_id(&identity.username) {
+            Some(c) => c,
+            None => snapshot.anonymous_consumer().ok_or_else(|| {
+                GatewayError::InvalidToken(format!(
+                    "no consumer has custom_id {:?}",
+                    identity.username
+                ))
+            })?,
+        };
+        // A token speaks for its own user: no trusted end-user header here.
+        return Ok(Caller {
+            consumer: snapshot.with_token_groups(consumer, &identity.groups),
+            end_user: None,
+        });
+    }
     let key = presented_key(headers)
         .filter(|k| !k.is_empty())
         .ok_or(GatewayError::MissingKey)?;

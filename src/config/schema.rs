@@ -23,6 +23,8 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// OpenTelemetry traces over OTLP; off unless given.
     #[serde(default)]
     pub traces: Option<TracesConfig>,
@@ -1015,4 +1017,66 @@ pub enum OtlpProtocol {
     HttpProtobuf,
     #[serde(rename = "http/json")]
     HttpJson,
+}
+
+/// Ways in besides API keys.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Bearer tokens from an OpenID Connect provider (Keycloak, Auth0, Entra ID, ...), mapped to
+/// consumers by a claim.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; its `/.well-known/openid-configuration` names the JWKS.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one must be in the token).
+    pub audiences: Vec<String>,
+    /// Skip discovery and fetch the keys from here.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted signature algorithms (`none` and HS* are never accepted).
+    #[serde(default = "OidcConfig::default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "OidcConfig::default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The claim that names the consumer, by its `custom_id`.
+    #[serde(default = "OidcConfig::default_username_claim")]
+    pub username_claim: String,
+    /// A claim holding group (or role) names that add group memberships; a dotted path
+    /// reaches into objects (Keycloak: `realm_access.roles`).
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// The consumer a valid token of an unknown user maps to; without one, 401.
+    #[serde(default)]
+    pub anonymous: Option<String>,
+    /// How often the keys are fetched again.
+    #[serde(default = "OidcConfig::default_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// A token with an unknown key id triggers a fetch at most this often.
+    #[serde(default = "OidcConfig::default_min_refresh", with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+}
+
+impl OidcConfig {
+    fn default_algorithms() -> Vec<String> {
+        ["RS256", "ES256", "EdDSA"].map(String::from).to_vec()
+    }
+    fn default_leeway() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_username_claim() -> String {
+        "preferred_username".to_owned()
+    }
+    fn default_refresh() -> Duration {
+        Duration::from_secs(600)
+    }
+    fn default_min_refresh() -> Duration {
+        Duration::from_secs(10)
+    }
 }

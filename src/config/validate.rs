@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::locate::FieldPath;
 use super::schema::{
-    Config, LimitBackend, ModelList, PromptDecoratorConfig, PromptGuardConfig, ProviderConfig,
-    Strategy,
+    Config, LimitBackend, ModelList, OidcConfig, PromptDecoratorConfig, PromptGuardConfig,
+    ProviderConfig, Strategy,
 };
 use crate::auth::keys::KeyDigest;
 
@@ -45,6 +45,9 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     validate_consumers(config, &root.key("consumers"), &mut problems);
     validate_rate_limits(config, &root.key("rate_limits"), &mut problems);
+    if let Some(oidc) = &config.auth.oidc {
+        validate_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
+    }
     if let Some(guard) = &config.prompt_guard {
         check_guard(guard, &root.key("prompt_guard"), &mut problems);
     }
@@ -137,6 +140,38 @@ fn validate_rate_limits(config: &Config, at: &FieldPath, problems: &mut Problems
                 }
             }
         }
+    }
+}
+
+fn validate_oidc(config: &Config, oidc: &OidcConfig, at: &FieldPath, problems: &mut Problems) {
+    for (field, url) in [
+        ("issuer", Some(&oidc.issuer)),
+        ("jwks_uri", oidc.jwks_uri.as_ref()),
+    ] {
+        if let Some(url) = url
+            && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            problems.add(at.key(field), "must be an http(s) URL");
+        }
+    }
+    if oidc.audiences.is_empty() {
+        problems.add(at.key("audiences"), "name at least one accepted audience");
+    }
+    if oidc.algorithms.is_empty() {
+        problems.add(at.key("algorithms"), "name at least one algorithm");
+    }
+    for (i, alg) in oidc.algorithms.iter().enumerate() {
+        if crate::auth::oidc::parse_algorithm(alg).is_none() {
+            problems.add(
+                at.key("algorithms").index(i),
+                format!("{alg:?} is not accepted: use RS256/384/512, PS256/384/512, ES256/384 or EdDSA (never none or HS*)"),
+            );
+        }
+    }
+    if let Some(name) = &oidc.anonymous
+        && !config.consumers.contains_key(name)
+    {
+        problems.add(at.key("anonymous"), format!("unknown consumer {name:?}"));
     }
 }
 

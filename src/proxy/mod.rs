@@ -81,7 +81,7 @@ impl Exchange {
 
     fn fail(&mut self, error: &GatewayError) {
         self.record.error = Some(error.code());
-        self.record.error_message = Some(error.to_string());
+        self.record.error_message = Some(error.log_detail());
     }
 
     fn elapsed_ms(&self) -> f64 {
@@ -236,7 +236,7 @@ async fn dispatch(
     let route = route.clone();
     exchange.record.route = Some(route.name.clone());
 
-    let caller = auth::authenticate(snapshot, request.headers())?;
+    let caller = auth::authenticate(snapshot, request.headers()).await?;
     exchange.record.consumer = Some(caller.consumer.name.clone());
     exchange.record.custom_id = caller.consumer.custom_id.clone();
     exchange.record.end_user = caller.end_user.as_ref().map(|u| u.email.clone());

@@ -126,6 +126,8 @@ pub struct Metrics {
     pub sink_dropped: Family<SinkLabel, Counter>,
     limiter_errors: Counter,
     limiter_errors_seen: AtomicU64,
+    jwks_errors: Counter,
+    jwks_errors_seen: AtomicU64,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -193,6 +195,8 @@ impl Metrics {
             sink_dropped: Family::default(),
             limiter_errors: Counter::default(),
             limiter_errors_seen: AtomicU64::new(0),
+            jwks_errors: Counter::default(),
+            jwks_errors_seen: AtomicU64::new(0),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -321,6 +325,11 @@ impl Metrics {
             "tollgate_rate_limit_store_errors",
             "Rate-limit store (Redis) failures",
             m.limiter_errors.clone(),
+        );
+        r.register(
+            "tollgate_oidc_jwks_errors",
+            "Failed fetches of the OIDC provider's keys",
+            m.jwks_errors.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -522,6 +531,11 @@ impl Metrics {
                     })
                     .set(state);
             }
+        }
+        if let Some(oidc) = &snapshot.oidc {
+            let errors = oidc.fetch_errors.load(Ordering::Relaxed);
+            let seen = self.jwks_errors_seen.swap(errors, Ordering::Relaxed);
+            self.jwks_errors.inc_by(errors.saturating_sub(seen));
         }
         let errors = snapshot.rate_limits.limiter.errors();
         let seen = self.limiter_errors_seen.swap(errors, Ordering::Relaxed);

@@ -1,0 +1,340 @@
+//! OIDC sign-in against a real OpenID Connect provider (the `oidc-provider` npm package, run
+//! by tests/oidc/provider.mjs): tokens it issues are accepted and mapped to consumers; expired,
+//! tampered, wrong-audience, wrong-issuer and `alg: none` tokens are refused; key rotation is
+//! picked up; with the provider down, cached keys keep working.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use support::{TestGateway, client};
+
+struct Provider {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// Whether node and the provider package are there; with `CI` set, their absence fails.
+fn provider_available() -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let package = oidc_dir().join("node_modules/oidc-provider").exists();
+    if node && package {
+        return true;
+    }
+    let why = "node or tests/oidc/node_modules is missing (run `npm ci` in tests/oidc; scripts/test.sh does)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_provider(port: u16, keys: &Path, ttl: u64) -> Provider {
+    let child = Command::new("node")
+        .arg(oidc_dir().join("provider.mjs"))
+        .arg(port.to_string())
+        .arg(keys)
+        .env("TOKEN_TTL", ttl.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let provider = Provider { child, port };
+    let discovery = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+    for _ in 0..100 {
+        if reqwest::get(&discovery)
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return provider;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the OIDC provider did not start");
+}
+
+/// A JWT access token for `client` (a test user), for `resource` (the audience).
+async fn token(provider: &Provider, client_id: &str, resource: &str) -> String {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", &format!("{client_id}-secret")),
+        ("resource", resource),
+        ("scope", "api"),
+    ];
+    let resp: Value = client()
+        .post(format!("http://127.0.0.1:{}/token", provider.port))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token: {resp}"))
+        .to_owned()
+}
+
+const AUDIENCE: &str = "urn:kong-ai-gateway";
+
+/// The gateway, trusting the provider on `provider_port`; `oidc_extra` adds settings.
+async fn gateway(provider_port: u16, oidc_extra: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"
+auth:
+  oidc:
+    issuer: "http://127.0.0.1:{provider_port}"
+    audiences: ["{AUDIENCE}"]
+    groups_claim: groups
+    leeway: 0s
+    min_refresh_interval: 500ms
+    {oidc_extra}
+providers: {{demo: {{type: mock}}}}
+models: {{m1: {{provider: demo}}, gem: {{provider: demo}}}}
+routes: {{ai: {{}}}}
+groups:
+  gemini-access: {{models: [gem]}}
+  admins: {{models: "*"}}
+consumers:
+  team-lead: {{custom_id: lead, models: [m1]}}
+  dev-user: {{custom_id: dev, keys: [dev-key-12345], models: [m1]}}
+  admin-user: {{custom_id: admin, groups: [admins]}}
+  guest: {{models: [m1]}}
+"#
+    ))
+    .await
+}
+
+async fn models(gw: &TestGateway, bearer: &str) -> (u16, Value) {
+    let resp = client()
+        .get(gw.url("/ai/v1/models"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn ids(body: &Value) -> Vec<&str> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
+/// Waits until the gateway has the provider's keys (fetched in the background at start).
+async fn keys_loaded(gw: &TestGateway, token: &str) {
+    for _ in 0..50 {
+        if models(gw, token).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the gateway never accepted a good token");
+}
+
+#[tokio::test]
+async fn tokens_from_the_provider_are_accepted_and_mapped_to_consumers() {
+    if !provider_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let op = start_provider(free_port(), &dir.path().join("keys.json"), 300).await;
+    let mut gw = gateway(op.port, "").await;
+
+    let lead = token(&op, "lead-client", AUDIENCE).await; // RS256
+    keys_loaded(&gw, &lead).await;
+    let (_, body) = models(&gw, &lead).await;
+    assert_eq!(
+        ids(&body),
+        ["m1", "gem"],
+        "preferred_username → custom_id lead; the groups claim adds gemini-access"
+    );
+    let (_, body) = models(&gw, &token(&op, "dev-client", AUDIENCE).await).await; // ES256
+    assert_eq!(ids(&body), ["m1"]);
+    let (_, body) = models(&gw, &token(&op, "admin-client", AUDIENCE).await).await; // EdDSA
+    assert_eq!(ids(&body), ["m1", "gem"]);
+    // An API key works as before, on the same route.
+    assert_eq!(models(&gw, "dev-key-12345").await.0, 200);
+
+    // A valid token of a user no consumer stands for: 401 (no anonymous consumer here).
+    while gw.next_log().await.status != 200 {}
+    let stranger = token(&op, "stranger-client", AUDIENCE).await;
+    let (status, body) = models(&gw, &stranger).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let mut log = gw.next_log().await;
+    while log.status != 401 {
+        log = gw.next_log().await;
+    }
+    assert!(
+        log.error_message
+            .unwrap()
+            .contains("no consumer has custom_id \"stranger\"")
+    );
+    // The chat path takes tokens too.
+    let resp = client()
+        .post(gw.url("/ai/v1/chat/completions"))
+        .bearer_auth(&lead)
+        .json(&json!({"model": "gem", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn an_anonymous_consumer_takes_valid_tokens_of_unknown_users() {
+    if !provider_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let op = start_provider(free_port(), &dir.path().join("keys.json"), 300).await;
+    let gw = gateway(op.port, "anonymous: guest").await;
+    let stranger = token(&op, "stranger-client", AUDIENCE).await;
+    keys_loaded(&gw, &stranger).await;
+    assert_eq!(ids(&models(&gw, &stranger).await.1), ["m1"]);
+}
+
+fn tamper(token: &str, claim: &str, value: Value) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    payload[claim] = value;
+    format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    )
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_and_the_log_says_why() {
+    if !provider_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let op = start_provider(free_port(), &keys, 1).await; // one-second tokens
+    let mut gw = gateway(op.port, "").await;
+    let fresh = token(&op, "lead-client", AUDIENCE).await;
+    keys_loaded(&gw, &fresh).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = fresh;
+
+    // Same keys, another issuer: a valid signature from the wrong provider.
+    let other = start_provider(free_port(), &keys, 300).await;
+    let wrong_issuer = token(&other, "lead-client", AUDIENCE).await;
+    let wrong_audience = token(&op, "lead-client", "urn:some-other-api").await;
+    let good = token(&op, "dev-client", AUDIENCE).await;
+    let tampered = tamper(&good, "preferred_username", json!("admin"));
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(json!({"preferred_username": "admin", "iss": format!("http://127.0.0.1:{}", op.port), "aud": AUDIENCE, "exp": 9_999_999_999u64}).to_string());
+    let alg_none = format!("{header}.{payload}.");
+    let hs256_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#);
+    let hs256 = format!("{hs256_header}.{payload}.c2lnbmF0dXJl");
+
+    while gw.next_log().await.status != 200 {}
+    for (token, reason) in [
+        (&expired, "expired"),
+        (&wrong_issuer, "wrong issuer"),
+        (&wrong_audience, "wrong audience"),
+        (&tampered, "bad signature"),
+        (&alg_none, "algorithm"),
+        (&hs256, "algorithm"),
+    ] {
+        let (status, body) = models(&gw, token).await;
+        assert_eq!(status, 401, "{reason}");
+        assert_eq!(
+            body["error"]["message"], "invalid or expired bearer token",
+            "the client learns nothing more"
+        );
+        let log = gw.next_log().await;
+        assert!(
+            log.error_message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(reason),
+            "{reason}: {:?}",
+            log.error_message
+        );
+    }
+    assert_eq!(models(&gw, &good).await.0, 200);
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_and_cached_keys_outlive_the_provider() {
+    if !provider_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let op = start_provider(port, &dir.path().join("keys-a.json"), 300).await;
+    let gw = gateway(port, "").await;
+    let old = token(&op, "lead-client", AUDIENCE).await;
+    keys_loaded(&gw, &old).await;
+
+    // The provider goes away: the cached keys keep working.
+    drop(op);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(models(&gw, &old).await.0, 200);
+
+    // It comes back with new keys: a token signed with one of them makes the gateway fetch again.
+    let op = start_provider(port, &dir.path().join("keys-b.json"), 300).await;
+    let new = token(&op, "lead-client", AUDIENCE).await;
+    let mut accepted = false;
+    for _ in 0..20 {
+        if models(&gw, &new).await.0 == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(accepted, "the rotated key was fetched");
+    let metrics = client()
+        .get(format!("http://{}/metrics", gw.status_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tollgate_oidc_jwks_errors_total"));
+}
