@@ -330,27 +330,27 @@ impl Call<'_> {
             estimate,
         } = budget.await?;
 
-        let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
-        let max_response = self.snapshot.limits.max_response.as_u64();
-        let limits = &self.snapshot.rate_limits;
-        let answered = failover::run(&model, plan, &mut exchange.record, |target| {
-            let body = body.clone();
-            let facts = &facts;
-            async move {
-                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
-                let opts = CallOptions {
-                    upstream_model: &target.upstream_model,
-                    timeouts: &target.timeouts,
-                    max_response,
-                };
-                let answer = match target.provider.chat(body, stream, opts).await? {
-                    ChatReply::Complete(complete) => Answer::Whole(complete),
-                    ChatReply::Stream(frames) => first_frame(frames, &target).await?,
-                };
-                Ok((answer, held))
-            }
-        })
-        .await?;
+        let answered = self
+            .attempt_targets(
+                &model,
+                &parts.headers,
+                &facts,
+                estimate,
+                &body,
+                exchange,
+                |target, body, max_response| async move {
+                    let opts = CallOptions {
+                        upstream_model: &target.upstream_model,
+                        timeouts: &target.timeouts,
+                        max_response,
+                    };
+                    match target.provider.chat(body, stream, opts).await? {
+                        ChatReply::Complete(complete) => Ok(Answer::Whole(complete)),
+                        ChatReply::Stream(frames) => first_frame(frames, &target).await,
+                    }
+                },
+            )
+            .await?;
         let failover::Answered {
             value: (answer, held),
             target,
@@ -427,23 +427,24 @@ impl Call<'_> {
         } = self
             .reserve(&facts, &model, || (tokens::embedding_input(&body), Some(0)))
             .await?;
-        let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
-        let max_response = self.snapshot.limits.max_response.as_u64();
-        let limits = &self.snapshot.rate_limits;
-        let answered = failover::run(&model, plan, &mut exchange.record, |target| {
-            let body = body.clone();
-            let facts = &facts;
-            async move {
-                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
-                let opts = CallOptions {
-                    upstream_model: &target.upstream_model,
-                    timeouts: &target.timeouts,
-                    max_response,
-                };
-                Ok((target.provider.embeddings(body, opts).await?, held))
-            }
-        })
-        .await?;
+        let answered = self
+            .attempt_targets(
+                &model,
+                &parts.headers,
+                &facts,
+                estimate,
+                &body,
+                exchange,
+                |target, body, max_response| async move {
+                    let opts = CallOptions {
+                        upstream_model: &target.upstream_model,
+                        timeouts: &target.timeouts,
+                        max_response,
+                    };
+                    target.provider.embeddings(body, opts).await
+                },
+            )
+            .await?;
         let (complete, held) = answered.value;
         reservation.absorb(held);
         let limit_headers = reservation.headers();
@@ -468,6 +469,38 @@ impl Call<'_> {
             exchange.record.request_body = Some(logged);
             exchange.log_response = true;
         }
+    }
+
+    /// Tries the model's targets in the order its strategy gives, reserving provider-scoped
+    /// limits per attempt; `call` makes one attempt (the target, a copy of the body, and the
+    /// largest answer to read).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_targets<T, F, Fut>(
+        &self,
+        model: &Model,
+        headers: &HeaderMap,
+        facts: &RequestFacts<'_>,
+        estimate: Option<Amounts>,
+        body: &Map<String, Value>,
+        exchange: &mut Exchange,
+        call: F,
+    ) -> Result<failover::Answered<(T, Reservation)>, GatewayError>
+    where
+        F: Fn(Arc<Target>, Map<String, Value>, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
+        let plan = model.pool.plan(&self.caller.acting().name, headers);
+        let max_response = self.snapshot.limits.max_response.as_u64();
+        let limits = &self.snapshot.rate_limits;
+        let call = &call;
+        failover::run(model, plan, &mut exchange.record, |target| {
+            let body = body.clone();
+            async move {
+                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
+                Ok((call(target, body, max_response).await?, held))
+            }
+        })
+        .await
     }
 
     fn facts<'m>(&'m self, model: &'m Model) -> RequestFacts<'m> {
