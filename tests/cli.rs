@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::free_port;
 
 fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -95,14 +96,6 @@ fn help_and_hash_key() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("sha256:{}", support::sha256_hex("dev-key-12345"))
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn signal(pid: u32, sig: &str) {

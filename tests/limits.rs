@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::redis_proxy::{RedisProxy, redis_available};
-use support::{TestGateway, client, mock_upstream};
+use support::{ChildGuard, TestGateway, client, free_port, mock_upstream};
 
 const KEY: &str = "user-key-12345";
 
@@ -363,21 +363,10 @@ prompt_guard:
 
 // ---- Redis: two gateway processes sharing counters -------------------------------------------
 
-struct Node(Child, u16);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A gateway process and its proxy port.
+struct Node {
+    _process: ChildGuard,
+    port: u16,
 }
 
 async fn node(upstream: &str, redis_url: &str, prefix: &str, on_error: &str) -> Node {
@@ -395,25 +384,21 @@ async fn node(upstream: &str, redis_url: &str, prefix: &str, on_error: &str) -> 
     )
     .unwrap();
     let node = Node(
-        Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--config", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_tollgate"))
+                .args(["serve", "--config", path.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ),
         port,
     );
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{status}/ready"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return node;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    drop(node);
-    panic!("gateway node did not start");
+    assert!(
+        support::answers_ok(&format!("http://127.0.0.1:{status}/ready")).await,
+        "gateway node did not start"
+    );
+    node
 }
 
 async fn ask_node(port: u16, max_tokens: u64) -> u16 {
@@ -444,7 +429,7 @@ async fn two_gateway_processes_share_an_exact_limit_through_redis() {
         node(&up.base_url(), "redis://127.0.0.1:6379", &prefix, "closed").await,
     );
     let tasks: Vec<_> = (0..40)
-        .map(|i| tokio::spawn(ask_node(if i % 2 == 0 { a.1 } else { b.1 }, 10)))
+        .map(|i| tokio::spawn(ask_node(if i % 2 == 0 { a.port } else { b.port }, 10)))
         .collect();
     let mut ok = 0;
     for t in tasks {
@@ -468,17 +453,17 @@ async fn redis_going_away_and_coming_back() {
     let prefix = unique_prefix();
     let open = node(&up.base_url(), &proxy.url(), &prefix, "open").await;
     let closed = node(&up.base_url(), &proxy.url(), &prefix, "closed").await;
-    assert_eq!(ask_node(open.1, 10).await, 200);
-    assert_eq!(ask_node(closed.1, 10).await, 200);
+    assert_eq!(ask_node(open.port, 10).await, 200);
+    assert_eq!(ask_node(closed.port, 10).await, 200);
 
     proxy.cut();
     assert_eq!(
-        ask_node(open.1, 10).await,
+        ask_node(open.port, 10).await,
         200,
         "fail open: requests go through without Redis"
     );
     assert_eq!(
-        ask_node(closed.1, 10).await,
+        ask_node(closed.port, 10).await,
         503,
         "fail closed: requests are refused without Redis"
     );
@@ -486,7 +471,7 @@ async fn redis_going_away_and_coming_back() {
     proxy.restore().await;
     let mut back = false;
     for _ in 0..50 {
-        if ask_node(closed.1, 10).await == 200 {
+        if ask_node(closed.port, 10).await == 200 {
             back = true;
             break;
         }
@@ -496,7 +481,7 @@ async fn redis_going_away_and_coming_back() {
     // The shared counters hold again: the budget of 100 runs out within ten more requests.
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        statuses.push(ask_node(open.1, 10).await);
+        statuses.push(ask_node(open.port, 10).await);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }

@@ -6,24 +6,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use support::{TestGateway, client};
+use support::{ChildGuard, TestGateway, client, free_port};
 
 struct Provider {
-    child: Child,
+    _child: ChildGuard,
     port: u16,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn oidc_dir() -> PathBuf {
@@ -48,14 +41,6 @@ fn provider_available() -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start_provider(port: u16, keys: &Path, ttl: u64) -> Provider {
     let child = Command::new("node")
         .arg(oidc_dir().join("provider.mjs"))
@@ -66,18 +51,18 @@ async fn start_provider(port: u16, keys: &Path, ttl: u64) -> Provider {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let provider = Provider { child, port };
-    let discovery = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
-    for _ in 0..100 {
-        if reqwest::get(&discovery)
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return provider;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the OIDC provider did not start");
+    let provider = Provider {
+        _child: ChildGuard(child),
+        port,
+    };
+    assert!(
+        support::answers_ok(&format!(
+            "http://127.0.0.1:{port}/.well-known/openid-configuration"
+        ))
+        .await,
+        "the OIDC provider did not start"
+    );
+    provider
 }
 
 /// A JWT access token for `client` (a test user), for `resource` (the audience).

@@ -3,30 +3,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use support::mock_upstream;
+use support::{ChildGuard, free_port, mock_upstream};
 
 struct Showcase {
-    child: Child,
+    _child: ChildGuard,
     port: u16,
-}
-
-impl Drop for Showcase {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `ollama` serves the Ollama provider, `cloud` Gemini and Anthropic.
@@ -56,19 +40,14 @@ async fn start(
             .env("ANTHROPIC_API_KEY", "sk-ant-showcase-key-123456");
     }
     let showcase = Showcase {
-        child: cmd.spawn().unwrap(),
+        _child: ChildGuard(cmd.spawn().unwrap()),
         port,
     };
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{status}/ready"))
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            return showcase;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the showcase gateway did not come up");
+    assert!(
+        support::answers_ok(&format!("http://127.0.0.1:{status}/ready")).await,
+        "the showcase gateway did not come up"
+    );
+    showcase
 }
 
 impl Showcase {
