@@ -383,17 +383,16 @@ async fn node(upstream: &str, redis_url: &str, prefix: &str, on_error: &str) -> 
         format!("listen: {{proxy: 127.0.0.1:{port}, status: 127.0.0.1:{status}}}\n{body}"),
     )
     .unwrap();
-    let node = Node(
-        ChildGuard(
-            Command::new(env!("CARGO_BIN_EXE_tollgate"))
-                .args(["serve", "--config", path.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ),
+    let process = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node {
+        _process: ChildGuard(process),
         port,
-    );
+    };
     assert!(
         support::answers_ok(&format!("http://127.0.0.1:{status}/ready")).await,
         "gateway node did not start"
