@@ -11,7 +11,7 @@ use super::translate::{
     self, ChatRequest, ChunkWriter, Image, Part, StreamTranslator, ToolChoice, arguments_object,
     invalid, text_only,
 };
-use super::upstream::{HttpUpstream, build_url};
+use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
 use crate::config::AnthropicProviderConfig;
 use crate::error::GatewayError;
@@ -21,7 +21,7 @@ const TARGET: &str = "Anthropic";
 #[derive(Debug)]
 pub struct AnthropicProvider {
     http: HttpUpstream,
-    url: String,
+    url: reqwest::Url,
     default_max_tokens: u64,
 }
 
@@ -31,8 +31,8 @@ impl AnthropicProvider {
         let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?
             .with_secret_header("x-api-key", key.to_owned(), key)?;
         http.add_header("anthropic-version", &config.version)?;
-        let url =
-            build_url(&config.base_url, &["v1", "messages"], &[]).map_err(|e| e.to_string())?;
+        let url = build_url(&parse_base(&config.base_url)?, &["v1", "messages"], &[])
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             http,
             url,
@@ -53,7 +53,10 @@ impl AnthropicProvider {
             self.default_max_tokens,
             stream,
         )?;
-        let response = self.http.post_json(&self.url, &wire, opts.timeouts).await?;
+        let response = self
+            .http
+            .post_json(self.url.clone(), &wire, opts.timeouts)
+            .await?;
         if stream {
             return self
                 .http

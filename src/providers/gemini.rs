@@ -8,7 +8,7 @@ use super::translate::{
     self, ChatRequest, ChunkWriter, Image, Part, StreamTranslator, ToolChoice, arguments_object,
     invalid, text_only,
 };
-use super::upstream::{HttpUpstream, build_url};
+use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
 use crate::config::{GeminiKeyPlacement, GeminiProviderConfig};
 use crate::error::GatewayError;
@@ -18,7 +18,7 @@ const TARGET: &str = "Gemini";
 #[derive(Debug)]
 pub struct GeminiProvider {
     http: HttpUpstream,
-    base_url: String,
+    base_url: reqwest::Url,
     /// Set when the key travels as the `key` query parameter rather than a header.
     query_key: Option<String>,
 }
@@ -36,12 +36,12 @@ impl GeminiProvider {
         };
         Ok(Self {
             http,
-            base_url: config.base_url.clone(),
+            base_url: parse_base(&config.base_url)?,
             query_key,
         })
     }
 
-    fn url(&self, model: &str, method: &str, sse: bool) -> Result<String, GatewayError> {
+    fn url(&self, model: &str, method: &str, sse: bool) -> Result<reqwest::Url, GatewayError> {
         let mut query = Vec::new();
         if sse {
             query.push(("alt", "sse"));
@@ -72,7 +72,7 @@ impl GeminiProvider {
         let response = self
             .http
             .post_json(
-                &self.url(opts.upstream_model, method, stream)?,
+                self.url(opts.upstream_model, method, stream)?,
                 &wire,
                 opts.timeouts,
             )
@@ -113,7 +113,7 @@ impl GeminiProvider {
         let response = self
             .http
             .post_json(
-                &self.url(opts.upstream_model, "batchEmbedContents", false)?,
+                self.url(opts.upstream_model, "batchEmbedContents", false)?,
                 &json!({"requests": requests}),
                 opts.timeouts,
             )

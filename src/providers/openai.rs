@@ -8,7 +8,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use super::translate::StreamTranslator;
-use super::upstream::{HttpUpstream, build_url};
+use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage, WireUsage};
 use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig};
 use crate::error::GatewayError;
@@ -16,7 +16,10 @@ use crate::error::GatewayError;
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: HttpUpstream,
-    base_url: String,
+    base_url: reqwest::Url,
+    /// Built once: the endpoints of a plain (non-Azure) server.
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     /// Azure puts the deployment (our upstream model) and the API version in the URL.
     azure_api_version: Option<String>,
     /// Whether to ask for `stream_options.include_usage` (servers that reject it send usage
@@ -34,13 +37,17 @@ impl OpenAiProvider {
         if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
             http = http.with_secret_header("authorization", format!("Bearer {key}"), key)?;
         }
-        let base_url = config
-            .base_url
-            .clone()
-            .unwrap_or_else(|| preset.default_base_url().to_owned());
+        let base_url = parse_base(
+            config
+                .base_url
+                .as_deref()
+                .unwrap_or(preset.default_base_url()),
+        )?;
         Ok(Self {
             http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            chat_url: endpoint(&base_url, &["chat", "completions"])?,
+            embeddings_url: endpoint(&base_url, &["embeddings"])?,
+            base_url,
             azure_api_version: None,
             stream_usage: config
                 .stream_usage
@@ -53,17 +60,25 @@ impl OpenAiProvider {
         if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
             http = http.with_secret_header("api-key", key.to_owned(), key)?;
         }
+        let base_url = parse_base(&config.base_url)?;
         Ok(Self {
             http,
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            chat_url: base_url.clone(),
+            embeddings_url: base_url.clone(),
+            base_url,
             azure_api_version: Some(config.api_version.clone()),
             stream_usage: true,
         })
     }
 
-    fn url_for(&self, endpoint: &[&str], upstream_model: &str) -> Result<String, GatewayError> {
+    fn url_for(
+        &self,
+        endpoint: &[&str],
+        upstream_model: &str,
+    ) -> Result<reqwest::Url, GatewayError> {
         match &self.azure_api_version {
-            None => build_url(&self.base_url, endpoint, &[]),
+            None if endpoint == ["embeddings"] => Ok(self.embeddings_url.clone()),
+            None => Ok(self.chat_url.clone()),
             Some(version) => {
                 let segments: Vec<&str> = ["openai", "deployments", upstream_model]
                     .into_iter()
@@ -101,7 +116,7 @@ impl OpenAiProvider {
         let response = self
             .http
             .post_json(
-                &self.url_for(&["chat", "completions"], opts.upstream_model)?,
+                self.url_for(&["chat", "completions"], opts.upstream_model)?,
                 &body,
                 opts.timeouts,
             )
@@ -129,7 +144,7 @@ impl OpenAiProvider {
         let response = self
             .http
             .post_json(
-                &self.url_for(&["embeddings"], opts.upstream_model)?,
+                self.url_for(&["embeddings"], opts.upstream_model)?,
                 &body,
                 opts.timeouts,
             )
@@ -156,6 +171,10 @@ impl OpenAiProvider {
             usage: usage.usage.map(Usage::from),
         })
     }
+}
+
+fn endpoint(base: &reqwest::Url, segments: &[&str]) -> Result<reqwest::Url, String> {
+    build_url(base, segments, &[]).map_err(|e| e.to_string())
 }
 
 /// OpenAI chunks go through as they are; the gateway only peeks at them.

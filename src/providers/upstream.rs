@@ -84,7 +84,7 @@ impl HttpUpstream {
     /// an error status becomes a [`GatewayError`] carrying the upstream's (redacted) message.
     pub async fn post_json(
         &self,
-        url: &str,
+        url: reqwest::Url,
         body: &impl serde::Serialize,
         timeouts: &Timeouts,
     ) -> Result<reqwest::Response, GatewayError> {
@@ -177,13 +177,22 @@ impl HttpUpstream {
 }
 
 /// `base` with path segments appended (each percent-encoded as needed) and query pairs added.
+/// Parses a configured base URL once, when the provider is built: per request only segments
+/// are appended to a copy (no re-parsing, no IDNA work on the hot path).
+pub fn parse_base(base: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(base).map_err(|e| format!("bad base URL {base:?}: {e}"))?;
+    if url.cannot_be_a_base() {
+        return Err(format!("{base:?} cannot be a base URL"));
+    }
+    Ok(url)
+}
+
 pub fn build_url(
-    base: &str,
+    base: &reqwest::Url,
     segments: &[&str],
     query: &[(&str, &str)],
-) -> Result<String, GatewayError> {
-    let mut url = reqwest::Url::parse(base)
-        .map_err(|e| GatewayError::Internal(format!("bad base URL: {e}")))?;
+) -> Result<reqwest::Url, GatewayError> {
+    let mut url = base.clone();
     url.path_segments_mut()
         .map_err(|()| GatewayError::Internal("base URL cannot have a path".into()))?
         .pop_if_empty()
@@ -191,7 +200,7 @@ pub fn build_url(
     if !query.is_empty() {
         url.query_pairs_mut().extend_pairs(query);
     }
-    Ok(url.into())
+    Ok(url)
 }
 
 fn stream_error(
@@ -354,29 +363,39 @@ mod tests {
     #[test]
     fn urls_are_built_and_encoded() {
         assert_eq!(
-            build_url("http://h:1/v1", &["chat/completions"], &[]).unwrap(),
+            build_url(
+                &parse_base("http://h:1/v1").unwrap(),
+                &["chat/completions"],
+                &[]
+            )
+            .unwrap()
+            .as_str(),
             "http://h:1/v1/chat%2Fcompletions"
         );
         assert_eq!(
-            build_url("http://h:1/v1/", &["embeddings"], &[]).unwrap(),
+            build_url(&parse_base("http://h:1/v1/").unwrap(), &["embeddings"], &[])
+                .unwrap()
+                .as_str(),
             "http://h:1/v1/embeddings"
         );
         assert_eq!(
             build_url(
-                "https://r.openai.azure.com",
+                &parse_base("https://r.openai.azure.com").unwrap(),
                 &["openai", "deployments", "gpt 4o", "embeddings"],
                 &[("api-version", "2024-10-21")]
             )
-            .unwrap(),
+            .unwrap()
+            .as_str(),
             "https://r.openai.azure.com/openai/deployments/gpt%204o/embeddings?api-version=2024-10-21"
         );
         assert_eq!(
             build_url(
-                "http://h/v1beta",
+                &parse_base("http://h/v1beta").unwrap(),
                 &["models", "gemini-2.5-flash:streamGenerateContent"],
                 &[("alt", "sse")]
             )
-            .unwrap(),
+            .unwrap()
+            .as_str(),
             "http://h/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
         );
     }
