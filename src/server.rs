@@ -29,8 +29,9 @@ pub struct AppState {
     snapshot: ArcSwap<Snapshot>,
     logger: RequestLogger,
     pub metrics: Metrics,
-    /// Set up at start-up when the config has `traces`.
+    /// Set up at start-up when the config has `traces` (from this config).
     traces: Option<Traces>,
+    traces_config: Option<config::TracesConfig>,
     config_path: PathBuf,
     ready: AtomicBool,
 }
@@ -79,6 +80,9 @@ impl AppState {
         let current = self.snapshot();
         let next = Snapshot::compile(&config, Some(&current))
             .map_err(|e| with_file(e, &self.config_path))?;
+        if config.traces != self.traces_config {
+            tracing::warn!("`traces` changed: the new settings take effect only after a restart");
+        }
         if next.log != current.log {
             tracing::warn!("`log` changed: the new sinks take effect only after a restart");
         }
@@ -158,6 +162,7 @@ impl Gateway {
             logger,
             metrics,
             traces,
+            traces_config: config.traces.clone(),
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
         });
