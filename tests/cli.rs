@@ -13,6 +13,14 @@ fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// `tollgate check --config <path>`.
+fn check(path: &std::path::Path) -> std::process::Output {
+    tollgate()
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 fn example(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -42,10 +50,7 @@ fn check_reports_every_problem_with_file_line_and_field() {
         "providers:\n  p: {type: mock}\nmodels:\n  a:\n    provider: nope\nroutes:\n  r:\n    groups: [ghosts]\n    default_model: zzz\nconsumers:\n  c:\n    keys: [short]\n",
     )
     .unwrap();
-    let out = tollgate()
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
@@ -67,10 +72,7 @@ fn check_reports_every_problem_with_file_line_and_field() {
         "providers:\n  p:\n    type: mock\n    colour: blue\n",
     )
     .unwrap();
-    let out = tollgate()
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `colour`"));
 
     let out = tollgate()

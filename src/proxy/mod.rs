@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use crate::policy::limits::{Amounts, RateLimits, RequestFacts, Reservation, micro};
 use crate::policy::{decorator, pricing, tokens};
 use crate::providers::Usage;
-use crate::providers::{CallOptions, ChatReply, Complete, Frame, FrameStream};
+use crate::providers::{ChatReply, Complete, Frame, FrameStream};
 use crate::routing::Target;
 use crate::server::AppState;
 use crate::snapshot::{Model, Route, Snapshot};
@@ -339,11 +339,7 @@ impl Call<'_> {
                 &body,
                 exchange,
                 |target, body, max_response| async move {
-                    let opts = CallOptions {
-                        upstream_model: &target.upstream_model,
-                        timeouts: &target.timeouts,
-                        max_response,
-                    };
+                    let opts = target.call_options(max_response);
                     match target.provider.chat(body, stream, opts).await? {
                         ChatReply::Complete(complete) => Ok(Answer::Whole(complete)),
                         ChatReply::Stream(frames) => first_frame(frames, &target).await,
@@ -436,11 +432,7 @@ impl Call<'_> {
                 &body,
                 exchange,
                 |target, body, max_response| async move {
-                    let opts = CallOptions {
-                        upstream_model: &target.upstream_model,
-                        timeouts: &target.timeouts,
-                        max_response,
-                    };
+                    let opts = target.call_options(max_response);
                     target.provider.embeddings(body, opts).await
                 },
             )

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CircuitConfig, RetryOn, Strategy, Timeouts};
 use crate::error::GatewayError;
 use crate::policy::pricing::Price;
-use crate::providers::Provider;
+use crate::providers::{CallOptions, Provider};
 use health::TargetHealth;
 
 /// One provider + upstream model behind a gateway model.
@@ -29,6 +29,17 @@ pub struct Target {
     pub timeouts: Timeouts,
     /// Shared by every model using the same provider and upstream model, and kept across reloads.
     pub health: Arc<TargetHealth>,
+}
+
+impl Target {
+    /// What one call to this target needs besides the body.
+    pub fn call_options(&self, max_response: u64) -> CallOptions<'_> {
+        CallOptions {
+            upstream_model: &self.upstream_model,
+            timeouts: &self.timeouts,
+            max_response,
+        }
+    }
 }
 
 /// What to use for `strategy: hash`.
