@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::auth::keys::KeyDigest;
-use crate::config;
 use crate::server::{Gateway, shutdown_signal};
+use crate::snapshot::Snapshot;
 use crate::telemetry::request_log::LogSink;
 
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ pub enum Command {
         #[arg(short, long, env = "TOLLGATE_CONFIG", value_name = "FILE")]
         config: PathBuf,
     },
+    /// OpenWebUI as the front end: make its groups and model grants match the config.
+    #[command(subcommand)]
+    Openwebui(OpenWebUiCommand),
     /// Print the `sha256:...` form of an API key, to put in the config instead of the key.
     HashKey {
         /// The key; read from standard input when omitted (keeps it out of shell history).
@@ -43,10 +46,39 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum OpenWebUiCommand {
+    /// Create or update OpenWebUI groups (members by email) and per-model read grants from
+    /// the gateway config, so each user's model picker shows exactly their models. Idempotent.
+    Sync {
+        #[arg(short, long, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// OpenWebUI's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "OPENWEBUI_URL")]
+        url: String,
+        /// An OpenWebUI admin's API key or token.
+        #[arg(long, env = "OPENWEBUI_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The trusted consumer OpenWebUI uses (default: the only one with trust_user_header).
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Print the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Openwebui(OpenWebUiCommand::Sync {
+            config,
+            url,
+            token,
+            consumer,
+            dry_run,
+        }) => openwebui_sync(config, &url, &token, consumer, dry_run).await,
         Command::Serve { config } => serve(config).await,
-        Command::Check { config } => check(config),
+        Command::Check { config } => check(config).await,
         Command::HashKey { key } => hash_key(key),
     }
 }
@@ -68,9 +100,18 @@ async fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
-fn check(path: PathBuf) -> ExitCode {
-    match config::load_file(&path) {
-        Ok(c) => {
+/// Compiles the config exactly as start-up does (guards, providers, limits included).
+async fn check(path: PathBuf) -> ExitCode {
+    let loaded = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || Snapshot::load(&path, None)).await
+    };
+    let Ok(loaded) = loaded else {
+        eprintln!("tollgate: the check did not finish");
+        return ExitCode::FAILURE;
+    };
+    match loaded {
+        Ok((c, _snapshot)) => {
             println!(
                 "{}: OK ({} providers, {} models, {} routes, {} groups, {} consumers)",
                 path.display(),
@@ -87,6 +128,72 @@ fn check(path: PathBuf) -> ExitCode {
                 eprintln!("{e}");
             }
             eprintln!("{}: {} problem(s) found", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn openwebui_sync(
+    path: PathBuf,
+    url: &str,
+    token: &str,
+    consumer: Option<String>,
+    dry_run: bool,
+) -> ExitCode {
+    let config = match crate::config::load_file(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let front = match consumer {
+        Some(c) => c,
+        None => {
+            let trusted: Vec<&String> = config
+                .consumers
+                .iter()
+                .filter(|(_, c)| {
+                    c.trust_user_header
+                        .as_ref()
+                        .is_some_and(|t| t.header_name().is_some())
+                })
+                .map(|(n, _)| n)
+                .collect();
+            match trusted.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    eprintln!("tollgate: no consumer has trust_user_header");
+                    return ExitCode::FAILURE;
+                }
+                _ => {
+                    eprintln!("tollgate: several trusted consumers; name one with --consumer");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let result = match crate::openwebui::Sync::new(url, token) {
+        Ok(sync) => sync.run(&config, &front, dry_run).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(changes) => {
+            let verb = if dry_run { "would apply" } else { "applied" };
+            for change in &changes {
+                println!("{change}");
+            }
+            let made = changes
+                .iter()
+                .filter(|c| !matches!(c, crate::openwebui::Change::UnknownUser(_)))
+                .count();
+            println!("{made} change(s) {verb}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tollgate: openwebui sync: {e}");
             ExitCode::FAILURE
         }
     }

@@ -16,6 +16,10 @@ pub enum GatewayError {
     /// The reason (expired, bad signature, wrong audience, ...) is for the log, not the client.
     #[error("invalid or expired bearer token")]
     InvalidToken(String),
+    /// A trusted front end's signed user header is missing or does not verify; the reason
+    /// is for the log.
+    #[error("the front end's signed user header is missing or invalid")]
+    InvalidSignedUser(String),
     #[error("route {route:?} requires membership in one of the groups: {groups}")]
     RouteForbidden { route: String, groups: String },
     #[error("you are not allowed to use model {0:?}")]
@@ -30,6 +34,14 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("request headers are larger than the limit of {limit} bytes")]
     HeadersTooLarge { limit: u64 },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    /// The client went away before the answer's head was sent (only ever logged).
+    #[error("the client closed the connection before the answer")]
+    ClientClosed,
+    /// The gateway shut down and its grace period ended before this answer did.
+    #[error("the gateway shut down before the answer was complete")]
+    ShutdownCut,
     #[error("{0}")]
     PromptBlocked(String),
     /// A limit policy refused the request; it was not sent.
@@ -84,7 +96,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey | InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            MissingKey | InvalidKey | InvalidToken(_) | InvalidSignedUser(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
             ModelMissing | InvalidRequest(_) | ContentFiltered(_) | PromptBlocked(_) => {
@@ -94,6 +108,10 @@ impl GatewayError {
             LimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProviderUnavailable(_) | NoTargetAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            // nginx's 499: no one receives it, but logs and metrics say what happened.
+            ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ShutdownCut => StatusCode::SERVICE_UNAVAILABLE,
             HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
@@ -107,13 +125,17 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey | InvalidToken(_) => "authentication_error",
+            MissingKey | InvalidKey | InvalidToken(_) | InvalidSignedUser(_) => {
+                "authentication_error"
+            }
             RouteForbidden { .. } | ModelForbidden(_) => "permission_error",
             ModelNotFound(_)
             | NotFound(_)
             | ModelMissing
             | InvalidRequest(_)
             | BodyTooLarge { .. }
+            | BodyTimeout(_)
+            | ClientClosed
             | HeadersTooLarge { .. }
             | MethodNotAllowed { .. }
             | ContentFiltered(_)
@@ -135,7 +157,7 @@ impl GatewayError {
             | UpstreamTimeout { .. }
             | UpstreamStatus { .. }
             | UpstreamProtocol { .. } => "upstream_error",
-            Internal(_) => "api_error",
+            Internal(_) | ShutdownCut => "api_error",
         }
     }
 
@@ -146,12 +168,16 @@ impl GatewayError {
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
             InvalidToken(_) => "invalid_token",
+            InvalidSignedUser(_) => "invalid_user_token",
             RouteForbidden { .. } => "route_forbidden",
             ModelForbidden(_) => "model_not_allowed",
             ModelNotFound(_) => "model_not_found",
             ModelMissing => "missing_model",
             InvalidRequest(_) => "invalid_request",
             BodyTooLarge { .. } => "body_too_large",
+            BodyTimeout(_) => "body_timeout",
+            ClientClosed => "client_disconnected",
+            ShutdownCut => "shutdown",
             HeadersTooLarge { .. } => "headers_too_large",
             NotFound(_) => "not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -178,6 +204,7 @@ impl GatewayError {
     pub fn log_detail(&self) -> String {
         match self {
             GatewayError::InvalidToken(reason) => format!("invalid bearer token: {reason}"),
+            GatewayError::InvalidSignedUser(reason) => reason.clone(),
             other => other.to_string(),
         }
     }

@@ -2,9 +2,11 @@
 //! consumers, keys, groups and per-consumer model access. See `shared/design.md` for the map.
 
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod openwebui;
 pub mod policy;
 pub mod providers;
 pub mod proxy;
@@ -12,6 +14,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod telemetry;
 
 pub use error::GatewayError;

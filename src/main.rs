@@ -1,5 +1,12 @@
 use std::process::ExitCode;
 
+/// jemalloc rather than the system allocator: its background thread gives freed memory back
+/// to the system within about a second (after a burst of large prompts, after a reload of a
+/// large config), where glibc keeps it in per-thread arenas; the decay is set in
+/// `.cargo/config.toml`.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Editors and config-map updates write a file in several steps: wait for them to settle.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -68,7 +68,7 @@ pub fn spawn(state: Arc<AppState>, stop: CancellationToken) -> ReloadWatcher {
                 continue; // another file in the directory changed, or the content is the same
             }
             last_digest = digest;
-            match state.reload() {
+            match state.reload().await {
                 Ok(()) => {
                     tracing::info!(path = %state.config_path().display(), ?trigger, "configuration reloaded")
                 }

@@ -9,14 +9,15 @@ use indexmap::IndexMap;
 
 use crate::auth::keys::KeyDigest;
 use crate::auth::oidc::OidcVerifier;
+use crate::auth::signed_user::SignedUserHeader;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,
 };
 use crate::config::{PromptDecoratorConfig, TargetConfig};
-use crate::policy::access::ModelSet;
 use crate::policy::guard::PromptGuard;
 use crate::policy::limits::{Limiter, RateLimits};
+use crate::policy::model_set::ModelSet;
 use crate::policy::pricing::{self, Price};
 use crate::providers::Provider;
 use crate::routing::health::TargetHealth;
@@ -52,10 +53,23 @@ pub struct Consumer {
     pub name: String,
     pub custom_id: Option<String>,
     pub groups: Vec<String>,
-    /// The union of the consumer's own and its groups' models.
-    pub models: ModelSet,
+    /// The union of the consumer's own and its groups' models (shared by consumers alike).
+    pub models: Arc<ModelSet>,
     /// For trusted consumers: the header naming the end user.
     pub user_header: Option<HeaderName>,
+    /// For trusted consumers: the groups whose members it may act for (`None`: anyone).
+    pub acts_for: Option<Vec<String>>,
+    /// For trusted consumers: the user must be signed (OpenWebUI's user JWT).
+    pub signed_user: Option<Arc<SignedUserHeader>>,
+}
+
+impl Consumer {
+    /// Whether this trusted consumer may act as `user`.
+    pub fn may_act_for(&self, user: &Consumer) -> bool {
+        self.acts_for
+            .as_ref()
+            .is_none_or(|groups| user.groups.iter().any(|g| groups.contains(g)))
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +95,8 @@ pub struct Snapshot {
     custom_ids: HashMap<String, Arc<Consumer>>,
     /// Each group's models, for groups a token adds.
     group_models: HashMap<String, ModelSet>,
+    /// What trusted front ends with `list_union` list: the union of their users' models.
+    listings: HashMap<String, ModelSet>,
     /// Bearer tokens from an OIDC provider, when configured (kept across reloads that do not
     /// change it, with its key cache).
     pub oidc: Option<Arc<OidcVerifier>>,
@@ -88,6 +104,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads, validates and compiles a config file: what `check`, start-up and every reload
+    /// run, so that `check` accepts exactly what the gateway will run. CPU-heavy for large
+    /// configs (many consumers, many guard patterns): call it off the async workers.
+    pub fn load(
+        path: &std::path::Path,
+        previous: Option<&Snapshot>,
+    ) -> Result<(Config, Self), ConfigErrors> {
+        let text = crate::config::read_file(path)?;
+        let file = path.display().to_string();
+        let config = crate::config::load_str(&text, &file, &|name| std::env::var(name).ok())?;
+        let snapshot = Self::compile(&config, previous).map_err(|e| e.located(&file, &text))?;
+        Ok((config, snapshot))
+    }
+
     /// Compiles a validated config. Providers whose config did not change since `previous`
     /// are reused, keeping their connection pools warm across reloads.
     pub fn compile(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
@@ -228,15 +258,38 @@ impl Snapshot {
             );
         }
 
-        let global_guard = config
-            .prompt_guard
-            .as_ref()
-            .and_then(|g| PromptGuard::compile(g).ok())
-            .map(Arc::new);
-        let mut routes: Vec<Arc<Route>> = config
-            .routes
-            .iter()
-            .map(|(name, rc)| {
+        // A guard that cannot be compiled refuses the config: it is never silently off.
+        let guard_error = |path: FieldPath, message: String| {
+            ConfigErrors(vec![ConfigError {
+                file: String::new(),
+                location: None,
+                path: Some(path),
+                message: format!("the prompt guard cannot be compiled: {message}"),
+            }])
+        };
+        let global_guard = match &config.prompt_guard {
+            Some(g) => {
+                Some(Arc::new(PromptGuard::compile(g).map_err(|m| {
+                    guard_error(FieldPath::root().key("prompt_guard"), m)
+                })?))
+            }
+            None => None,
+        };
+        let mut routes: Vec<Arc<Route>> = Vec::with_capacity(config.routes.len());
+        for (name, rc) in &config.routes {
+            let guard = match &rc.prompt_guard {
+                Some(own) => Some(Arc::new(PromptGuard::compile(own).map_err(|m| {
+                    guard_error(
+                        FieldPath::root()
+                            .key("routes")
+                            .key(name)
+                            .key("prompt_guard"),
+                        m,
+                    )
+                })?)),
+                None => global_guard.clone(),
+            };
+            routes.push({
                 let path = route_path(name, rc.path.as_deref());
                 Arc::new(Route {
                     name: name.clone(),
@@ -247,30 +300,34 @@ impl Snapshot {
                         .map_or(ModelSet::All, |l| ModelSet::from_list(Some(l))),
                     groups: rc.groups.clone(),
                     default_model: rc.default_model.clone(),
-                    guard: match &rc.prompt_guard {
-                        Some(own) => PromptGuard::compile(own).ok().map(Arc::new),
-                        None => global_guard.clone(),
-                    },
+                    guard,
                     decorator: rc.prompt_decorator.clone(),
                     log_payloads: rc.log_payloads.unwrap_or(config.log.payloads),
                 })
-            })
-            .collect();
+            });
+        }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
         let mut keys = HashMap::new();
         let mut emails = HashMap::new();
         let mut custom_ids = HashMap::new();
         let mut by_name: HashMap<&str, Arc<Consumer>> = HashMap::new();
+        // Consumers with the same groups and models (most of a large config) share one set.
+        let mut model_sets: HashMap<String, Arc<ModelSet>> = HashMap::new();
         for (name, cc) in &config.consumers {
-            let models =
-                cc.groups
-                    .iter()
-                    .fold(ModelSet::from_list(cc.models.as_ref()), |acc, g| {
-                        acc.union(&ModelSet::from_list(
-                            config.groups.get(g).and_then(|g| g.models.as_ref()),
-                        ))
-                    });
+            let models = model_sets
+                .entry(format!("{:?}{:?}", cc.groups, cc.models))
+                .or_insert_with(|| {
+                    Arc::new(cc.groups.iter().fold(
+                        ModelSet::from_list(cc.models.as_ref()),
+                        |acc, g| {
+                            acc.union(&ModelSet::from_list(
+                                config.groups.get(g).and_then(|g| g.models.as_ref()),
+                            ))
+                        },
+                    ))
+                })
+                .clone();
             let consumer = Arc::new(Consumer {
                 name: name.clone(),
                 custom_id: cc.custom_id.clone(),
@@ -281,6 +338,33 @@ impl Snapshot {
                     .as_ref()
                     .and_then(|t| t.header_name())
                     .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+                acts_for: cc
+                    .trust_user_header
+                    .as_ref()
+                    .and_then(|t| t.acts_for())
+                    .map(<[String]>::to_vec),
+                signed_user: match cc
+                    .trust_user_header
+                    .as_ref()
+                    .and_then(|t| t.options())
+                    .and_then(|o| o.jwt.as_ref())
+                {
+                    Some(jwt) => Some(Arc::new(SignedUserHeader::new(jwt).map_err(|message| {
+                        ConfigErrors(vec![ConfigError {
+                            file: String::new(),
+                            location: None,
+                            path: Some(
+                                FieldPath::root()
+                                    .key("consumers")
+                                    .key(name)
+                                    .key("trust_user_header")
+                                    .key("jwt"),
+                            ),
+                            message,
+                        }])
+                    })?)),
+                    None => None,
+                },
             });
             for key in &cc.keys {
                 if let Ok(digest) = KeyDigest::from_config(key) {
@@ -294,6 +378,28 @@ impl Snapshot {
                 custom_ids.insert(id.clone(), consumer.clone());
             }
             by_name.insert(name, consumer.clone());
+        }
+
+        // What a trusted front end with `list_union` lists: its own models and those of every
+        // user it may act for.
+        let mut listings = HashMap::new();
+        for (name, cc) in &config.consumers {
+            if !cc
+                .trust_user_header
+                .as_ref()
+                .and_then(|t| t.options())
+                .is_some_and(|o| o.list_union)
+            {
+                continue;
+            }
+            let Some(front) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            let union = emails
+                .values()
+                .filter(|user: &&Arc<Consumer>| front.may_act_for(user))
+                .fold((*front.models).clone(), |acc, user| acc.union(&user.models));
+            listings.insert(name.clone(), union);
         }
 
         Ok(Snapshot {
@@ -314,6 +420,7 @@ impl Snapshot {
             keys,
             emails,
             custom_ids,
+            listings,
             group_models: config
                 .groups
                 .iter()
@@ -373,9 +480,9 @@ impl Snapshot {
         if added.is_empty() {
             return consumer;
         }
-        let models = added.iter().fold(consumer.models.clone(), |acc, g| {
+        let models = Arc::new(added.iter().fold((*consumer.models).clone(), |acc, g| {
             acc.union(&self.group_models[*g])
-        });
+        }));
         Arc::new(Consumer {
             name: consumer.name.clone(),
             custom_id: consumer.custom_id.clone(),
@@ -387,10 +494,18 @@ impl Snapshot {
                 .collect(),
             models,
             user_header: consumer.user_header.clone(),
+            acts_for: consumer.acts_for.clone(),
+            signed_user: consumer.signed_user.clone(),
         })
     }
 
     /// `email` must already be trimmed and lower-cased.
+    /// The models `/v1/models` lists for a caller whose key belongs to `consumer`, when that
+    /// is a trusted front end listing the union of its users' models.
+    pub fn union_listing(&self, consumer: &str) -> Option<&ModelSet> {
+        self.listings.get(consumer)
+    }
+
     pub fn consumer_by_email(&self, email: &str) -> Option<Arc<Consumer>> {
         self.emails.get(email).cloned()
     }

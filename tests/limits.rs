@@ -484,3 +484,55 @@ async fn redis_going_away_and_coming_back() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// Streams still running when the shutdown grace period ends are cut, logged, and settled
+/// in Redis to what they generated: nothing stays charged at its reservation.
+#[tokio::test]
+async fn streams_cut_at_shutdown_are_logged_and_settled_in_redis() {
+    if !redis_available().await {
+        return;
+    }
+    let up = mock_upstream::start().await;
+    let prefix = format!("tollgate-test-shutdown-{}", uuid::Uuid::new_v4());
+    let limits = format!(
+        "  backend: redis\n  redis: {{url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\", on_error: closed}}\n  policies:\n    cap:\n      limits: [{{completion_tokens: 10000, per: 1m}}]"
+    );
+    let yaml = config(&up.base_url(), &limits, "limits: {shutdown_grace: 500ms}");
+    let mut gw = TestGateway::start(&yaml).await;
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let mut body = ask("slow", "x", 600);
+        body["stream"] = json!(true);
+        let resp = chat(&gw, KEY, body).await;
+        assert_eq!(resp.status(), 200);
+        streams.push(resp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.shutdown();
+    let handle = std::mem::replace(&mut gw.handle, tokio::spawn(async { Ok(()) }));
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("shutdown did not finish")
+        .unwrap()
+        .unwrap();
+    // Every cut stream is in the log, with the tokens it was charged.
+    for _ in 0..10 {
+        let record = gw.next_log().await;
+        assert_eq!(record.error, Some("shutdown"), "{record:?}");
+        assert!(!record.client_disconnected);
+        assert!(record.usage_estimated);
+        assert!(
+            record.completion_tokens.is_some_and(|t| t > 0 && t < 100),
+            "{record:?}"
+        );
+    }
+    drop(streams);
+    // A new node on the same counters sees only what was generated, not 10 × 600 reserved.
+    let next = TestGateway::start(&yaml).await;
+    let r = chat(&next, KEY, ask("m", "x", 100)).await;
+    let charged = 10_000 - 100 - remaining(&r, "minute");
+    assert!(
+        charged < 500,
+        "{charged} tokens stayed charged after the shutdown"
+    );
+}

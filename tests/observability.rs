@@ -79,14 +79,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 async fn scrape(gw: &TestGateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.status_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    gw.metrics().await
 }
 
 async fn chat(gw: &TestGateway, key: &str, model: &str, text: &str, stream: bool) -> u16 {

@@ -73,18 +73,34 @@ impl Showcase {
 
     /// Status and the provider that answered.
     async fn answer(&self, route: &str, key: &str, model: Option<&str>) -> (u16, String) {
+        self.answer_for(route, key, None, model).await
+    }
+
+    /// A chat by a trusted front end on behalf of `user`.
+    async fn chat_as(&self, route: &str, key: &str, user: &str, model: &str) -> u16 {
+        self.answer_for(route, key, Some(user), Some(model)).await.0
+    }
+
+    async fn answer_for(
+        &self,
+        route: &str,
+        key: &str,
+        user: Option<&str>,
+        model: Option<&str>,
+    ) -> (u16, String) {
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
         if let Some(m) = model {
             body["model"] = json!(m);
         }
         let url = format!("http://127.0.0.1:{}{route}/v1/chat/completions", self.port);
-        let resp = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(url)
             .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+            .json(&body);
+        if let Some(email) = user {
+            request = request.header("X-OpenWebUI-User-Email", email);
+        }
+        let resp = request.send().await.unwrap();
         let provider = resp
             .headers()
             .get("x-tollgate-provider")
@@ -142,19 +158,31 @@ async fn who_sees_and_uses_what() {
     assert_eq!(gw.chat("/anthropic", lead, None).await, 403);
     assert_eq!(gw.chat("/coder", dev, None).await, 200);
 
-    // OpenWebUI speaks for its signed-in users.
+    // OpenWebUI speaks for its signed-in users. Its model list is the union of theirs (it
+    // keeps one table for everyone), whoever asks; chat is enforced per user.
     let owui = "openwebui-key-12345";
+    for user in ["admin@example.com", "dev@example.com", "nobody@example.com"] {
+        assert_eq!(gw.models("/ollama", owui, Some(user)).await, admin_models);
+    }
     assert_eq!(
-        gw.models("/ollama", owui, Some("admin@example.com")).await,
-        admin_models
+        gw.chat_as("/ollama", owui, "admin@example.com", "gemini-2.5-flash")
+            .await,
+        200
     );
     assert_eq!(
-        gw.models("/ollama", owui, Some("dev@example.com")).await,
-        OLLAMA
+        gw.chat_as("/ollama", owui, "dev@example.com", "gemini-2.5-flash")
+            .await,
+        403
     );
     assert_eq!(
-        gw.models("/ollama", owui, Some("nobody@example.com")).await,
-        ["llama3.2:1b"]
+        gw.chat_as("/ollama", owui, "nobody@example.com", "qwen2.5-coder:1.5b")
+            .await,
+        403
+    );
+    assert_eq!(
+        gw.chat_as("/ollama", owui, "nobody@example.com", "llama3.2:1b")
+            .await,
+        200
     );
 }
 

@@ -3,6 +3,7 @@
 
 pub mod keys;
 pub mod oidc;
+pub mod signed_user;
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 
 use crate::error::GatewayError;
-use crate::policy::access::ModelSet;
+use crate::policy::model_set::ModelSet;
 use crate::snapshot::{Consumer, Snapshot};
 use keys::KeyDigest;
 
@@ -63,6 +64,38 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The end user a trusted consumer names: from its signed header when it signs users (a
+/// plain header is then refused while signing is required), else from the plain header.
+fn named_user(consumer: &Consumer, headers: &HeaderMap) -> Result<Option<String>, GatewayError> {
+    let plain = consumer
+        .user_header
+        .as_ref()
+        .and_then(|name| headers.get(name));
+    if let Some(signed) = &consumer.signed_user {
+        if let Some(token) = headers.get(&signed.header) {
+            let token = token
+                .to_str()
+                .map_err(|_| GatewayError::InvalidSignedUser("not text".into()))?;
+            return signed
+                .verify(token)
+                .map(Some)
+                .map_err(GatewayError::InvalidSignedUser);
+        }
+        if signed.required {
+            return match plain {
+                Some(_) => Err(GatewayError::InvalidSignedUser(format!(
+                    "an unsigned user header from a front end that must sign (expected {})",
+                    signed.header
+                ))),
+                None => Ok(None),
+            };
+        }
+    }
+    Ok(plain
+        .and_then(|v| v.to_str().ok())
+        .map(|email| email.trim().to_ascii_lowercase()))
+}
+
 /// A bearer token to validate as a JWT: only when OIDC is configured, no `apikey` header is
 /// sent, and the bearer value has a JWT's shape (anything else is an API key).
 fn presented_token<'h>(snapshot: &Snapshot, headers: &'h HeaderMap) -> Option<&'h str> {
@@ -108,15 +141,13 @@ pub async fn authenticate(
         .consumer_by_key(&KeyDigest::of(key))
         .ok_or(GatewayError::InvalidKey)?;
 
-    let end_user = consumer
-        .user_header
-        .as_ref()
-        .and_then(|name| headers.get(name))
-        .and_then(|v| v.to_str().ok())
-        .map(|email| email.trim().to_ascii_lowercase())
+    let end_user = named_user(&consumer, headers)?
         .filter(|email| !email.is_empty() && email.len() <= 320)
         .map(|email| EndUser {
-            consumer: snapshot.consumer_by_email(&email),
+            // A user outside what the front end may act for gets the front end's own rights.
+            consumer: snapshot
+                .consumer_by_email(&email)
+                .filter(|user| consumer.may_act_for(user)),
             email,
         });
     Ok(Caller { consumer, end_user })

@@ -56,16 +56,37 @@ impl fmt::Display for ConfigErrors {
 
 /// Reads and validates the file at `path`, substituting variables from the process environment.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_file(path)?;
+    load_str(&text, &path.display().to_string(), &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// The text of a config file, or a located error saying why it cannot be read.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
-            file: file.clone(),
+            file: path.display().to_string(),
             location: None,
             path: None,
             message: format!("cannot read: {e}"),
         }])
-    })?;
-    load_str(&text, &file, &|name| std::env::var(name).ok())
+    })
+}
+
+impl ConfigErrors {
+    /// Names `file` in every error and points each at its line in `text`, for errors found
+    /// after validation (when the config is compiled).
+    pub fn located(mut self, file: &str, text: &str) -> Self {
+        let locator = Locator::new(text);
+        for e in &mut self.0 {
+            e.file = file.to_owned();
+            if e.location.is_none() {
+                e.location = e.path.as_ref().and_then(|p| locator.find(p));
+            }
+        }
+        self
+    }
 }
 
 /// The path a relative config path resolves to, for watching.

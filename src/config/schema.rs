@@ -88,6 +88,26 @@ pub struct Limits {
     /// How long a shutdown waits for requests and streams in flight.
     #[serde(default = "Limits::default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A request head must arrive whole within this, from its first byte (and a new
+    /// connection must start one within it): slow-loris clients are cut off.
+    #[serde(
+        default = "Limits::default_header_read_timeout",
+        with = "humantime_serde"
+    )]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this (408 otherwise).
+    #[serde(
+        default = "Limits::default_body_read_timeout",
+        with = "humantime_serde"
+    )]
+    pub body_read_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    #[serde(default = "Limits::default_keepalive_idle", with = "humantime_serde")]
+    pub keepalive_idle: Duration,
+    /// Open client connections on the proxy listener; past it, new ones get a 503 and are
+    /// closed (the status listener has its own allowance).
+    #[serde(default = "Limits::default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Limits {
@@ -103,6 +123,18 @@ impl Limits {
     fn default_shutdown_grace() -> Duration {
         Duration::from_secs(30)
     }
+    fn default_header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_body_read_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_keepalive_idle() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_max_connections() -> usize {
+        10_000
+    }
 }
 
 impl Default for Limits {
@@ -112,6 +144,10 @@ impl Default for Limits {
             max_headers: Self::default_max_headers(),
             max_response: Self::default_max_response(),
             shutdown_grace: Self::default_shutdown_grace(),
+            header_read_timeout: Self::default_header_read_timeout(),
+            body_read_timeout: Self::default_body_read_timeout(),
+            keepalive_idle: Self::default_keepalive_idle(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }
@@ -748,7 +784,8 @@ pub struct ConsumerConfig {
     #[serde(default)]
     pub emails: Vec<String>,
     /// Trust this consumer to name the end user in a header: `true` for
-    /// `X-OpenWebUI-User-Email`, or the header name.
+    /// `X-OpenWebUI-User-Email`, the header name, or `{header, acts_for: [groups]}` to limit
+    /// the users it may act as to members of those groups.
     #[serde(default)]
     pub trust_user_header: Option<TrustUserHeader>,
 }
@@ -758,6 +795,54 @@ pub struct ConsumerConfig {
 pub enum TrustUserHeader {
     Enabled(bool),
     Header(String),
+    Options(TrustOptions),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustOptions {
+    /// Default `X-OpenWebUI-User-Email`.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Only users in one of these groups are acted for; others it names get the trusted
+    /// consumer's own rights. Without it, any consumer with `emails` can be named.
+    #[serde(default)]
+    pub acts_for: Option<Vec<String>>,
+    /// `GET /v1/models` from this consumer lists the union of the models of every user it
+    /// may act for (OpenWebUI keeps one model table for all its users); chat and embeddings
+    /// stay enforced per user.
+    #[serde(default)]
+    pub list_union: bool,
+    /// The front end signs the user (OpenWebUI's `X-OpenWebUI-User-Jwt`, HS256).
+    #[serde(default)]
+    pub jwt: Option<SignedUserConfig>,
+}
+
+/// Verification of a front end's signed user token (HS256 with a shared secret only).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedUserConfig {
+    /// OpenWebUI's `FORWARD_USER_INFO_HEADER_JWT_SECRET`.
+    pub secret: String,
+    #[serde(default = "SignedUserConfig::default_header")]
+    pub header: String,
+    #[serde(default = "SignedUserConfig::default_issuer")]
+    pub issuer: String,
+    /// Refuse the plain email header: only a signed user is acted for (default true).
+    #[serde(default = "SignedUserConfig::default_required")]
+    pub required: bool,
+}
+
+impl SignedUserConfig {
+    fn default_header() -> String {
+        "X-OpenWebUI-User-Jwt".into()
+    }
+    fn default_issuer() -> String {
+        "open-webui".into()
+    }
+    fn default_required() -> bool {
+        true
+    }
 }
 
 pub const DEFAULT_USER_HEADER: &str = "X-OpenWebUI-User-Email";
@@ -769,6 +854,19 @@ impl TrustUserHeader {
             TrustUserHeader::Enabled(true) => Some(DEFAULT_USER_HEADER),
             TrustUserHeader::Enabled(false) => None,
             TrustUserHeader::Header(h) => Some(h),
+            TrustUserHeader::Options(o) => Some(o.header.as_deref().unwrap_or(DEFAULT_USER_HEADER)),
+        }
+    }
+
+    /// The groups whose members this consumer may act for (`None`: anyone with `emails`).
+    pub fn acts_for(&self) -> Option<&[String]> {
+        self.options().and_then(|o| o.acts_for.as_deref())
+    }
+
+    pub fn options(&self) -> Option<&TrustOptions> {
+        match self {
+            TrustUserHeader::Options(o) => Some(o),
+            _ => None,
         }
     }
 }

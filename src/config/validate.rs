@@ -184,10 +184,9 @@ fn redis_url_invalid(url: &str) -> bool {
 fn check_guard(guard: &PromptGuardConfig, at: &FieldPath, problems: &mut Problems) {
     for (field, patterns) in [("deny", &guard.deny), ("allow", &guard.allow)] {
         for (i, pattern) in patterns.iter().enumerate() {
-            if let Err(e) = regex::RegexBuilder::new(pattern)
-                .size_limit(4 << 20)
-                .build()
-            {
+            // Syntax only, which is cheap: the patterns are compiled once, as one set, when the
+            // config is compiled (and a set too large for its budget refuses the config there).
+            if let Err(e) = regex_syntax::Parser::new().parse(pattern) {
                 problems.add(
                     at.key(field).index(i),
                     format!("not a valid regular expression: {e}"),
@@ -448,6 +447,18 @@ fn validate_consumers(config: &Config, at: &FieldPath, problems: &mut Problems) 
                 at.key("trust_user_header"),
                 format!("{header:?} is not a valid header name"),
             );
+        }
+        let acts_for = consumer
+            .trust_user_header
+            .as_ref()
+            .and_then(|t| t.acts_for());
+        for (i, group) in acts_for.unwrap_or_default().iter().enumerate() {
+            if !config.groups.contains_key(group) {
+                problems.add(
+                    at.key("trust_user_header").key("acts_for").index(i),
+                    format!("unknown group {group:?}"),
+                );
+            }
         }
     }
 }

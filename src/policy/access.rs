@@ -1,50 +1,10 @@
 //! Route ACLs and per-consumer model access.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::auth::Caller;
-use crate::config::ModelList;
 use crate::error::GatewayError;
 use crate::snapshot::{Model, Route, Snapshot};
-
-/// A set of model names, possibly "every model".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSet {
-    All,
-    Only(HashSet<String>),
-}
-
-impl ModelSet {
-    pub fn none() -> Self {
-        ModelSet::Only(HashSet::new())
-    }
-
-    pub fn from_list(list: Option<&ModelList>) -> Self {
-        match list {
-            Some(ModelList::All(_)) => ModelSet::All,
-            Some(ModelList::Only(models)) => ModelSet::Only(models.iter().cloned().collect()),
-            None => ModelSet::none(),
-        }
-    }
-
-    pub fn contains(&self, model: &str) -> bool {
-        match self {
-            ModelSet::All => true,
-            ModelSet::Only(set) => set.contains(model),
-        }
-    }
-
-    pub fn union(self, other: &ModelSet) -> ModelSet {
-        match (self, other) {
-            (ModelSet::All, _) | (_, ModelSet::All) => ModelSet::All,
-            (ModelSet::Only(mut a), ModelSet::Only(b)) => {
-                a.extend(b.iter().cloned());
-                ModelSet::Only(a)
-            }
-        }
-    }
-}
 
 /// What the caller wants to do with a model; embeddings can be open to everyone per model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,26 +60,11 @@ pub fn visible_models<'a>(
     route: &'a Route,
     caller: &'a Caller,
 ) -> impl Iterator<Item = &'a Arc<Model>> {
+    // A front end listing for all its users (chat stays enforced per user).
+    let listed = snapshot
+        .union_listing(&caller.consumer.name)
+        .unwrap_or_else(|| caller.models());
     snapshot.models().filter(move |m| {
-        m.listed
-            && m.pool.servable()
-            && route.models.contains(&m.name)
-            && caller.models().contains(&m.name)
+        m.listed && m.pool.servable() && route.models.contains(&m.name) && listed.contains(&m.name)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn only(names: &[&str]) -> ModelSet {
-        ModelSet::Only(names.iter().map(|s| s.to_string()).collect())
-    }
-
-    #[test]
-    fn set_algebra() {
-        assert_eq!(only(&["a"]).union(&only(&["b"])), only(&["a", "b"]));
-        assert_eq!(only(&["a"]).union(&ModelSet::All), ModelSet::All);
-        assert!(!ModelSet::none().contains("a"));
-    }
 }

@@ -2,14 +2,20 @@
 //! no input can make a pattern backtrack for ever), applied to the last user message by default,
 //! optionally to every role and the whole history. A refused prompt never reaches a model.
 
+use std::borrow::Cow;
+
 use regex::{RegexSet, RegexSetBuilder};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+
+use crate::body::{JsonBody, MessageView, content_text, for_each_message};
 
 use crate::config::{GuardRoles, PromptGuardConfig};
 use crate::error::GatewayError;
 
-/// Compiled patterns may not grow beyond this (a guard against absurd patterns in the config).
-const SIZE_LIMIT: usize = 4 << 20;
+/// The compiled set of one list may not grow beyond this: enough for thousands of patterns,
+/// and a bound on the memory and the compile time of absurd ones (past it the config is
+/// refused, never run without its guard).
+const SIZE_LIMIT: usize = 64 << 20;
 
 #[derive(Debug)]
 pub struct PromptGuard {
@@ -40,54 +46,55 @@ impl PromptGuard {
     }
 
     /// 400 if a checked message matches a deny pattern, or (with allow patterns) none of them.
-    pub fn check(&self, body: &Map<String, Value>) -> Result<(), GatewayError> {
-        let messages = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut checked = messages
-            .iter()
-            .filter(|m| self.all_roles || m.get("role").and_then(Value::as_str) == Some("user"));
-        // Only the messages that are checked get their text put together.
-        let texts: Vec<String> = if self.history {
-            checked.map(|m| text_of(m.get("content"))).collect()
-        } else {
-            checked
-                .next_back()
-                .map(|m| text_of(m.get("content")))
-                .into_iter()
-                .collect()
+    /// Messages are read one at a time from the raw body.
+    pub fn check(&self, body: &JsonBody) -> Result<(), GatewayError> {
+        let Some(messages) = body.raw("messages") else {
+            return Ok(());
         };
-        for text in &texts {
-            if self.deny.is_match(text) {
-                return Err(GatewayError::PromptBlocked(
-                    "the prompt matches a pattern this gateway does not allow".into(),
-                ));
+        let checked = |m: &MessageView| self.all_roles || m.role.as_deref() == Some("user");
+        let mut verdict = Ok(());
+        let mut last = None;
+        let _ = for_each_message(messages, |m| {
+            if verdict.is_err() || !checked(&m) {
+                return;
             }
-            if let Some(allow) = &self.allow
-                && !allow.is_match(text)
-            {
-                return Err(GatewayError::PromptBlocked(
-                    "the prompt matches none of the patterns this gateway allows".into(),
-                ));
+            if self.history {
+                verdict = self.check_text(&text_of(m.content));
+            } else {
+                last = m.content;
             }
+        });
+        verdict?;
+        if !self.history && last.is_some() {
+            self.check_text(&text_of(last))?;
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, text: &str) -> Result<(), GatewayError> {
+        if self.deny.is_match(text) {
+            return Err(GatewayError::PromptBlocked(
+                "the prompt matches a pattern this gateway does not allow".into(),
+            ));
+        }
+        if let Some(allow) = &self.allow
+            && !allow.is_match(text)
+        {
+            return Err(GatewayError::PromptBlocked(
+                "the prompt matches none of the patterns this gateway allows".into(),
+            ));
         }
         Ok(())
     }
 }
 
 /// A message's text: the string, or its text parts joined (images and other parts skipped).
-fn text_of(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
+fn text_of(content: Option<&RawValue>) -> Cow<'_, str> {
+    let mut content = content_text(content);
+    match content.texts.len() {
+        0 => Cow::Borrowed(""),
+        1 => content.texts.swap_remove(0),
+        _ => Cow::Owned(content.texts.join("\n")),
     }
 }
 
@@ -100,8 +107,8 @@ mod tests {
         PromptGuard::compile(&serde_json::from_value(config).unwrap()).unwrap()
     }
 
-    fn body(messages: serde_json::Value) -> Map<String, Value> {
-        json!({"messages": messages}).as_object().unwrap().clone()
+    fn body(messages: serde_json::Value) -> JsonBody {
+        JsonBody::parse(json!({"messages": messages}).to_string().into()).unwrap()
     }
 
     const INJECTION: &str = r"(?i)ignore\s+(all\s+)?(the\s+)?previous\s+instructions";

@@ -5,5 +5,6 @@ pub mod access;
 pub mod decorator;
 pub mod guard;
 pub mod limits;
+pub mod model_set;
 pub mod pricing;
 pub mod tokens;

@@ -1,13 +1,10 @@
-//! Counting prompt tokens locally with a real BPE tokenizer (`o200k_base`, OpenAI's current
-//! one), to reserve a request's cost before it is sent. Other vendors' tokenizers differ by a
-//! few percent; the reservation is reconciled with the upstream's own count afterwards.
+//! Estimating prompt tokens before a request is sent, to reserve its cost. One pass over the
+//! text, no tables, no allocation: the cost is linear in the prompt whatever it holds (a real
+//! BPE tokenizer is quadratic on long runs without spaces, and holds ~50 MB of tables). The
+//! estimate follows OpenAI's `o200k_base` within a few tens of percent on prose, code and
+//! JSON, leaning high; the reservation is reconciled with the upstream's own count afterwards.
 
-use std::sync::LazyLock;
-
-use serde_json::{Map, Value};
-use tiktoken_rs::CoreBPE;
-
-static BPE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+use crate::body::{JsonBody, content_text, for_each_message};
 
 /// What an image part is reckoned at (OpenAI's price of a 1024×1024 image in high detail).
 const IMAGE_TOKENS: u64 = 765;
@@ -16,68 +13,112 @@ const PER_MESSAGE: u64 = 3;
 /// The priming of the assistant's reply.
 const PER_REPLY: u64 = 3;
 
-/// Loads the tokenizer now rather than on the first limited request.
-pub fn warm_up() {
-    let _ = BPE.as_ref();
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Letter,
+    Digit,
+    Space,
+    Newline,
+    Punct,
+    /// A character of three or four UTF-8 bytes (CJK, emoji, symbols).
+    Wide,
 }
 
-pub fn count(text: &str) -> u64 {
-    match BPE.as_ref() {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        // The tables ship inside the crate, so this is not expected; a rough count beats none.
-        None => text.len().div_ceil(4) as u64,
+fn class(c: char) -> Class {
+    match c {
+        'a'..='z' | 'A'..='Z' => Class::Letter,
+        '0'..='9' => Class::Digit,
+        ' ' | '\t' => Class::Space,
+        '\n' | '\r' => Class::Newline,
+        c if c.is_ascii() => Class::Punct,
+        c if c.len_utf8() == 2 => Class::Letter, // accented Latin, Greek, Cyrillic, ...
+        _ => Class::Wide,
     }
+}
+
+/// The estimated tokens of `text`.
+pub fn count(text: &str) -> u64 {
+    let mut tokens = 0u64;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let kind = class(c);
+        let mut run = 1u64;
+        let mut upper_breaks = 0u64;
+        let mut prev_lower = c.is_lowercase();
+        while let Some(&next) = chars.peek() {
+            if class(next) != kind || kind == Class::Wide {
+                break;
+            }
+            if kind == Class::Letter {
+                // camelCase words split where a capital follows a small letter.
+                if next.is_uppercase() && prev_lower {
+                    upper_breaks += 1;
+                }
+                prev_lower = next.is_lowercase();
+            }
+            run += 1;
+            chars.next();
+        }
+        tokens += match kind {
+            // Common words are one token (with the space before them); long ones split.
+            Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
+            Class::Digit => run.div_ceil(3),
+            // A single space joins the next word; indentation runs are tokens of their own.
+            Class::Space if run == 1 => 0,
+            Class::Space => run.div_ceil(8),
+            Class::Newline => run.div_ceil(2),
+            Class::Punct => run.div_ceil(2),
+            Class::Wide => 1,
+        };
+    }
+    tokens
 }
 
 /// The prompt tokens of a chat request: messages (text parts counted, images reckoned) and
-/// tool definitions.
-pub fn chat_prompt(body: &Map<String, Value>) -> u64 {
-    let messages = body
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+/// tool definitions. Messages are read one at a time from the raw body.
+pub fn chat_prompt(body: &JsonBody) -> u64 {
     let mut total = PER_REPLY;
-    for m in messages {
-        total += PER_MESSAGE;
-        total += m.get("role").and_then(Value::as_str).map_or(0, count);
-        total += content(m.get("content"));
-        if let Some(calls) = m.get("tool_calls") {
-            total += count(&calls.to_string());
-        }
+    if let Some(messages) = body.raw("messages") {
+        let _ = for_each_message(messages, |m| {
+            total += PER_MESSAGE;
+            total += m.role.as_deref().map_or(0, count);
+            let content = content_text(m.content);
+            total += content.texts.iter().map(|t| count(t)).sum::<u64>();
+            total += content.images * IMAGE_TOKENS;
+            if let Some(calls) = m.tool_calls {
+                total += count(calls.get());
+            }
+        });
     }
-    if let Some(tools) = body.get("tools") {
-        total += count(&tools.to_string());
+    if let Some(tools) = body.raw_str("tools") {
+        total += count(tools);
     }
     total
 }
 
 /// The tokens of an embeddings request's input.
-pub fn embedding_input(body: &Map<String, Value>) -> u64 {
-    match body.get("input") {
-        Some(Value::String(s)) => count(s),
-        Some(Value::Array(items)) => items
+pub fn embedding_input(body: &JsonBody) -> u64 {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Item<'a> {
+        Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+        Tokens(Vec<serde::de::IgnoredAny>),
+        Number(serde::de::IgnoredAny),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Input<'a> {
+        One(#[serde(borrow)] std::borrow::Cow<'a, str>),
+        Many(#[serde(borrow)] Vec<Item<'a>>),
+    }
+    match body.get::<Input>("input") {
+        Some(Ok(Input::One(s))) => count(&s),
+        Some(Ok(Input::Many(items))) => items
             .iter()
             .map(|i| match i {
-                Value::String(s) => count(s),
-                Value::Array(tokens) => tokens.len() as u64,
-                Value::Number(_) => 1,
-                _ => 0,
-            })
-            .sum(),
-        _ => 0,
-    }
-}
-
-fn content(content: Option<&Value>) -> u64 {
-    match content {
-        Some(Value::String(s)) => count(s),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => p.get("text").and_then(Value::as_str).map_or(0, count),
-                Some("image_url") => IMAGE_TOKENS,
-                _ => 0,
+                Item::Text(s) => count(s),
+                Item::Tokens(t) => t.len() as u64,
+                Item::Number(_) => 1,
             })
             .sum(),
         _ => 0,
@@ -87,13 +128,56 @@ fn content(content: Option<&Value>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::json;
 
-    #[test]
-    fn counts_with_the_real_tokenizer() {
-        assert_eq!(count("hello world"), 2);
-        assert!(count("The quick brown fox jumps over the lazy dog.") < 12);
-        let body = json!({"messages": [{"role": "user", "content": "hello world"}]});
-        assert_eq!(chat_prompt(body.as_object().unwrap()), 3 + 3 + 1 + 2);
+    fn body(v: serde_json::Value) -> JsonBody {
+        JsonBody::parse(Bytes::from(v.to_string())).unwrap()
     }
+
+    #[test]
+    fn estimates_like_a_tokenizer() {
+        assert_eq!(count("hello world"), 2);
+        assert_eq!(count(""), 0);
+        let b = body(json!({"messages": [{"role": "user", "content": "hello world"}]}));
+        assert_eq!(chat_prompt(&b), 3 + 3 + 1 + 2);
+        let b = body(json!({"input": ["hello world", [1, 2, 3]]}));
+        assert_eq!(embedding_input(&b), 2 + 3);
+    }
+
+    /// Reference counts from `o200k_base` (tiktoken) for a few kinds of text; the estimate
+    /// stays within [-15 %, +45 %] of each.
+    #[test]
+    fn stays_near_o200k_on_prose_code_json_and_other_scripts() {
+        let samples: &[(&str, u64)] = &[
+            (PROSE, PROSE_O200K),
+            (CODE, CODE_O200K),
+            (JSON, JSON_O200K),
+            ("東京は日本の首都です。人口は約千四百万人です。", 17),
+            (
+                "Grüße aus München, schöne Straße! Ça va très bien, merci.",
+                16,
+            ),
+            (
+                "getUserById(userId: number): Promise<UserRecord> { return this.repository.findOneOrFail(userId); }",
+                25,
+            ),
+            ("1234567890 3.14159 2026-11-23T20:49:46Z", 23),
+        ];
+        for (text, reference) in samples {
+            let estimate = count(text) as f64;
+            let ratio = estimate / *reference as f64;
+            assert!(
+                (0.85..=1.45).contains(&ratio),
+                "{estimate} vs {reference} ({ratio:.2}) for {text:?}"
+            );
+        }
+    }
+
+    const PROSE: &str = "The quick brown fox jumps over the lazy dog. Meanwhile, the gateway forwards every request to the right model, counts its tokens, and keeps each team within its budget for the month.";
+    const PROSE_O200K: u64 = 37;
+    const CODE: &str = "fn main() {\n    let config = load_config(\"tollgate.yaml\")?;\n    for route in config.routes.iter() {\n        println!(\"{}: {}\", route.name, route.path);\n    }\n}\n";
+    const CODE_O200K: u64 = 41;
+    const JSON: &str = r#"{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the weather in Paris?"}], "temperature": 0.7, "max_tokens": 256}"#;
+    const JSON_O200K: u64 = 47;
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::translate::{
     self, ChatRequest, ChunkWriter, Image, Part, StreamTranslator, ToolChoice, arguments_object,
@@ -13,6 +13,7 @@ use super::translate::{
 };
 use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
+use crate::body::JsonBody;
 use crate::config::AnthropicProviderConfig;
 use crate::error::GatewayError;
 
@@ -42,11 +43,11 @@ impl AnthropicProvider {
 
     pub async fn chat(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
-        let request = ChatRequest::parse(body)?;
+        let request = ChatRequest::parse(&body)?;
         let wire = to_anthropic(
             &request,
             opts.upstream_model,
@@ -458,7 +459,7 @@ mod tests {
     use crate::providers::translate::ChatRequest;
 
     fn request(v: Value) -> ChatRequest {
-        ChatRequest::parse(v.as_object().unwrap().clone()).unwrap()
+        ChatRequest::parse(&JsonBody::parse(v.to_string().into()).unwrap()).unwrap()
     }
 
     fn frames_json(frames: &[Frame]) -> Vec<Value> {

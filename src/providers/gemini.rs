@@ -10,6 +10,7 @@ use super::translate::{
 };
 use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
+use crate::body::JsonBody;
 use crate::config::{GeminiKeyPlacement, GeminiProviderConfig};
 use crate::error::GatewayError;
 
@@ -58,11 +59,11 @@ impl GeminiProvider {
 
     pub async fn chat(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
-        let request = ChatRequest::parse(body)?;
+        let request = ChatRequest::parse(&body)?;
         let wire = to_gemini(&request)?;
         let method = if stream {
             "streamGenerateContent"
@@ -93,9 +94,12 @@ impl GeminiProvider {
 
     pub async fn embeddings(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
+        let body = body
+            .to_map()
+            .map_err(|e| translate::invalid(format!("invalid embeddings request: {e}")))?;
         let inputs = translate::embedding_inputs(&body, TARGET)?;
         let base64 = translate::wants_base64(&body)?;
         let dimensions = body.get("dimensions").and_then(Value::as_u64);
@@ -558,7 +562,7 @@ mod tests {
     use super::*;
 
     fn request(v: Value) -> ChatRequest {
-        ChatRequest::parse(v.as_object().unwrap().clone()).unwrap()
+        ChatRequest::parse(&JsonBody::parse(v.to_string().into()).unwrap()).unwrap()
     }
 
     #[test]

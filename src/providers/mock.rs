@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::translate::{self, ChunkWriter};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage};
+use crate::body::JsonBody;
 use crate::config::MockProviderConfig;
 use crate::error::GatewayError;
 
@@ -31,10 +32,11 @@ impl MockProvider {
 
     pub async fn chat(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
+        let body = body.to_map().unwrap_or_default();
         let messages = body
             .get("messages")
             .and_then(Value::as_array)
@@ -92,9 +94,10 @@ impl MockProvider {
 
     pub async fn embeddings(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
+        let body = body.to_map().unwrap_or_default();
         let inputs: Vec<String> = match body.get("input") {
             // Token arrays (one, or several): hash their JSON.
             Some(Value::Array(items)) if items.iter().all(Value::is_number) => {

@@ -5,6 +5,7 @@ pub mod anthropic;
 pub mod gemini;
 pub mod mock;
 pub mod openai;
+pub mod sse;
 pub mod translate;
 mod upstream;
 
@@ -15,8 +16,8 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
+use crate::body::JsonBody;
 use crate::config::{ProviderConfig, Timeouts};
 use crate::error::GatewayError;
 
@@ -216,7 +217,7 @@ impl Provider {
     /// A chat completion; `stream` says whether the client asked for SSE.
     pub async fn chat(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
@@ -231,7 +232,7 @@ impl Provider {
 
     pub async fn embeddings(
         &self,
-        body: Map<String, Value>,
+        body: JsonBody,
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
         match self {

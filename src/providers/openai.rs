@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::translate::StreamTranslator;
 use super::upstream::{HttpUpstream, build_url, parse_base};
 use super::{CallOptions, ChatReply, Complete, Frame, Usage, WireUsage};
+use crate::body::JsonBody;
 use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig};
 use crate::error::GatewayError;
 
@@ -89,16 +90,14 @@ impl OpenAiProvider {
         }
     }
 
+    /// The client's body goes through as it came, but for `model` and `stream_options`.
     pub async fn chat(
         &self,
-        mut body: Map<String, Value>,
+        mut body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
-        body.insert(
-            "model".into(),
-            Value::String(opts.upstream_model.to_owned()),
-        );
+        body.set("model", &opts.upstream_model);
         if !self.stream_usage {
             // Such servers (Mistral) refuse the field with a 422, even from the client, and
             // report stream usage unasked.
@@ -106,18 +105,18 @@ impl OpenAiProvider {
         } else if stream {
             // Always ask for the final usage chunk so tokens can be accounted; the proxy hides
             // it again from clients that did not ask for it.
-            let options = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(o) = options {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
+            let mut options = body
+                .get::<Map<String, Value>>("stream_options")
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            options.insert("include_usage".into(), Value::Bool(true));
+            body.set("stream_options", &options);
         }
         let response = self
             .http
-            .post_json(
+            .post_bytes(
                 self.url_for(&["chat", "completions"], opts.upstream_model)?,
-                &body,
+                body.to_bytes(),
                 opts.timeouts,
             )
             .await?;
@@ -134,18 +133,15 @@ impl OpenAiProvider {
 
     pub async fn embeddings(
         &self,
-        mut body: Map<String, Value>,
+        mut body: JsonBody,
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
-        body.insert(
-            "model".into(),
-            Value::String(opts.upstream_model.to_owned()),
-        );
+        body.set("model", &opts.upstream_model);
         let response = self
             .http
-            .post_json(
+            .post_bytes(
                 self.url_for(&["embeddings"], opts.upstream_model)?,
-                &body,
+                body.to_bytes(),
                 opts.timeouts,
             )
             .await?;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Frame, Usage};
+use crate::body::JsonBody;
 use crate::error::GatewayError;
 
 /// Turns one upstream's SSE events into OpenAI `chat.completion.chunk` frames.
@@ -144,8 +145,9 @@ pub fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 impl ChatRequest {
-    pub fn parse(body: Map<String, Value>) -> Result<Self, GatewayError> {
-        serde_json::from_value(Value::Object(body))
+    /// The typed request, straight from the body's bytes (no JSON tree in between).
+    pub fn parse(body: &JsonBody) -> Result<Self, GatewayError> {
+        body.parse_as()
             .map_err(|e| invalid(format!("invalid chat request: {e}")))
     }
 
@@ -515,10 +517,12 @@ mod tests {
     fn tool_choice_forms() {
         let req = |tc: Value| {
             ChatRequest::parse(
-                json!({"messages": [], "tool_choice": tc})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                &JsonBody::parse(
+                    json!({"messages": [], "tool_choice": tc})
+                        .to_string()
+                        .into(),
+                )
+                .unwrap(),
             )
             .unwrap()
         };

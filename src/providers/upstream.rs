@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::FrameStream;
+use super::sse::SseDecoder;
 use super::translate::StreamTranslator;
 use crate::config::Timeouts;
 use crate::error::GatewayError;
+use crate::telemetry::redact;
 
 /// One remote upstream: its pooled client (with the connect timeout), the headers sent with
 /// every request (auth marked sensitive), and the secrets to redact from anything it says.
@@ -21,7 +22,6 @@ pub struct HttpUpstream {
     pub name: String,
     client: reqwest::Client,
     headers: HeaderMap,
-    secrets: Vec<String>,
 }
 
 impl HttpUpstream {
@@ -48,7 +48,6 @@ impl HttpUpstream {
             name: name.to_owned(),
             client,
             headers,
-            secrets: Vec::new(),
         })
     }
 
@@ -64,13 +63,13 @@ impl HttpUpstream {
             .map_err(|_| "api_key holds characters not allowed in a header".to_owned())?;
         value.set_sensitive(true);
         self.headers.insert(header, value);
-        self.secrets.push(secret.to_owned());
+        redact::register_provider_secret(secret);
         Ok(self)
     }
 
     /// Redacts `secret` (e.g. a key sent in the URL) from every upstream message.
-    pub fn with_secret(mut self, secret: &str) -> Self {
-        self.secrets.push(secret.to_owned());
+    pub fn with_secret(self, secret: &str) -> Self {
+        redact::register_provider_secret(secret);
         self
     }
 
@@ -89,6 +88,16 @@ impl HttpUpstream {
         timeouts: &Timeouts,
     ) -> Result<reqwest::Response, GatewayError> {
         let bytes = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.post_bytes(url, Bytes::from(bytes), timeouts).await
+    }
+
+    /// POSTs a JSON body that is already serialised (a client's body passed through).
+    pub async fn post_bytes(
+        &self,
+        url: reqwest::Url,
+        bytes: Bytes,
+        timeouts: &Timeouts,
+    ) -> Result<reqwest::Response, GatewayError> {
         let request = self
             .client
             .post(url)
@@ -104,8 +113,7 @@ impl HttpUpstream {
             })?
             .map_err(|e| transport_error(&self.name, &e))?;
         if !response.status().is_success() {
-            let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-            return Err(status_error(&self.name, response, &secrets).await);
+            return Err(status_error(&self.name, response).await);
         }
         Ok(response)
     }
@@ -117,7 +125,9 @@ impl HttpUpstream {
         limit: u64,
         idle: Duration,
     ) -> Result<Bytes, GatewayError> {
-        read_limited(&self.name, response, limit, idle).await
+        read_limited(&self.name, response, limit, idle)
+            .await
+            .map(redact::provider_secrets_in_bytes)
     }
 
     /// Parses a whole JSON response body.
@@ -156,16 +166,30 @@ impl HttpUpstream {
             );
         }
         let provider = self.name.clone();
-        let mut events = response.bytes_stream().eventsource();
+        let mut body = response.bytes_stream();
+        let mut decoder = SseDecoder::new(MAX_EVENT_BYTES);
         Ok(Box::pin(async_stream::stream! {
-            while let Some(event) = events.next().await {
-                let frames = match event {
-                    Ok(event) => translator.on_event(&event.event, &event.data),
-                    Err(e) => Err(stream_error(&provider, e)),
+            let mut events = Vec::new();
+            while let Some(chunk) = body.next().await {
+                let decoded = match chunk {
+                    Ok(chunk) => decoder.feed(&chunk, &mut events).map_err(|e| GatewayError::UpstreamProtocol {
+                        provider: provider.clone(),
+                        detail: e.to_string(),
+                    }),
+                    Err(e) => Err(stream_error(&provider, &e)),
                 };
-                match frames {
-                    Ok(frames) => for frame in frames { yield Ok(frame) },
-                    Err(e) => { yield Err(e); return; }
+                if let Err(e) = decoded {
+                    yield Err(e);
+                    return;
+                }
+                for event in events.drain(..) {
+                    // Whatever an upstream says (an error event quoting its key included)
+                    // reaches clients and logs only without the provider keys.
+                    let data = redact::provider_secrets(&event.data);
+                    match translator.on_event(&event.event, &data) {
+                        Ok(frames) => for frame in frames { yield Ok(frame) },
+                        Err(e) => { yield Err(e); return; }
+                    }
                 }
             }
             match translator.finish() {
@@ -175,6 +199,9 @@ impl HttpUpstream {
         }))
     }
 }
+
+/// The longest event-stream line or event accepted from an upstream.
+pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// `base` with path segments appended (each percent-encoded as needed) and query pairs added.
 /// Parses a configured base URL once, when the provider is built: per request only segments
@@ -203,20 +230,13 @@ pub fn build_url(
     Ok(url)
 }
 
-fn stream_error(
-    provider: &str,
-    e: eventsource_stream::EventStreamError<reqwest::Error>,
-) -> GatewayError {
-    use eventsource_stream::EventStreamError as E;
-    let detail = match e {
-        E::Transport(e) if e.is_timeout() => return transport_error(provider, &e),
-        E::Transport(_) => "the event stream broke off",
-        E::Utf8(_) => "the event stream is not valid UTF-8",
-        E::Parser(_) => "the event stream could not be parsed",
-    };
+fn stream_error(provider: &str, e: &reqwest::Error) -> GatewayError {
+    if e.is_timeout() {
+        return transport_error(provider, e);
+    }
     GatewayError::UpstreamProtocol {
         provider: provider.to_owned(),
-        detail: detail.into(),
+        detail: "the event stream broke off".into(),
     }
 }
 
@@ -280,11 +300,7 @@ pub fn transport_error(provider: &str, e: &reqwest::Error) -> GatewayError {
 
 /// Translates a non-2xx upstream response into an error whose message is the upstream's own
 /// (OpenAI, Ollama and plain-text shapes understood), with `secrets` redacted.
-pub async fn status_error(
-    provider: &str,
-    resp: reqwest::Response,
-    secrets: &[&str],
-) -> GatewayError {
+pub async fn status_error(provider: &str, resp: reqwest::Response) -> GatewayError {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -296,7 +312,7 @@ pub async fn status_error(
         .await
         .unwrap_or_default();
     let retry_after = retry_after.or_else(|| retry_delay_in_body(&body));
-    let message = redact(&error_message(&body), secrets);
+    let message = redact::provider_secrets(&error_message(&body)).into_owned();
     GatewayError::UpstreamStatus {
         provider: provider.to_owned(),
         status,
@@ -339,21 +355,6 @@ pub fn error_message(body: &[u8]) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
-}
-
-/// Replaces every secret (and every long-enough fragment an upstream might quote) with `***`.
-pub fn redact(message: &str, secrets: &[&str]) -> String {
-    let mut out = message.to_owned();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
-        out = out.replace(secret, "***");
-        // OpenAI quotes keys shortened, e.g. "sk-abc***wxyz": drop any 8+ char prefix/suffix too.
-        if secret.len() >= 12 {
-            for part in [&secret[..8], &secret[secret.len() - 8..]] {
-                out = out.replace(part, "***");
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -420,8 +421,9 @@ mod tests {
     #[test]
     fn redacts_whole_and_abbreviated_keys() {
         let key = "sk-proj-abcdefghijklmnop1234";
+        redact::register_provider_secret(key);
         let msg = format!("Incorrect API key provided: {key}. Also sk-proj-a***********p1234");
-        let out = redact(&msg, &[key]);
+        let out = redact::provider_secrets(&msg);
         assert!(
             !out.contains(key) && !out.contains("sk-proj-") && !out.contains("mnop1234"),
             "{out}"

@@ -14,9 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
+use crate::body::JsonBody;
 use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
 use futures_util::StreamExt;
@@ -26,8 +27,8 @@ use crate::policy::{decorator, pricing, tokens};
 use crate::providers::Usage;
 use crate::providers::{ChatReply, Complete, Frame, FrameStream};
 use crate::routing::Target;
-use crate::server::AppState;
 use crate::snapshot::{Model, Route, Snapshot};
+use crate::state::AppState;
 use crate::telemetry::redact;
 use crate::telemetry::request_log::RequestRecord;
 
@@ -92,30 +93,64 @@ impl Exchange {
 /// The fallback handler of the proxy listener: every path goes through here.
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let snapshot = state.snapshot();
-    let mut exchange = Exchange::begin(&request);
+    let mut pending = Unanswered {
+        exchange: Exchange::begin(&request),
+        state: &state,
+        snapshot: &snapshot,
+        answered: false,
+    };
+    let result = dispatch(&state, &snapshot, request, &mut pending.exchange).await;
+    pending.answered = true;
+    let exchange = &mut pending.exchange;
     let request_id = exchange.record.request_id.clone();
-    let (mut response, exchange) = match dispatch(&state, &snapshot, request, &mut exchange).await {
-        Ok(Reply::Whole(response)) => (response, Some(exchange)),
+    let (mut response, log_now) = match result {
+        Ok(Reply::Whole(response)) => (response, true),
         // The stream owns the log record now and writes it when it ends.
-        Ok(Reply::Streaming(response)) => (response, None),
+        Ok(Reply::Streaming(response)) => (response, false),
         Err(error) => {
             exchange.fail(&error);
-            (error.into_response(), Some(exchange))
+            (error.into_response(), true)
         }
     };
-    if let Some(mut exchange) = exchange {
+    if log_now {
         exchange.record.status = response.status().as_u16();
         exchange.record.latency_ms = exchange.elapsed_ms();
         let overhead =
             exchange.record.latency_ms - exchange.record.upstream_latency_ms.unwrap_or(0.0);
         exchange.record.overhead_ms = Some(overhead);
         set_overhead_header(&mut response, overhead);
-        state.log(&snapshot, exchange.record);
+        state.log(&snapshot, std::mem::take(&mut exchange.record));
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
+}
+
+/// A request not answered yet. If the client goes away first, hyper drops the handler's
+/// future; this guard then logs the request (status 499, `client_disconnected`) so that it
+/// still shows in the log and the metrics.
+struct Unanswered<'a> {
+    exchange: Exchange,
+    state: &'a AppState,
+    snapshot: &'a Snapshot,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let error = GatewayError::ClientClosed;
+        self.exchange.fail(&error);
+        let record = &mut self.exchange.record;
+        record.status = error.status().as_u16();
+        record.client_disconnected = true;
+        record.latency_ms = self.exchange.started.elapsed().as_secs_f64() * 1000.0;
+        self.state
+            .log(self.snapshot, std::mem::take(&mut self.exchange.record));
+    }
 }
 
 fn set_overhead_header(response: &mut Response, overhead_ms: f64) {
@@ -240,6 +275,11 @@ async fn dispatch(
     exchange.record.consumer = Some(caller.consumer.name.clone());
     exchange.record.custom_id = caller.consumer.custom_id.clone();
     exchange.record.end_user = caller.end_user.as_ref().map(|u| u.email.clone());
+    exchange.record.acting_as = caller
+        .end_user
+        .as_ref()
+        .and_then(|u| u.consumer.as_ref())
+        .map(|c| c.name.clone());
     access::check_route(&route, &caller)?;
 
     let method = request.method().clone();
@@ -281,28 +321,28 @@ impl Call<'_> {
         exchange.record.endpoint = Some("chat");
         let (parts, body) = request.into_parts();
         let mut body = self.read_json(&parts.headers, body, exchange).await?;
-        let has_messages = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty());
-        if !has_messages {
+        if !has_messages(&body) {
             return Err(GatewayError::InvalidRequest(
                 "`messages` must be a non-empty array".into(),
             ));
         }
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
+        let stream = match body.get::<bool>("stream") {
+            None => false,
+            Some(Ok(b)) => b,
+            Some(Err(_)) => {
                 return Err(GatewayError::InvalidRequest(
                     "`stream` must be a boolean".into(),
                 ));
             }
         };
+        #[derive(serde::Deserialize)]
+        struct StreamOptions {
+            include_usage: Option<bool>,
+        }
         let client_wants_usage = body
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
+            .get::<StreamOptions>("stream_options")
+            .and_then(Result::ok)
+            .and_then(|o| o.include_usage)
             == Some(true);
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
@@ -310,7 +350,8 @@ impl Call<'_> {
         self.log_payload(&body, exchange);
         // The client's words are checked; the operator's decorations are added after.
         if let Some(guard) = &self.route.guard {
-            guard.check(&body)?;
+            let (guard, checked) = (guard.clone(), body.clone());
+            cpu_bound(body.len(), move || guard.check(&checked)).await??;
         }
         decorator::decorate(
             &mut body,
@@ -319,11 +360,15 @@ impl Call<'_> {
         );
 
         let facts = self.facts(&model);
-        let budget = self.reserve(&facts, &model, || {
-            let completion = ["max_completion_tokens", "max_tokens"]
-                .iter()
-                .find_map(|k| body.get(*k).and_then(Value::as_u64));
-            (tokens::chat_prompt(&body), completion)
+        let completion = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| body.get::<u64>(k).and_then(Result::ok));
+        let counted = body.clone();
+        let budget = self.reserve(&facts, &model, async move {
+            let size = counted.len();
+            let prompt = cpu_bound(size, move || tokens::chat_prompt(&counted)).await;
+            // Should the estimate fail, a byte count never undercounts.
+            (prompt.unwrap_or(size as u64), completion)
         });
         let Budget {
             mut reservation,
@@ -411,7 +456,7 @@ impl Call<'_> {
         exchange.record.endpoint = Some("embeddings");
         let (parts, body) = request.into_parts();
         let body = self.read_json(&parts.headers, body, exchange).await?;
-        if body.get("input").is_none_or(Value::is_null) {
+        if !body.contains("input") {
             return Err(GatewayError::InvalidRequest("`input` is required".into()));
         }
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
@@ -421,7 +466,12 @@ impl Call<'_> {
             mut reservation,
             estimate,
         } = self
-            .reserve(&facts, &model, || (tokens::embedding_input(&body), Some(0)))
+            .reserve(&facts, &model, async {
+                let counted = body.clone();
+                let size = counted.len();
+                let input = cpu_bound(size, move || tokens::embedding_input(&counted)).await;
+                (input.unwrap_or(size as u64), Some(0))
+            })
             .await?;
         let answered = self
             .attempt_targets(
@@ -454,9 +504,9 @@ impl Call<'_> {
     }
 
     /// With payload logging on for this route, the request body goes into the record.
-    fn log_payload(&self, body: &Map<String, Value>, exchange: &mut Exchange) {
+    fn log_payload(&self, body: &JsonBody, exchange: &mut Exchange) {
         if self.route.log_payloads {
-            let mut logged = Value::Object(body.clone());
+            let mut logged = body.to_map().map(Value::Object).unwrap_or_default();
             redact::redact(&mut logged);
             exchange.record.request_body = Some(logged);
             exchange.log_response = true;
@@ -473,12 +523,12 @@ impl Call<'_> {
         headers: &HeaderMap,
         facts: &RequestFacts<'_>,
         estimate: Option<Amounts>,
-        body: &Map<String, Value>,
+        body: &JsonBody,
         exchange: &mut Exchange,
         call: F,
     ) -> Result<failover::Answered<(T, Reservation)>, GatewayError>
     where
-        F: Fn(Arc<Target>, Map<String, Value>, u64) -> Fut,
+        F: Fn(Arc<Target>, JsonBody, u64) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
     {
         let plan = model.pool.plan(&self.caller.acting().name, headers);
@@ -509,7 +559,7 @@ impl Call<'_> {
         &self,
         facts: &RequestFacts<'_>,
         model: &Model,
-        count: impl FnOnce() -> (u64, Option<u64>),
+        count: impl std::future::Future<Output = (u64, Option<u64>)>,
     ) -> Result<Budget, GatewayError> {
         let limits = &self.snapshot.rate_limits;
         if !limits.applies(facts) {
@@ -518,7 +568,7 @@ impl Call<'_> {
                 estimate: None,
             });
         }
-        let (prompt, completion) = count();
+        let (prompt, completion) = count.await;
         let completion = completion.unwrap_or(limits.default_completion_tokens);
         let mut estimate = Amounts {
             requests: 1,
@@ -582,19 +632,20 @@ impl Call<'_> {
     /// Resolves the requested model and records it.
     fn model_for(
         &self,
-        body: &Map<String, Value>,
+        body: &JsonBody,
         purpose: Purpose,
         exchange: &mut Exchange,
     ) -> Result<Arc<Model>, GatewayError> {
-        let requested = match body.get("model") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if !s.is_empty() => Some(s.as_str()),
+        let requested = match body.get::<std::borrow::Cow<str>>("model") {
+            None => None,
+            Some(Ok(s)) if !s.is_empty() => Some(s),
             Some(_) => {
                 return Err(GatewayError::InvalidRequest(
                     "`model` must be a non-empty string".into(),
                 ));
             }
         };
+        let requested = requested.as_deref();
         exchange.record.model = requested.map(str::to_owned);
         let model =
             access::resolve_model(self.snapshot, self.route, self.caller, requested, purpose)?;
@@ -608,15 +659,57 @@ impl Call<'_> {
         headers: &HeaderMap,
         body: Body,
         exchange: &mut Exchange,
-    ) -> Result<Map<String, Value>, GatewayError> {
-        let bytes = read_body(headers, body, self.snapshot.limits.max_body.as_u64()).await?;
+    ) -> Result<JsonBody, GatewayError> {
+        let limits = &self.snapshot.limits;
+        let bytes = tokio::time::timeout(
+            limits.body_read_timeout,
+            read_body(headers, body, limits.max_body.as_u64()),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout(limits.body_read_timeout))??;
         exchange.record.request_bytes = bytes.len() as u64;
-        serde_json::from_slice::<Map<String, Value>>(&bytes).map_err(|e| {
-            GatewayError::InvalidRequest(format!(
-                "the request body is not a valid JSON object: {e}"
-            ))
-        })
+        cpu_bound(bytes.len(), move || JsonBody::parse(bytes))
+            .await?
+            .map_err(|e| {
+                GatewayError::InvalidRequest(format!(
+                    "the request body is not a valid JSON object: {e}"
+                ))
+            })
     }
+}
+
+/// Bodies up to this size are parsed, checked and counted on the async workers (well under a
+/// millisecond); larger ones on the blocking pool, so that no prompt delays other requests.
+const INLINE_WORK_BYTES: usize = 64 * 1024;
+
+/// At most this many large bodies are worked on at once (one per core): a flood of huge
+/// prompts queues here instead of taking every thread of the blocking pool.
+static CPU_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, usize::from))
+});
+
+/// Runs work that grows with a body of `size` bytes: inline when small, else on the blocking
+/// pool (bounded by [`CPU_SLOTS`]).
+async fn cpu_bound<T: Send + 'static>(
+    size: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, GatewayError> {
+    if size <= INLINE_WORK_BYTES {
+        return Ok(work());
+    }
+    let _slot = CPU_SLOTS.acquire().await;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("work on the request body failed: {e}")))
+}
+
+/// `messages` is a non-empty array.
+fn has_messages(body: &JsonBody) -> bool {
+    let Some(raw) = body.raw("messages") else {
+        return false;
+    };
+    let mut inner = raw.iter().filter(|b| !b.is_ascii_whitespace());
+    inner.next() == Some(&b'[') && inner.next().is_some_and(|b| *b != b']')
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, GatewayError> {

@@ -24,8 +24,8 @@ use crate::providers::Usage;
 use crate::providers::{Frame, FrameStream, IDLE};
 use crate::routing::Target;
 use crate::routing::health::InFlight;
-use crate::server::AppState;
 use crate::snapshot::Snapshot;
+use crate::state::AppState;
 
 /// The upstream side of a stream that has started.
 pub struct Upstream {
@@ -131,7 +131,12 @@ impl StreamLog {
                     total_tokens: estimate.prompt + self.generated_tokens,
                     ..Usage::default()
                 };
-                reservation.settle(&Amounts::of_usage(&usage, cost(&usage).unwrap_or(0.0)));
+                let cost_usd = cost(&usage);
+                // The log and the metrics show what the limits were charged.
+                self.exchange.record.set_usage(&usage);
+                self.exchange.record.usage_estimated = true;
+                self.exchange.record.cost_usd = cost_usd;
+                reservation.settle(&Amounts::of_usage(&usage, cost_usd.unwrap_or(0.0)));
             }
             _ => drop(reservation),
         }
@@ -153,7 +158,14 @@ impl Drop for StreamLog {
         record.ttft_ms = self
             .first_token
             .map(|t| t.duration_since(self.exchange.started).as_secs_f64() * 1000.0);
-        record.client_disconnected = !self.ended;
+        if !self.ended && self.state.is_cutting() {
+            // Not the client: the gateway cut it at the end of the shutdown grace period.
+            let cut = GatewayError::ShutdownCut;
+            record.error = Some(cut.code());
+            record.error_message = Some(cut.to_string());
+        } else {
+            record.client_disconnected = !self.ended;
+        }
         self.state.log(&self.snapshot, std::mem::take(record));
     }
 }

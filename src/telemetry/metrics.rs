@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use super::sinks::SinkLabel;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -89,11 +90,6 @@ pub struct ResultLabel {
     pub result: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SinkLabel {
-    pub sink: String,
-}
-
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -117,6 +113,7 @@ pub struct Metrics {
     seed_cost: Family<UsageLabels, FloatGauge>,
     rate_limited: Family<RouteConsumer, Counter>,
     guard_blocked: Family<RouteConsumer, Counter>,
+    client_disconnects: Family<RouteConsumer, Counter>,
     retries: Family<ModelLabel, Counter>,
     failovers: Family<ModelLabel, Counter>,
     circuit_state: Family<ModelProvider, Gauge>,
@@ -186,6 +183,7 @@ impl Metrics {
             seed_cost: Family::default(),
             rate_limited: Family::default(),
             guard_blocked: Family::default(),
+            client_disconnects: Family::default(),
             retries: Family::default(),
             failovers: Family::default(),
             circuit_state: Family::default(),
@@ -204,6 +202,11 @@ impl Metrics {
             "tollgate_requests",
             "Requests by route, consumer, model, provider, endpoint and status class",
             m.requests.clone(),
+        );
+        r.register(
+            "tollgate_client_disconnects",
+            "Requests whose client went away before the answer was complete (before its head: status 499)",
+            m.client_disconnects.clone(),
         );
         r.register(
             "tollgate_request_bytes",
@@ -380,6 +383,9 @@ impl Metrics {
             Some("prompt_blocked") => self.guard_blocked.get_or_create(&rc).inc(),
             _ => 0,
         };
+        if record.client_disconnected {
+            self.client_disconnects.get_or_create(&rc).inc();
+        }
 
         let mp = ModelProvider {
             model: model.clone(),
@@ -436,10 +442,12 @@ impl Metrics {
         {
             return;
         }
+        // Tokens and cost go to the signed-in user where the gateway knows them (a configured
+        // consumer: bounded), else to the consumer whose key was used.
         let usage = UsageLabels {
             provider,
             model,
-            consumer,
+            consumer: record.acting_as.clone().unwrap_or(consumer),
         };
         self.seed_requests.get_or_create(&usage).inc();
         let end_user = snapshot.metrics_end_users.then(|| {

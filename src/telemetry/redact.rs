@@ -1,8 +1,11 @@
 //! Removing credentials from bodies before they are logged: fields named like secrets, and
 //! strings that look like API keys or bearer tokens, wherever they stand.
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+use arc_swap::ArcSwap;
 use regex::Regex;
 use serde_json::Value;
 
@@ -27,6 +30,83 @@ static KEY_LIKE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 pub const REDACTED: &str = "[REDACTED]";
+
+/// Every provider key this process has been configured with, and the fragments an upstream
+/// may quote (OpenAI shortens keys to `sk-abc***wxyz`). It only grows: a key taken out by a
+/// reload still never reaches a client or a log.
+static PROVIDER_SECRETS: LazyLock<ArcSwap<SecretRedactor>> =
+    LazyLock::new(|| ArcSwap::from_pointee(SecretRedactor::default()));
+
+/// What replaces a provider key in upstream text.
+pub const SECRET_MASK: &str = "***";
+
+#[derive(Debug, Default)]
+pub struct SecretRedactor {
+    secrets: Vec<String>,
+    /// Over the secrets and their fragments: one linear scan finds them all.
+    matcher: Option<AhoCorasick>,
+}
+
+impl SecretRedactor {
+    fn with(&self, secret: &str) -> Option<Self> {
+        if secret.len() < 4 || self.secrets.iter().any(|s| s == secret) {
+            return None;
+        }
+        let mut secrets = self.secrets.clone();
+        secrets.push(secret.to_owned());
+        let mut patterns: Vec<&str> = Vec::new();
+        for s in &secrets {
+            patterns.push(s);
+            if s.len() >= 12 && s.is_char_boundary(8) && s.is_char_boundary(s.len() - 8) {
+                patterns.push(&s[..8]);
+                patterns.push(&s[s.len() - 8..]);
+            }
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .ok();
+        Some(Self { secrets, matcher })
+    }
+
+    /// `text` with every secret (and quoted fragment) masked; borrowed when there is none.
+    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match &self.matcher {
+            Some(m) if m.is_match(text) => {
+                Cow::Owned(m.replace_all(text, &vec![SECRET_MASK; m.patterns_len()]))
+            }
+            _ => Cow::Borrowed(text),
+        }
+    }
+}
+
+/// Adds a provider key to what is redacted from every upstream text.
+pub fn register_provider_secret(secret: &str) {
+    PROVIDER_SECRETS.rcu(|current| match current.with(secret) {
+        Some(next) => Arc::new(next),
+        None => current.clone(),
+    });
+}
+
+/// `bytes` (a whole upstream answer) with every configured provider key masked.
+pub fn provider_secrets_in_bytes(bytes: bytes::Bytes) -> bytes::Bytes {
+    let redactor = PROVIDER_SECRETS.load();
+    match &redactor.matcher {
+        Some(m) if m.is_match(&bytes[..]) => {
+            let masks = vec![SECRET_MASK.as_bytes(); m.patterns_len()];
+            bytes::Bytes::from(m.replace_all_bytes(&bytes, &masks))
+        }
+        _ => bytes,
+    }
+}
+
+/// `text` with every configured provider key masked.
+pub fn provider_secrets<'t>(text: &'t str) -> Cow<'t, str> {
+    match PROVIDER_SECRETS.load().redact(text) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        Cow::Owned(s) => Cow::Owned(s),
+    }
+}
 
 pub fn redact(value: &mut Value) {
     match value {

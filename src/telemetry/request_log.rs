@@ -1,16 +1,19 @@
 //! One JSON line per request. Records go through a bounded queue to a writer task, so a slow
 //! stdout never slows requests: when the queue is full, records are dropped and counted.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
-use super::metrics::SinkLabel;
-use super::sinks::{self, SinkQueue};
+use super::sinks::{self, SinkLabel, SinkQueue};
 use crate::config::{LogConfig, RequestLogTarget};
 use crate::providers::Usage;
 use crate::routing::Target;
@@ -28,6 +31,10 @@ pub struct RequestRecord {
     pub custom_id: Option<String>,
     /// The end user a trusted consumer named (e.g. OpenWebUI's user email).
     pub end_user: Option<String>,
+    /// The configured consumer that end user is, when the front end may act for them: whose
+    /// models, limits and token metrics apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acting_as: Option<String>,
     /// `chat`, `embeddings`, `models`.
     pub endpoint: Option<&'static str>,
     pub model: Option<String>,
@@ -44,6 +51,10 @@ pub struct RequestRecord {
     pub cached_tokens: Option<u64>,
     pub cache_write_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
+    /// The token counts are the gateway's own estimate (a stream cut before the upstream
+    /// reported usage): what the limits were charged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     /// What the tokens cost, in USD, at the answering target's price (none if unknown).
     pub cost_usd: Option<f64>,
     /// Request body bytes received, response body bytes sent.
@@ -144,7 +155,9 @@ pub enum LogSink {
 
 /// Fans every record out to the sinks; each has its own bounded queue and writer task.
 pub struct RequestLogger {
-    sinks: Vec<SinkQueue>,
+    /// Emptied at shutdown: dropping the queues' senders lets each writer drain and stop.
+    sinks: ArcSwap<Vec<SinkQueue>>,
+    writers: TaskTracker,
     tap: Option<mpsc::UnboundedSender<RequestRecord>>,
 }
 
@@ -157,30 +170,48 @@ impl RequestLogger {
         dropped: &Family<SinkLabel, Counter>,
     ) -> Result<Self, String> {
         let mut sinks = Vec::new();
+        let writers = TaskTracker::new();
         let tap = match sink {
             LogSink::Stdout if config.requests == RequestLogTarget::Stdout => {
-                sinks.push(sinks::stdout(dropped));
+                sinks.push(sinks::stdout(&writers, dropped));
                 None
             }
             LogSink::Stdout => None,
             LogSink::Channel(tx) => Some(tx),
         };
         if let Some(file) = &config.file {
-            sinks.push(sinks::file(file.path.clone(), dropped));
+            sinks.push(sinks::file(&writers, file.path.clone(), dropped));
         }
         if let Some(http) = &config.http {
-            sinks.push(sinks::http(http.clone(), dropped)?);
+            sinks.push(sinks::http(&writers, http.clone(), dropped)?);
         }
-        Ok(Self { sinks, tap })
+        writers.close();
+        Ok(Self {
+            sinks: ArcSwap::from_pointee(sinks),
+            writers,
+            tap,
+        })
+    }
+
+    /// Closes the sinks and waits (at most `wait`) for them to write what they hold.
+    pub async fn flush(&self, wait: Duration) {
+        self.sinks.store(Arc::new(Vec::new()));
+        if tokio::time::timeout(wait, self.writers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: the request-log sinks did not finish writing in time");
+        }
     }
 
     pub fn emit(&self, record: RequestRecord) {
-        if !self.sinks.is_empty() {
+        let sinks = self.sinks.load();
+        if !sinks.is_empty() {
             // Serialised once, shared by every sink.
             match serde_json::to_vec(&record) {
                 Ok(line) => {
                     let line = Bytes::from(line);
-                    for sink in &self.sinks {
+                    for sink in sinks.iter() {
                         sink.push(line.clone());
                     }
                 }
@@ -194,6 +225,11 @@ impl RequestLogger {
 
     /// Records waiting in each sink's queue.
     pub fn depths(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
-        self.sinks.iter().map(|s| (s.name, s.depth()))
+        self.sinks
+            .load()
+            .iter()
+            .map(|s| (s.name, s.depth()))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }

@@ -12,9 +12,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc};
+use tokio_util::task::TaskTracker;
 
-use super::metrics::SinkLabel;
 use crate::config::HttpSinkConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+
+/// The `sink` label of the log sinks' metrics (queue depth, records dropped).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
 
 /// One sink's queue of serialized records (one JSON object each, no newline).
 pub struct SinkQueue {
@@ -52,9 +59,9 @@ impl SinkQueue {
 
 const FILE_QUEUE: usize = 8192;
 
-pub fn stdout(dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
+pub fn stdout(writers: &TaskTracker, dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
     let (queue, rx) = SinkQueue::new("stdout", FILE_QUEUE, dropped);
-    tokio::spawn(async move {
+    writers.spawn(async move {
         let mut out = tokio::io::stdout();
         write_lines(rx, &mut out).await;
     });
@@ -62,7 +69,11 @@ pub fn stdout(dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
 }
 
 /// Appends to `path`; SIGUSR1 makes it close and reopen the file (after logrotate moved it).
-pub fn file(path: PathBuf, dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
+pub fn file(
+    writers: &TaskTracker,
+    path: PathBuf,
+    dropped: &Family<SinkLabel, Counter>,
+) -> SinkQueue {
     let (queue, rx) = SinkQueue::new("file", FILE_QUEUE, dropped);
     let reopen = Arc::new(Notify::new());
     #[cfg(unix)]
@@ -79,7 +90,7 @@ pub fn file(path: PathBuf, dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
             }
         });
     }
-    tokio::spawn(async move {
+    writers.spawn(async move {
         let mut rx = rx;
         loop {
             let mut file = match tokio::fs::OpenOptions::new()
@@ -154,6 +165,7 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
 /// POSTs batches (JSON arrays) to the endpoint; a batch that still fails after the retries is
 /// dropped and counted.
 pub fn http(
+    writers: &TaskTracker,
     config: HttpSinkConfig,
     dropped: &Family<SinkLabel, Counter>,
 ) -> Result<SinkQueue, String> {
@@ -173,7 +185,7 @@ pub fn http(
         .default_headers(headers)
         .build()
         .map_err(|e| format!("cannot build the log HTTP client: {e}"))?;
-    tokio::spawn(async move {
+    writers.spawn(async move {
         while let Some(first) = rx.recv().await {
             // Fill the batch up to its size, waiting at most the flush interval.
             let mut batch = vec![first];

@@ -69,12 +69,29 @@ impl TestGateway {
             .expect("log channel closed")
     }
 
+    /// The Prometheus text of the status listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        scrape_metrics(self.status_addr).await
+    }
+
     /// Asks the gateway to shut down gracefully.
     pub fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
+}
+
+/// The Prometheus text of `/metrics` on a status listener.
+pub async fn scrape_metrics(status_addr: SocketAddr) -> String {
+    client()
+        .get(format!("http://{status_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {
@@ -181,4 +198,73 @@ pub async fn answers_ok(url: &str) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// The gateway binary as a child process (for what needs its own process: memory, signals).
+pub struct GatewayProcess {
+    pub child: ChildGuard,
+    pub addr: SocketAddr,
+    pub status_addr: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl GatewayProcess {
+    /// Starts `tollgate serve` on `yaml` (without `listen`; one is added) and waits for /ready.
+    pub async fn start(yaml: &str) -> GatewayProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, status) = (free_port(), free_port());
+        let config_path = dir.path().join("tollgate.yaml");
+        std::fs::write(
+            &config_path,
+            format!("listen: {{proxy: 127.0.0.1:{port}, status: 127.0.0.1:{status}}}\n{yaml}"),
+        )
+        .unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--config", config_path.to_str().unwrap()])
+            .env("TOLLGATE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut process = GatewayProcess {
+            child: ChildGuard(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            status_addr: SocketAddr::from(([127, 0, 0, 1], status)),
+            config_path,
+            _dir: dir,
+        };
+        // Large configs take a while in a debug build.
+        let ready = format!("http://{}/ready", process.status_addr);
+        for _ in 0..600 {
+            if reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
+                return process;
+            }
+            if let Ok(Some(exit)) = process.child.0.try_wait() {
+                panic!("the gateway process exited: {exit}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the gateway process did not start within 60 s")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A memory figure of the process from /proc, in bytes: `VmRSS` (now) or `VmHWM` (peak).
+    pub fn memory(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Resets the peak (`VmHWM`) to the current RSS.
+    pub fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.0.id()), "5");
+    }
 }

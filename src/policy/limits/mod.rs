@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::{FailMode, LimitBackend, LimitConfig, LimitScope, RateLimitsConfig};
 use crate::error::GatewayError;
 use crate::providers::Usage;
@@ -143,9 +145,6 @@ impl RateLimits {
                 limits: p.limits.iter().filter_map(limit_of).collect(),
             })
             .collect::<Vec<_>>();
-        if !policies.is_empty() {
-            super::tokens::warm_up();
-        }
         Self {
             policies,
             default_completion_tokens: config.default_completion_tokens,
@@ -368,54 +367,81 @@ pub struct StoreError(pub String);
 
 /// Where counters live.
 #[derive(Debug)]
-pub enum Limiter {
+enum Store {
     Local(local::LocalStore),
     Redis(Box<redis::RedisStore>),
 }
 
+/// The counters' store, and the settlements on their way to it (awaited at shutdown, so a
+/// stream cut at the end of the grace period is still settled in Redis).
+#[derive(Debug)]
+pub struct Limiter {
+    store: Store,
+    settling: TaskTracker,
+}
+
 impl Limiter {
     pub fn new(config: &RateLimitsConfig) -> Result<Self, String> {
-        Ok(match config.backend {
-            LimitBackend::Local => Limiter::Local(local::LocalStore::default()),
-            LimitBackend::Redis => Limiter::Redis(Box::new(redis::RedisStore::new(&config.redis)?)),
+        let store = match config.backend {
+            LimitBackend::Local => Store::Local(local::LocalStore::default()),
+            LimitBackend::Redis => Store::Redis(Box::new(redis::RedisStore::new(&config.redis)?)),
+        };
+        Ok(Self {
+            store,
+            settling: TaskTracker::new(),
         })
     }
 
     /// Whether this store serves `config` as it is (so a reload can keep it and its counters).
     pub fn serves(&self, config: &RateLimitsConfig) -> bool {
-        match (self, config.backend) {
-            (Limiter::Local(_), LimitBackend::Local) => true,
-            (Limiter::Redis(r), LimitBackend::Redis) => r.config() == &config.redis,
+        match (&self.store, config.backend) {
+            (Store::Local(_), LimitBackend::Local) => true,
+            (Store::Redis(r), LimitBackend::Redis) => r.config() == &config.redis,
             _ => false,
         }
     }
 
     /// How often the store could not be reached.
     pub fn errors(&self) -> u64 {
-        match self {
-            Limiter::Local(_) => 0,
-            Limiter::Redis(r) => r.errors(),
+        match &self.store {
+            Store::Local(_) => 0,
+            Store::Redis(r) => r.errors(),
         }
     }
 
+    /// Waits (at most `wait`) for the settlements under way to reach the store.
+    pub async fn finish_settling(&self, wait: Duration) {
+        self.settling.close();
+        if tokio::time::timeout(wait, self.settling.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.settling.len(),
+                "shutdown: some rate-limit settlements did not reach the store"
+            );
+        }
+        self.settling.reopen();
+    }
+
     fn fail_mode(&self) -> FailMode {
-        match self {
-            Limiter::Local(_) => FailMode::Closed,
-            Limiter::Redis(r) => r.config().on_error,
+        match &self.store {
+            Store::Local(_) => FailMode::Closed,
+            Store::Redis(r) => r.config().on_error,
         }
     }
 
     async fn reserve(&self, counters: &[Counter]) -> Result<Outcome, StoreError> {
-        match self {
-            Limiter::Local(l) => Ok(l.reserve(counters)),
-            Limiter::Redis(r) => r.reserve(counters).await,
+        match &self.store {
+            Store::Local(l) => Ok(l.reserve(counters)),
+            Store::Redis(r) => r.reserve(counters).await,
         }
     }
 
     async fn adjust(&self, deltas: Vec<(String, i64)>) {
-        match self {
-            Limiter::Local(l) => l.adjust(&deltas),
-            Limiter::Redis(r) => {
+        match &self.store {
+            Store::Local(l) => l.adjust(&deltas),
+            Store::Redis(r) => {
                 if let Err(e) = r.adjust(&deltas).await {
                     LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
@@ -482,7 +508,8 @@ impl Reservation {
         let limiter = self.limiter.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                handle.spawn(async move { limiter.adjust(deltas).await });
+                let settling = self.limiter.settling.clone();
+                settling.spawn_on(async move { limiter.adjust(deltas).await }, &handle);
             }
             Err(_) => {
                 LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);

@@ -2,15 +2,17 @@ use std::sync::Arc;
 
 use super::*;
 use crate::config::{LimitConfig, PolicyConfig};
-use crate::policy::access::ModelSet;
+use crate::policy::model_set::ModelSet;
 
 fn consumer(name: &str, groups: &[&str]) -> Consumer {
     Consumer {
         name: name.into(),
         custom_id: None,
         groups: groups.iter().map(|g| g.to_string()).collect(),
-        models: ModelSet::All,
+        models: std::sync::Arc::new(ModelSet::All),
         user_header: None,
+        acts_for: None,
+        signed_user: None,
     }
 }
 

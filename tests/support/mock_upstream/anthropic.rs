@@ -228,6 +228,10 @@ async fn messages(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": index}),
         ));
+        if model == "leak-key-mid-stream" {
+            events.push(event("error", json!({"type": "error", "error": {"type": "authentication_error", "message": format!("invalid x-api-key: {key}")}})));
+            return sse_response(state, events, Duration::ZERO, Ending::Normal);
+        }
         if model == "error-mid-stream" {
             events.push(event("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})));
             return sse_response(state, events, Duration::ZERO, Ending::Normal);

@@ -204,6 +204,11 @@ async fn call(
             json!({"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens})
         };
         events.push(format!("data: {chunk}\r\n\r\n"));
+        if model == "leak-key-mid-stream" {
+            let error = json!({"error": {"code": 400, "message": format!("API key not valid: {key}. Please pass a valid API key."), "status": "INVALID_ARGUMENT"}});
+            events.push(format!("data: {error}\r\n\r\n"));
+            break;
+        }
     }
     sse_response(state, events, Duration::ZERO, Ending::Normal)
 }

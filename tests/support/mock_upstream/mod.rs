@@ -14,7 +14,9 @@
 //! - `hang`: never answers; `slow`: answers after 300 ms;
 //! - `slow-stream`: one chunk every 100 ms for ~3 s, counting streams cut by the client;
 //! - `die-mid-stream`: two chunks, then the connection breaks;
-//! - `stall-mid-stream`: two chunks, then silence.
+//! - `stall-mid-stream`: two chunks, then silence;
+//! - `leak-key-mid-stream`: two chunks, then an in-stream error quoting the key it got
+//!   (all three mocks have it: what a careless upstream does).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -84,6 +86,26 @@ impl MockUpstream {
 
 pub async fn start() -> MockUpstream {
     start_on("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// A mock on a runtime (and thread) of its own: for tests that time the gateway while the
+/// mock does heavy work (parsing and echoing a 15 MB prompt), which on the test's runtime
+/// would delay the test's own probes and be mistaken for a gateway stall.
+pub async fn start_on_own_runtime() -> MockUpstream {
+    let (ready, started) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("mock runtime");
+        runtime.block_on(async {
+            let mock = start().await;
+            let _ = ready.send(mock);
+            std::future::pending::<()>().await
+        });
+    });
+    started.await.expect("mock upstream thread started")
 }
 
 pub async fn start_on(addr: SocketAddr) -> MockUpstream {
@@ -266,6 +288,26 @@ async fn chat(
         .into_response();
     }
     let include_usage = body["stream_options"]["include_usage"] == true;
+    if model == "leak-key-mid-stream" {
+        let key = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let chunk = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                       "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            )
+        };
+        let error = json!({"error": {"message": format!("Incorrect API key provided: {key}"), "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+        let events = vec![
+            chunk("partial "),
+            chunk("answer "),
+            format!("data: {error}\n\n"),
+        ];
+        return sse_response(state, events, Duration::ZERO, Ending::Normal);
+    }
     stream_reply(state, model, reply, include_usage.then_some(usage))
 }
 

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,93 +13,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub mod conn;
+
+pub use crate::state::AppState;
 
 use crate::config::{self, ConfigErrors};
 use crate::snapshot::Snapshot;
-use crate::telemetry::metrics::{Metrics, SinkLabel};
-use crate::telemetry::request_log::{LogSink, RequestLogger, RequestRecord};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_log::{LogSink, RequestLogger};
 use crate::telemetry::traces::Traces;
-
-/// State shared by every request.
-pub struct AppState {
-    snapshot: ArcSwap<Snapshot>,
-    logger: RequestLogger,
-    pub metrics: Metrics,
-    /// Set up at start-up when the config has `traces` (from this config).
-    traces: Option<Traces>,
-    traces_config: Option<config::TracesConfig>,
-    config_path: PathBuf,
-    ready: AtomicBool,
-}
-
-impl AppState {
-    /// The current config; hold on to it for the whole request.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    /// Counts a finished request in the metrics and hands its record to the log sinks.
-    pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
-        self.metrics.observe(&record, snapshot);
-        if let Some(traces) = &self.traces {
-            traces.record(&record);
-        }
-        self.logger.emit(record);
-    }
-
-    /// The metrics, with the log sinks' queue depths of this moment.
-    pub fn render_metrics(&self, openmetrics: bool) -> String {
-        for (sink, depth) in self.logger.depths() {
-            self.metrics
-                .sink_queue
-                .get_or_create(&SinkLabel {
-                    sink: sink.to_owned(),
-                })
-                .set(depth as i64);
-        }
-        self.metrics.render(&self.snapshot(), openmetrics)
-    }
-
-    /// Loads, validates and swaps in the config file. On any error the running config stays.
-    pub fn reload(&self) -> Result<(), ConfigErrors> {
-        let result = self.try_reload();
-        self.metrics.reloaded(result.is_ok());
-        result
-    }
-
-    fn try_reload(&self) -> Result<(), ConfigErrors> {
-        let config = config::load_file(&self.config_path)?;
-        let current = self.snapshot();
-        let next = Snapshot::compile(&config, Some(&current))
-            .map_err(|e| with_file(e, &self.config_path))?;
-        if config.traces != self.traces_config {
-            tracing::warn!("`traces` changed: the new settings take effect only after a restart");
-        }
-        if next.log != current.log {
-            tracing::warn!("`log` changed: the new sinks take effect only after a restart");
-        }
-        if next.listen != current.listen {
-            tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
-        }
-        self.snapshot.store(Arc::new(next));
-        Ok(())
-    }
-}
-
-fn with_file(mut errors: ConfigErrors, path: &Path) -> ConfigErrors {
-    for e in &mut errors.0 {
-        e.file = path.display().to_string();
-    }
-    errors
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -126,8 +53,8 @@ pub struct Gateway {
 impl Gateway {
     /// Loads the config file, binds the listeners it names and starts the request log.
     pub async fn bind(config_path: &Path, sink: LogSink) -> Result<Gateway, StartError> {
-        let config = config::load_file(config_path)?;
-        let snapshot = Snapshot::compile(&config, None).map_err(|e| with_file(e, config_path))?;
+        conn::raise_fd_limit();
+        let (config, snapshot) = Snapshot::load(config_path, None)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -165,6 +92,7 @@ impl Gateway {
             traces_config: config.traces.clone(),
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
+            cutting: AtomicBool::new(false),
         });
         let stop = CancellationToken::new();
         let watcher = crate::reload::spawn(state.clone(), stop.clone());
@@ -194,7 +122,9 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting and waits up to the configured
-    /// grace period for requests and streams in flight.
+    /// grace period for requests and streams in flight. Those still running then are cut: their
+    /// records are logged and their reservations settled before this returns, and the log
+    /// sinks are flushed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -217,44 +147,86 @@ impl Gateway {
             .with_state(state.clone());
 
         tracing::info!(proxy = %self.proxy.local_addr()?, status = %self.status.local_addr()?, "tollgate is listening");
-        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and delayed
-        // ACKs hold chunks back for up to 40 ms each.
-        let nodelay = |tcp: &mut tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
+        let limits = state.snapshot().limits.clone();
+        let proxy_limits = conn::ConnLimits {
+            header_read: limits.header_read_timeout,
+            keepalive_idle: limits.keepalive_idle,
+            max_connections: limits.max_connections,
         };
-        let proxy = axum::serve(self.proxy.tap_io(nodelay), proxy_app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let status = axum::serve(self.status, status_app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let servers =
-            async move { tokio::try_join!(proxy.into_future(), status.into_future()).map(|_| ()) };
-        tokio::pin!(servers);
+        // Probes and scrapes need few connections, and a flood on the proxy port never
+        // takes theirs.
+        let status_limits = conn::ConnLimits {
+            max_connections: STATUS_CONNECTIONS,
+            ..proxy_limits
+        };
+        let connections = TaskTracker::new();
+        let cut = conn::Shutdown {
+            graceful: stop.clone(),
+            hard: CancellationToken::new(),
+        };
+        let accepting = async {
+            tokio::join!(
+                conn::serve(
+                    "proxy",
+                    self.proxy,
+                    proxy_app,
+                    proxy_limits,
+                    cut.clone(),
+                    connections.clone()
+                ),
+                conn::serve(
+                    "status",
+                    self.status,
+                    status_app,
+                    status_limits,
+                    cut.clone(),
+                    connections.clone()
+                ),
+            )
+        };
         state.ready.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = accepting => {}
+            () = shutdown => {}
+        }
 
-        let result = tokio::select! {
-            result = &mut servers => result,
-            () = shutdown => {
-                let grace = state.snapshot().limits.shutdown_grace;
-                tracing::info!(?grace, "shutting down: waiting for requests in flight");
-                state.ready.store(false, Ordering::SeqCst);
-                stop.cancel();
-                match tokio::time::timeout(grace, servers).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!("grace period over: closing the remaining connections");
-                        Ok(())
-                    }
-                }
-            }
-        };
+        let grace = state.snapshot().limits.shutdown_grace;
+        tracing::info!(?grace, "shutting down: waiting for requests in flight");
+        state.ready.store(false, Ordering::SeqCst);
         stop.cancel();
+        connections.close();
+        if tokio::time::timeout(grace, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = connections.len(),
+                "grace period over: closing the remaining connections"
+            );
+            state.cutting.store(true, Ordering::SeqCst);
+            cut.hard.cancel();
+            // Dropping their responses logs and settles the streams they carried.
+            let _ = tokio::time::timeout(CUT_WAIT, connections.wait()).await;
+        }
         drop(watcher);
+        state
+            .snapshot()
+            .rate_limits
+            .limiter
+            .finish_settling(CUT_WAIT)
+            .await;
+        state.logger.flush(CUT_WAIT).await;
         if let Some(traces) = &state.traces {
             traces.shutdown().await;
         }
-        result
+        Ok(())
     }
 }
+
+/// The status listener's connection allowance.
+const STATUS_CONNECTIONS: usize = 256;
+/// How long shutdown waits for cut connections, pending settlements and the log sinks.
+const CUT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.ready.load(Ordering::SeqCst) {

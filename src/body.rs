@@ -1,0 +1,360 @@
+//! A client's JSON request body, kept as the bytes it came in and the spans of its top-level
+//! members. A proxy needs two or three fields of a body that may hold megabytes of messages:
+//! members are parsed only when asked for, an edit replaces one member's bytes, and the
+//! upstream gets the original bytes with only the edited members re-written. A full JSON tree
+//! (about ten times the body for many small messages) is built only where a translation needs
+//! one, and then as typed structs (see [`JsonBody::parse_as`]).
+//!
+//! Messages are read one at a time ([`for_each_message`]), borrowing from the bytes, so the
+//! guard and the token estimate need memory for one message, not for the conversation.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone)]
+pub struct JsonBody {
+    bytes: Bytes,
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    key: String,
+    value: MemberValue,
+}
+
+#[derive(Debug, Clone)]
+enum MemberValue {
+    /// As the client sent it: a span of `bytes`.
+    Original(Range<usize>),
+    /// Re-written by the gateway (raw JSON).
+    Edited(Bytes),
+    Removed,
+}
+
+impl JsonBody {
+    /// Checks that `bytes` is one JSON object and notes where its members are.
+    pub fn parse(bytes: Bytes) -> Result<Self, serde_json::Error> {
+        let base = bytes.as_ptr() as usize;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let spans = deserializer.deserialize_map(MemberSpans { base })?;
+        deserializer.end()?;
+        Ok(Self {
+            members: spans
+                .into_iter()
+                .map(|(key, span)| Member {
+                    key,
+                    value: MemberValue::Original(span),
+                })
+                .collect(),
+            bytes,
+        })
+    }
+
+    /// The bytes as received (before any edit).
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn member(&self, key: &str) -> Option<&Member> {
+        // JSON parsers keep the last of repeated keys; so does this.
+        self.members.iter().rev().find(|m| m.key == key)
+    }
+
+    /// The raw JSON of a member (`None` when absent or removed).
+    pub fn raw(&self, key: &str) -> Option<&[u8]> {
+        match &self.member(key)?.value {
+            MemberValue::Original(span) => Some(&self.bytes[span.clone()]),
+            MemberValue::Edited(bytes) => Some(bytes),
+            MemberValue::Removed => None,
+        }
+    }
+
+    /// A member as a `&str` of raw JSON (bodies are UTF-8: checked at parse).
+    pub fn raw_str(&self, key: &str) -> Option<&str> {
+        self.raw(key).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// A member parsed as `T`; `None` when absent (or `null`).
+    pub fn get<'a, T: Deserialize<'a>>(
+        &'a self,
+        key: &str,
+    ) -> Option<Result<T, serde_json::Error>> {
+        let raw = self.raw(key)?;
+        if raw == b"null" {
+            return None;
+        }
+        Some(serde_json::from_slice(raw))
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.raw(key).is_some_and(|r| r != b"null")
+    }
+
+    /// Sets a member (replacing it where it stands, or adding it at the end).
+    pub fn set(&mut self, key: &str, value: &impl Serialize) {
+        if let Ok(raw) = serde_json::to_vec(value) {
+            self.set_raw(key, Bytes::from(raw));
+        }
+    }
+
+    /// Sets a member to raw JSON the caller vouches for.
+    pub fn set_raw(&mut self, key: &str, raw: Bytes) {
+        match self.members.iter_mut().rev().find(|m| m.key == key) {
+            Some(m) => m.value = MemberValue::Edited(raw),
+            None => self.members.push(Member {
+                key: key.to_owned(),
+                value: MemberValue::Edited(raw),
+            }),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        for m in self.members.iter_mut().filter(|m| m.key == key) {
+            m.value = MemberValue::Removed;
+        }
+    }
+
+    /// The body to send: the original bytes when nothing was edited.
+    pub fn to_bytes(&self) -> Bytes {
+        let edited = self
+            .members
+            .iter()
+            .any(|m| !matches!(m.value, MemberValue::Original(_)));
+        if !edited {
+            return self.bytes.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.bytes.len() + 64);
+        out.extend_from_slice(b"{");
+        let mut first = true;
+        for m in &self.members {
+            let value: &[u8] = match &m.value {
+                MemberValue::Original(span) => &self.bytes[span.clone()],
+                MemberValue::Edited(bytes) => bytes,
+                MemberValue::Removed => continue,
+            };
+            if !first {
+                out.extend_from_slice(b",");
+            }
+            first = false;
+            // Keys are written back escaped, as serde_json writes any string.
+            if let Ok(key) = serde_json::to_vec(&m.key) {
+                out.extend_from_slice(&key);
+            }
+            out.extend_from_slice(b":");
+            out.extend_from_slice(value);
+        }
+        out.extend_from_slice(b"}");
+        out.freeze()
+    }
+
+    /// The whole body as typed `T` (a translation's request type): compact structs, no tree.
+    pub fn parse_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.to_bytes())
+    }
+
+    /// The whole body as a JSON tree, for the few paths that need one (payload logging, mock).
+    pub fn to_map(&self) -> Result<Map<String, Value>, serde_json::Error> {
+        self.parse_as()
+    }
+}
+
+/// Collects the top-level members' keys and value spans of one JSON object.
+struct MemberSpans {
+    base: usize,
+}
+
+impl<'de> Visitor<'de> for MemberSpans {
+    type Value = Vec<(String, Range<usize>)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: &'de RawValue = map.next_value()?;
+            let start = value.get().as_ptr() as usize - self.base;
+            members.push((key, start..start + value.get().len()));
+        }
+        Ok(members)
+    }
+}
+
+/// One chat message as the gateway reads it: its role, its content and its tool calls, raw.
+#[derive(Debug, Deserialize)]
+pub struct MessageView<'a> {
+    #[serde(borrow, default)]
+    pub role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub tool_calls: Option<&'a RawValue>,
+}
+
+/// Calls `each` with every message of a raw `messages` array, one at a time.
+pub fn for_each_message<'a>(
+    messages: &'a [u8],
+    each: impl FnMut(MessageView<'a>),
+) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(messages);
+    deserializer.deserialize_seq(EachMessage { each })?;
+    deserializer.end()
+}
+
+struct EachMessage<F> {
+    each: F,
+}
+
+impl<'de, F: FnMut(MessageView<'de>)> Visitor<'de> for EachMessage<F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(message) = seq.next_element::<MessageView<'de>>()? {
+            (self.each)(message);
+        }
+        Ok(())
+    }
+}
+
+impl<'de, F: FnMut(MessageView<'de>)> DeserializeSeed<'de> for EachMessage<F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+/// What a message's content holds: its text parts (borrowed where the JSON has no escapes)
+/// and how many images.
+#[derive(Debug, Default)]
+pub struct ContentText<'a> {
+    pub texts: Vec<Cow<'a, str>>,
+    pub images: u64,
+}
+
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+#[derive(Deserialize)]
+struct PartView<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
+/// The text of a message's content: a string, or the text parts of an array.
+pub fn content_text(content: Option<&RawValue>) -> ContentText<'_> {
+    let Some(raw) = content else {
+        return ContentText::default();
+    };
+    let json = raw.get();
+    match json.as_bytes().first() {
+        Some(b'"') => ContentText {
+            texts: serde_json::from_str::<Text>(json)
+                .map(|t| vec![t.0])
+                .unwrap_or_default(),
+            images: 0,
+        },
+        Some(b'[') => {
+            let parts: Vec<PartView> = serde_json::from_str(json).unwrap_or_default();
+            let mut out = ContentText::default();
+            for part in parts {
+                match part.kind.as_deref() {
+                    Some("text") => out.texts.extend(part.text),
+                    Some("image_url") => out.images += 1,
+                    _ => {}
+                }
+            }
+            out
+        }
+        _ => ContentText::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(v: Value) -> JsonBody {
+        JsonBody::parse(Bytes::from(v.to_string())).unwrap()
+    }
+
+    #[test]
+    fn unedited_bodies_go_out_as_they_came() {
+        let text =
+            r#"{"model": "m",  "messages": [{"role":"user","content":"hi"}], "x": {"y": 1}}"#;
+        let b = JsonBody::parse(Bytes::from(text)).unwrap();
+        assert_eq!(b.to_bytes(), text);
+        assert_eq!(b.get::<String>("model").unwrap().unwrap(), "m");
+        assert_eq!(b.raw("x").unwrap(), br#"{"y": 1}"#);
+    }
+
+    #[test]
+    fn edits_rewrite_only_their_member() {
+        let mut b = body(
+            json!({"model": "a", "stream_options": {"x": 1}, "temperature": 0.5, "weird\"key": 1}),
+        );
+        b.set("model", &"upstream");
+        b.remove("stream_options");
+        b.set("stream_options", &json!({"include_usage": true}));
+        let out: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "upstream", "temperature": 0.5, "weird\"key": 1, "stream_options": {"include_usage": true}})
+        );
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        for bad in ["[1]", "\"x\"", "{\"a\":", "{} {}", "{\"a\": tru}"] {
+            assert!(JsonBody::parse(Bytes::from(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_are_visited_one_by_one() {
+        let b = body(json!({"messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "a \"quoted\" word"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]},
+        ]}));
+        let mut seen = Vec::new();
+        for_each_message(b.raw("messages").unwrap(), |m| {
+            let c = content_text(m.content);
+            seen.push((
+                m.role.unwrap_or_default().into_owned(),
+                c.texts.concat(),
+                c.images,
+                m.tool_calls.is_some(),
+            ));
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("system".into(), "be brief".into(), 0, false),
+                ("user".into(), "a \"quoted\" word".into(), 1, false),
+                ("assistant".into(), String::new(), 0, true),
+            ]
+        );
+    }
+}

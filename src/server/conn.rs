@@ -1,0 +1,377 @@
+//! Accepting client connections so that no client can hold the gateway: a request head must
+//! arrive within `header_read_timeout` of its first byte, an idle keep-alive connection is
+//! closed after `keepalive_idle`, each listener has its own cap on open connections (past it a
+//! new connection gets a 503 and is closed), accept failures are logged (rate-limited) and
+//! backed off, and the process's file-descriptor limit is raised to the hard limit at start.
+//!
+//! hyper's own header timer also runs between keep-alive requests, so it cannot tell "slow
+//! head" from "idle"; the timers here live in an IO wrapper that knows, from a per-connection
+//! request count, whether a request is being answered (then no client timer runs: the body
+//! timeout is the handler's, the stream's are the upstream's).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+/// The client-facing timeouts and the connection cap of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_read: Duration,
+    pub keepalive_idle: Duration,
+    pub max_connections: usize,
+}
+
+/// How the serving of one listener ends: `graceful` stops accepting and lets requests in
+/// flight finish; `hard` closes every connection now (dropping their responses, so streams
+/// in flight are logged and settled as cut).
+#[derive(Clone)]
+pub struct Shutdown {
+    pub graceful: CancellationToken,
+    pub hard: CancellationToken,
+}
+
+/// Raises the soft limit on open files to the hard limit, so that a flood of connections
+/// meets the connection cap (a clear 503) long before the process runs out of descriptors.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown.graceful`; connection tasks go on `tracker`.
+pub async fn serve(
+    name: &'static str,
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: Shutdown,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut warn_accept = RateLimitedWarning::default();
+    let mut warn_full = RateLimitedWarning::default();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The head timer is ours (see the module docs); h2 pings keep idle peers honest.
+    builder.http1().header_read_timeout(None).keep_alive(true);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.graceful.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                warn_accept.warn(|suppressed| {
+                    tracing::error!(listener = name, %error, suppressed, "cannot accept a connection");
+                });
+                // Out of descriptors or memory: give the connections in flight time to finish.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        // Streams are many small writes: without TCP_NODELAY, Nagle's algorithm and delayed
+        // ACKs hold chunks back for up to 40 ms each.
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn_full.warn(|suppressed| {
+                tracing::warn!(
+                    listener = name,
+                    max_connections = limits.max_connections,
+                    suppressed,
+                    "connection limit reached: new connections get 503"
+                );
+            });
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(TimedIo::new(stream, limits, activity.clone()));
+        let service = CountingService {
+            app: app.clone(),
+            activity,
+        };
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = builder
+                .serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.graceful.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = shutdown.hard.cancelled() => {}
+                    }
+                }
+                () = shutdown.hard.cancelled() => {}
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The answer to a connection over the cap: a 503 in OpenAI's error shape, then close.
+async fn refuse(mut stream: TcpStream) {
+    const BODY: &str = r#"{"error":{"message":"the gateway has too many open connections; try again shortly","type":"api_error","param":null,"code":"too_many_connections"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Logs at most once a second, saying how many were left out in between.
+#[derive(Default)]
+struct RateLimitedWarning {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedWarning {
+    fn warn(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        log(self.suppressed);
+        self.suppressed = 0;
+        self.last = Some(now);
+    }
+}
+
+/// What a connection's IO needs to know of its requests.
+#[derive(Default)]
+struct Activity {
+    /// Requests being answered (their response bodies not yet done).
+    in_flight: AtomicUsize,
+    /// Requests answered: a change means the connection went back to waiting.
+    answered: AtomicU64,
+    /// The connection's reader, parked while a request was in flight: woken when the last
+    /// one ends, so that the idle timer is armed (hyper reads before it writes the end).
+    reader: AtomicWaker,
+}
+
+/// Counts a connection's requests in flight, from head to the end of the response body.
+#[derive(Clone)]
+struct CountingService {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl Service<hyper::Request<Incoming>> for CountingService {
+    type Response = hyper::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlightGuard(self.activity.clone());
+        let call = self.app.call(request.map(Body::new));
+        Box::pin(async move {
+            let response = call.await?;
+            Ok(response.map(|body| {
+                Body::new(TrackedBody {
+                    body,
+                    _guard: guard,
+                })
+            }))
+        })
+    }
+}
+
+struct InFlightGuard(Arc<Activity>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.answered.fetch_add(1, Ordering::SeqCst);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.reader.wake();
+        }
+    }
+}
+
+/// A response body that keeps its request counted until hyper is done with it.
+struct TrackedBody {
+    body: Body,
+    _guard: InFlightGuard,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A TCP stream with the client timers: while no request is in flight, the connection must
+/// start a head within `header_read` (new connection) or `keepalive_idle` (after an answer),
+/// and finish it within `header_read` of its first byte.
+struct TimedIo {
+    inner: TcpStream,
+    limits: ConnLimits,
+    activity: Arc<Activity>,
+    deadline: Pin<Box<Sleep>>,
+    /// `answered` when the deadline was last armed for waiting.
+    seen_answered: u64,
+    /// Bytes of a head have arrived since the connection last went back to waiting.
+    head_started: bool,
+    /// HTTP/2: frames flow without requests (pings, settings); only the idle timer applies.
+    http2: bool,
+    first_read: bool,
+}
+
+impl TimedIo {
+    fn new(inner: TcpStream, limits: ConnLimits, activity: Arc<Activity>) -> Self {
+        let first = limits.header_read.min(limits.keepalive_idle);
+        Self {
+            inner,
+            limits,
+            activity,
+            deadline: Box::pin(tokio::time::sleep(first)),
+            seen_answered: 0,
+            head_started: false,
+            http2: false,
+            first_read: true,
+        }
+    }
+
+    fn rearm(&mut self, after: Duration) {
+        let at = tokio::time::Instant::now() + after;
+        self.deadline.as_mut().reset(at);
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let waiting = this.activity.in_flight.load(Ordering::SeqCst) == 0;
+        if waiting {
+            let answered = this.activity.answered.load(Ordering::SeqCst);
+            if answered != this.seen_answered {
+                // An answer just finished: the keep-alive wait starts now.
+                this.seen_answered = answered;
+                this.head_started = false;
+                this.rearm(this.limits.keepalive_idle);
+            }
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if this.first_read && !read.is_empty() {
+                    this.first_read = false;
+                    this.http2 = read.starts_with(b"PRI ");
+                }
+                if waiting && !read.is_empty() && !this.head_started && !this.http2 {
+                    this.head_started = true;
+                    this.rearm(this.limits.header_read);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if waiting {
+                    ready!(this.deadline.as_mut().poll(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client timed out",
+                    )));
+                }
+                this.activity.reader.register(cx.waker());
+                if this.activity.in_flight.load(Ordering::SeqCst) == 0 {
+                    // The last request ended in between: come back to arm the timer.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,122 @@
+//! The state every request shares: the current config snapshot (swapped atomically on
+//! reload), the request log, the metrics and traces, and the gateway's lifecycle flags.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, ConfigErrors};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::{Metrics, SinkLabel};
+use crate::telemetry::request_log::{RequestLogger, RequestRecord};
+use crate::telemetry::traces::Traces;
+
+/// State shared by every request.
+pub struct AppState {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) logger: RequestLogger,
+    pub metrics: Metrics,
+    /// Set up at start-up when the config has `traces` (from this config).
+    pub(crate) traces: Option<Traces>,
+    pub(crate) traces_config: Option<config::TracesConfig>,
+    pub(crate) config_path: PathBuf,
+    /// Serving: `/ready` answers 200.
+    pub(crate) ready: AtomicBool,
+    /// The grace period is over: what is still running is being cut by the gateway.
+    pub(crate) cutting: AtomicBool,
+}
+
+impl AppState {
+    /// The current config; hold on to it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Whether the gateway is cutting the requests left after the shutdown grace period.
+    pub fn is_cutting(&self) -> bool {
+        self.cutting.load(Ordering::SeqCst)
+    }
+
+    /// Counts a finished request in the metrics and hands its record to the log sinks.
+    pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
+        self.metrics.observe(&record, snapshot);
+        if let Some(traces) = &self.traces {
+            traces.record(&record);
+        }
+        self.logger.emit(record);
+    }
+
+    /// The metrics, with the log sinks' queue depths of this moment.
+    pub fn render_metrics(&self, openmetrics: bool) -> String {
+        for (sink, depth) in self.logger.depths() {
+            self.metrics
+                .sink_queue
+                .get_or_create(&SinkLabel {
+                    sink: sink.to_owned(),
+                })
+                .set(depth as i64);
+        }
+        self.metrics.render(&self.snapshot(), openmetrics)
+    }
+
+    /// Loads, validates and swaps in the config file. On any error the running config stays.
+    /// Compiling runs on a blocking thread: a large config never stalls requests.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), ConfigErrors> {
+        let state = self.clone();
+        let result = tokio::task::spawn_blocking(move || state.try_reload())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors(vec![config::ConfigError {
+                    file: self.config_path.display().to_string(),
+                    location: None,
+                    path: None,
+                    message: format!("the reload did not finish: {e}"),
+                }]))
+            });
+        self.metrics.reloaded(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ConfigErrors> {
+        let current = self.snapshot();
+        let (config, next) = Snapshot::load(&self.config_path, Some(&current))?;
+        if config.traces != self.traces_config {
+            tracing::warn!("`traces` changed: the new settings take effect only after a restart");
+        }
+        if next.log != current.log {
+            tracing::warn!("`log` changed: the new sinks take effect only after a restart");
+        }
+        if next.listen != current.listen {
+            tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
+        }
+        retire(self.snapshot.swap(Arc::new(next)));
+        Ok(())
+    }
+}
+
+/// Frees a replaced snapshot on a thread of its own once no request holds it any more: a
+/// large config (100k consumers) takes a million frees, which must not land on the async
+/// worker that happens to finish the last request using it.
+fn retire(old: Arc<Snapshot>) {
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-retire".into())
+        .spawn(move || {
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(snapshot) => return drop(snapshot),
+                    Err(still_shared) => old = still_shared,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to free the old configuration");
+    }
+}
