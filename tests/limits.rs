@@ -224,13 +224,25 @@ async fn reservations_are_reconciled_for_whole_streamed_failed_and_cancelled_req
         1,
         "the stream was cut"
     );
-    let _ = gw.next_log().await;
+    // The log shows what the cut stream was charged (marked as an estimate).
+    let cut = loop {
+        let record = gw.next_log().await;
+        if record.client_disconnected {
+            break record;
+        }
+    };
+    assert!(cut.stream && cut.usage_estimated, "{cut:?}");
     settle().await;
     let r = chat(&gw, KEY, ask("m", "x", 100)).await;
     let charged = 1000 - 100 - used_before_cancel - remaining(&r, "minute");
     assert!(
         charged > 0 && charged < 100,
         "charged {charged} for a few streamed ticks"
+    );
+    assert_eq!(
+        cut.completion_tokens,
+        Some(charged),
+        "log and budget agree on the cut stream"
     );
 }
 
