@@ -40,6 +40,13 @@ enum MemberValue {
 }
 
 impl JsonBody {
+    /// A body the gateway built (a translation's canonical request).
+    pub fn from_value(value: &Value) -> Result<Self, crate::error::GatewayError> {
+        serde_json::to_vec(value)
+            .and_then(|bytes| Self::parse(Bytes::from(bytes)))
+            .map_err(|e| crate::error::GatewayError::Internal(format!("canonical request: {e}")))
+    }
+
     /// Checks that `bytes` is one JSON object and notes where its members are.
     pub fn parse(bytes: Bytes) -> Result<Self, serde_json::Error> {
         let base = bytes.as_ptr() as usize;

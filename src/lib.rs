@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod openwebui;
 pub mod policy;

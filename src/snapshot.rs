@@ -77,6 +77,7 @@ pub struct Snapshot {
     pub listen: Listen,
     pub limits: Limits,
     pub log: LogConfig,
+    pub dialects: crate::config::DialectsConfig,
     pub reload: ReloadConfig,
     /// When this snapshot was compiled (Unix seconds): the `created` of listed models.
     pub created: u64,
@@ -406,6 +407,7 @@ impl Snapshot {
             listen: config.listen.clone(),
             limits: config.limits.clone(),
             log: config.log.clone(),
+            dialects: config.dialects.clone(),
             reload: config.reload.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

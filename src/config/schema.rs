@@ -41,6 +41,35 @@ pub struct Config {
     pub groups: IndexMap<String, GroupConfig>,
     #[serde(default)]
     pub consumers: IndexMap<String, ConsumerConfig>,
+    /// How client dialects other than OpenAI chat are read.
+    #[serde(default)]
+    pub dialects: DialectsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DialectsConfig {
+    #[serde(default)]
+    pub messages: MessagesDialectConfig,
+}
+
+/// Anthropic Messages requests (`/v1/messages`) sent on to targets that speak another format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesDialectConfig {
+    /// Drop Claude Code's per-request attribution line (`x-anthropic-billing-header: ...`)
+    /// from the system prompt: it changes with every request and defeats the prompt caches of
+    /// other backends. Requests to Anthropic targets keep it.
+    #[serde(default = "default_true")]
+    pub strip_attribution: bool,
+}
+
+impl Default for MessagesDialectConfig {
+    fn default() -> Self {
+        Self {
+            strip_attribution: true,
+        }
+    }
 }
 
 /// Addresses the gateway listens on. Changing them needs a restart.

@@ -2,6 +2,7 @@
 //! prompt guard and decorator, token/request/cost limits, and what tokens cost.
 
 pub mod access;
+pub mod budget;
 pub mod decorator;
 pub mod guard;
 pub mod limits;

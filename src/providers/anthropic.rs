@@ -74,6 +74,205 @@ impl AnthropicProvider {
     }
 }
 
+/// Client headers a Messages pass-through forwards: the API version the client was written
+/// for and the betas it asks for.
+const FORWARDED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
+impl AnthropicProvider {
+    /// A client's own Messages request, passed through: the model name is the target's, the key
+    /// the gateway's, `anthropic-version`/`anthropic-beta` the client's. The answer comes back
+    /// as Anthropic sent it (whole, or its events one by one), with its usage read on the way.
+    pub async fn messages(
+        &self,
+        mut body: JsonBody,
+        stream: bool,
+        opts: CallOptions<'_>,
+        client_headers: &reqwest::header::HeaderMap,
+    ) -> Result<ChatReply, GatewayError> {
+        body.set("model", &opts.upstream_model);
+        let response = self
+            .http
+            .post_bytes_with(
+                self.url.clone(),
+                body.to_bytes(),
+                opts.timeouts,
+                forwarded(client_headers),
+            )
+            .await?;
+        if stream {
+            return self
+                .http
+                .event_stream(response, NativeStream::new(&self.http.name))
+                .map(ChatReply::Stream);
+        }
+        let bytes = self
+            .http
+            .read_body(response, opts.max_response, opts.timeouts.idle)
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct UsagePeek {
+            usage: Option<Value>,
+        }
+        let peek: UsagePeek = serde_json::from_slice(&bytes)
+            .map_err(|_| self.http.protocol_error("the answer is not JSON"))?;
+        let usage = peek.usage.map(|u| {
+            let mut usage = Usage::default();
+            usage_of(&u, &mut usage);
+            usage
+        });
+        Ok(ChatReply::Complete(Complete { body: bytes, usage }))
+    }
+
+    /// `POST /v1/messages/count_tokens`, passed through like [`Self::messages`].
+    pub async fn count_tokens(
+        &self,
+        mut body: JsonBody,
+        opts: CallOptions<'_>,
+        client_headers: &reqwest::header::HeaderMap,
+    ) -> Result<Complete, GatewayError> {
+        body.set("model", &opts.upstream_model);
+        let mut url = self.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| self.http.protocol_error("the base URL cannot take a path"))?
+            .push("count_tokens");
+        let response = self
+            .http
+            .post_bytes_with(url, body.to_bytes(), opts.timeouts, forwarded(client_headers))
+            .await?;
+        let bytes = self
+            .http
+            .read_body(response, opts.max_response, opts.timeouts.idle)
+            .await?;
+        Ok(Complete {
+            body: bytes,
+            usage: None,
+        })
+    }
+}
+
+fn forwarded(client: &reqwest::header::HeaderMap) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for name in FORWARDED_HEADERS {
+        for value in client.get_all(name) {
+            headers.append(name, value.clone());
+        }
+    }
+    headers
+}
+
+/// A Messages event stream passed through to a Messages client: every event goes out as it
+/// came; usage is read from `message_start` (input) and `message_delta` (output, cumulative),
+/// the generated text is noted for charging a stream cut short, and `error` events end it.
+pub struct NativeStream {
+    provider: String,
+    usage: Usage,
+    stopped: bool,
+}
+
+impl NativeStream {
+    pub fn new(provider: &str) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            usage: Usage::default(),
+            stopped: false,
+        }
+    }
+}
+
+/// The parts of a Messages event the gateway reads; the rest is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct EventPeek {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: Option<MessagePeek>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    delta: Option<DeltaPeek>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct MessagePeek {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaPeek {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+}
+
+impl StreamTranslator for NativeStream {
+    fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
+        let peek: EventPeek = serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
+            provider: self.provider.clone(),
+            detail: "an event is not JSON".into(),
+        })?;
+        let kind = if peek.kind.is_empty() { event } else { &peek.kind };
+        let mut frame = Frame {
+            event: Some(bytes::Bytes::copy_from_slice(kind.as_bytes())),
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+            ..Frame::default()
+        };
+        match kind {
+            "message_start" => {
+                if let Some(u) = peek.message.and_then(|m| m.usage) {
+                    usage_of(&u, &mut self.usage);
+                }
+            }
+            "content_block_delta" => {
+                if let Some(d) = peek.delta {
+                    frame.text = [d.text, d.thinking, d.partial_json]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    frame.has_output = true;
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = peek.usage {
+                    usage_of(&u, &mut self.usage);
+                }
+                // Output tokens are cumulative here: from now on the usage is the real one.
+                frame.usage = Some(self.usage);
+            }
+            "message_stop" => {
+                self.stopped = true;
+                frame.last = true;
+            }
+            "error" => {
+                let error = peek.error.unwrap_or_default();
+                frame.error = Some(format!(
+                    "{}: {}",
+                    error.get("type").and_then(Value::as_str).unwrap_or("api_error"),
+                    error.get("message").and_then(Value::as_str).unwrap_or("error")
+                ));
+            }
+            _ => {}
+        }
+        Ok(vec![frame])
+    }
+
+    fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
+        if self.stopped {
+            Ok(Vec::new())
+        } else {
+            Err(GatewayError::UpstreamProtocol {
+                provider: self.provider.clone(),
+                detail: "the event stream ended before message_stop".into(),
+            })
+        }
+    }
+}
+
 /// The Messages request for an OpenAI chat request.
 pub fn to_anthropic(
     req: &ChatRequest,

@@ -77,12 +77,17 @@ impl From<WireUsage> for Usage {
     }
 }
 
-/// One OpenAI `chat.completion.chunk` SSE event (or the closing `[DONE]`), with what the
-/// gateway needs to know about it.
-#[derive(Debug, Clone)]
+/// One SSE event of an answer, with what the gateway needs to know about it: an OpenAI
+/// `chat.completion.chunk` (or the closing `[DONE]`), or, where a client's dialect is passed
+/// through to a target that speaks it, that dialect's own event (with its `event:` name).
+#[derive(Debug, Clone, Default)]
 pub struct Frame {
+    /// The `event:` name, for dialects that name their events (Anthropic's Messages).
+    pub event: Option<Bytes>,
     /// The `data:` payload.
     pub data: Bytes,
+    /// The answer's last event (`[DONE]`, `message_stop`): the stream ended as it should.
+    pub last: bool,
     pub usage: Option<Usage>,
     /// A chunk with no choices that only carries usage (sent because the gateway asked).
     pub usage_only: bool,
@@ -99,36 +104,40 @@ impl Frame {
     pub fn new(data: String, has_output: bool) -> Frame {
         Frame {
             data: Bytes::from(data),
-            usage: None,
-            usage_only: false,
             has_output,
-            error: None,
-            text: String::new(),
+            ..Frame::default()
         }
     }
 
     pub fn done() -> Frame {
         Frame {
             data: Bytes::from_static(b"[DONE]"),
-            usage: None,
-            usage_only: false,
-            has_output: false,
-            error: None,
-            text: String::new(),
+            last: true,
+            ..Frame::default()
         }
     }
 
     pub fn is_done(&self) -> bool {
-        self.data.as_ref() == b"[DONE]"
+        self.last
     }
 
-    /// Appends the SSE wire form (`data: ...` and a blank line).
+    /// Appends the SSE wire form (`event: ...` where named, `data: ...` and a blank line).
     pub fn write_sse(&self, out: &mut bytes::BytesMut) {
-        out.reserve(self.data.len() + 8);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.data);
-        out.extend_from_slice(b"\n\n");
+        write_sse_event(self.event.as_deref(), &self.data, out);
     }
+}
+
+/// Appends one SSE event: `event: NAME` (when named), `data: DATA` and a blank line.
+pub fn write_sse_event(event: Option<&[u8]>, data: &[u8], out: &mut bytes::BytesMut) {
+    out.reserve(data.len() + event.map_or(0, |e| e.len() + 8) + 8);
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
 }
 
 pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, GatewayError>> + Send>>;

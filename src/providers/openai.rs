@@ -219,11 +219,7 @@ fn peek_chunk(data: String) -> Frame {
     }
     let mut frame = Frame {
         data: data.into_bytes().into(),
-        usage: None,
-        usage_only: false,
-        has_output: false,
-        error: None,
-        text: String::new(),
+        ..Frame::default()
     };
     let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&frame.data) else {
         return frame;

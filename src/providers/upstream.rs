@@ -98,10 +98,25 @@ impl HttpUpstream {
         bytes: Bytes,
         timeouts: &Timeouts,
     ) -> Result<reqwest::Response, GatewayError> {
+        self.post_bytes_with(url, bytes, timeouts, HeaderMap::new())
+            .await
+    }
+
+    /// Like [`Self::post_bytes`], with per-request headers that override the configured ones
+    /// (a client's `anthropic-version` and `anthropic-beta` on a pass-through).
+    pub async fn post_bytes_with(
+        &self,
+        url: reqwest::Url,
+        bytes: Bytes,
+        timeouts: &Timeouts,
+        extra: HeaderMap,
+    ) -> Result<reqwest::Response, GatewayError> {
+        let mut headers = self.headers.clone();
+        headers.extend(extra);
         let request = self
             .client
             .post(url)
-            .headers(self.headers.clone())
+            .headers(headers)
             .header(CONTENT_TYPE, "application/json")
             .timeout(timeouts.total)
             .body(bytes);

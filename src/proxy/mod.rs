@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::body::JsonBody;
+use crate::dialect::{AnswerContext, Decoded, Dialect};
 use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
 use futures_util::StreamExt;
 
-use crate::policy::limits::{Amounts, RateLimits, RequestFacts, Reservation, micro};
-use crate::policy::{decorator, pricing, tokens};
-use crate::providers::Usage;
+use crate::policy::budget::Budget;
+use crate::policy::limits::{RequestFacts, Reservation};
+use crate::policy::{decorator, tokens};
 use crate::providers::{ChatReply, Complete, Frame, FrameStream};
 use crate::routing::Target;
 use crate::snapshot::{Model, Route, Snapshot};
@@ -37,6 +38,13 @@ pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
 pub const UPSTREAM_MODEL_HEADER: &str = "x-tollgate-upstream-model";
 /// The time this request spent in the gateway itself, in milliseconds.
 pub const OVERHEAD_HEADER: &str = "x-tollgate-overhead-ms";
+/// On a `count_tokens` answer the gateway computed itself: `estimate`.
+pub const TOKEN_COUNT_HEADER: &str = "x-tollgate-token-count";
+
+/// Anthropic's SDKs and Claude Code send `anthropic-version`: they get Anthropic's list shape.
+fn anthropic_shape(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
 
 /// A request in progress and its log record.
 pub struct Exchange {
@@ -99,6 +107,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         snapshot: &snapshot,
         answered: false,
     };
+    let dialect = snapshot
+        .match_route(request.uri().path())
+        .map_or(Dialect::Chat, |(_, endpoint)| Dialect::for_path(endpoint));
     let result = dispatch(&state, &snapshot, request, &mut pending.exchange).await;
     pending.answered = true;
     let exchange = &mut pending.exchange;
@@ -109,7 +120,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Ok(Reply::Streaming(response)) => (response, false),
         Err(error) => {
             exchange.fail(&error);
-            (error.into_response(), true)
+            (dialect.error_response(error), true)
         }
     };
     if log_now {
@@ -162,48 +173,6 @@ fn set_overhead_header(response: &mut Response, overhead_ms: f64) {
 enum Reply {
     Whole(Response),
     Streaming(Response),
-}
-
-/// The reservation a request holds, and the estimate it was made for (none when no limit applies).
-struct Budget {
-    reservation: Reservation,
-    estimate: Option<Amounts>,
-}
-
-/// Provider-scoped limits, once the target is known. A provider over its limit is skipped by
-/// the failover like an unavailable target.
-async fn reserve_for_provider(
-    limits: &RateLimits,
-    facts: &RequestFacts<'_>,
-    target: &Target,
-    estimate: Option<&Amounts>,
-) -> Result<Reservation, GatewayError> {
-    match estimate {
-        Some(estimate) => {
-            limits
-                .reserve(limits.provider_counters(facts, &target.provider_name, estimate))
-                .await
-        }
-        None => Ok(Reservation::empty(limits.limiter.clone())),
-    }
-}
-
-/// Settles a whole answer's reservation to its real usage (the estimate when the upstream
-/// reported none) and records its cost.
-fn charge(
-    reservation: Reservation,
-    usage: Option<&Usage>,
-    estimate: Option<&Amounts>,
-    target: &Target,
-    record: &mut RequestRecord,
-) {
-    let cost = usage.and_then(|u| target.price.map(|p| pricing::cost(&p, u)));
-    record.cost_usd = cost;
-    match (usage, estimate) {
-        (Some(u), _) => reservation.settle(&Amounts::of_usage(u, cost.unwrap_or(0.0))),
-        (None, Some(e)) => reservation.settle(e),
-        (None, None) => {}
-    }
 }
 
 fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
@@ -290,15 +259,36 @@ async fn dispatch(
         caller: &caller,
     };
     match (endpoint, &method) {
-        ("/v1/chat/completions", &Method::POST) => call.chat(request, exchange).await,
+        ("/v1/chat/completions", &Method::POST) => {
+            call.converse(Dialect::Chat, request, exchange).await
+        }
+        ("/v1/messages", &Method::POST) => {
+            call.converse(Dialect::Messages, request, exchange).await
+        }
+        ("/v1/messages/count_tokens", &Method::POST) => {
+            call.count_tokens(request, exchange).await.map(Reply::Whole)
+        }
         ("/v1/embeddings", &Method::POST) => {
             call.embeddings(request, exchange).await.map(Reply::Whole)
         }
-        ("/v1/models", &Method::GET) => Ok(Reply::Whole(call.list_models(exchange))),
+        ("/v1/models", &Method::GET) => Ok(Reply::Whole(
+            call.list_models(anthropic_shape(request.headers()), exchange),
+        )),
         (e, &Method::GET) if e.starts_with("/v1/models/") => call
-            .retrieve_model(&e["/v1/models/".len()..], exchange)
+            .retrieve_model(
+                &e["/v1/models/".len()..],
+                anthropic_shape(request.headers()),
+                exchange,
+            )
             .map(Reply::Whole),
-        ("/v1/chat/completions" | "/v1/embeddings", _) | ("/v1/models", _) => {
+        (
+            "/v1/chat/completions"
+            | "/v1/embeddings"
+            | "/v1/messages"
+            | "/v1/messages/count_tokens"
+            | "/v1/models",
+            _,
+        ) => {
             Err(GatewayError::MethodNotAllowed {
                 method: method.to_string(),
                 path,
@@ -317,97 +307,121 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    async fn chat(&self, request: Request, exchange: &mut Exchange) -> Result<Reply, GatewayError> {
-        exchange.record.endpoint = Some("chat");
+    /// A chat-like request in any dialect, through the whole pipeline: read and decode the
+    /// body, model access, guard, decorator, budget, failover over the model's targets (each
+    /// gets the client's body where it speaks the dialect, else the canonical one), and the
+    /// answer written back in the client's dialect, whole or streamed.
+    async fn converse(
+        &self,
+        dialect: Dialect,
+        request: Request,
+        exchange: &mut Exchange,
+    ) -> Result<Reply, GatewayError> {
+        exchange.record.endpoint = Some(dialect.endpoint());
         let (parts, body) = request.into_parts();
-        let mut body = self.read_json(&parts.headers, body, exchange).await?;
-        if !has_messages(&body) {
-            return Err(GatewayError::InvalidRequest(
-                "`messages` must be a non-empty array".into(),
-            ));
-        }
-        let stream = match body.get::<bool>("stream") {
-            None => false,
-            Some(Ok(b)) => b,
-            Some(Err(_)) => {
-                return Err(GatewayError::InvalidRequest(
-                    "`stream` must be a boolean".into(),
-                ));
-            }
-        };
-        #[derive(serde::Deserialize)]
-        struct StreamOptions {
-            include_usage: Option<bool>,
-        }
-        let client_wants_usage = body
-            .get::<StreamOptions>("stream_options")
-            .and_then(Result::ok)
-            .and_then(|o| o.include_usage)
-            == Some(true);
+        let body = self.read_json(&parts.headers, body, exchange).await?;
+        let options = self.snapshot.dialects.clone();
+        let Decoded {
+            canonical: mut body,
+            mut native,
+            stream,
+            client_wants_usage,
+            dropped,
+        } = cpu_bound(body.len(), move || dialect.decode(body, &options)).await??;
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
-        self.log_payload(&body, exchange);
+        self.log_payload(native.as_ref().unwrap_or(&body), exchange);
         // The client's words are checked; the operator's decorations are added after.
         if let Some(guard) = &self.route.guard {
             let (guard, checked) = (guard.clone(), body.clone());
             cpu_bound(body.len(), move || guard.check(&checked)).await??;
         }
-        decorator::decorate(
-            &mut body,
-            self.route.decorator.as_ref(),
-            model.decorator.as_ref(),
-        );
+        let (route_decorator, model_decorator) =
+            (self.route.decorator.as_ref(), model.decorator.as_ref());
+        decorator::decorate(&mut body, route_decorator, model_decorator);
+        if let Some(native) = &mut native {
+            dialect.decorate_native(native, route_decorator, model_decorator);
+        }
 
         let facts = self.facts(&model);
         let completion = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| body.get::<u64>(k).and_then(Result::ok));
         let counted = body.clone();
-        let budget = self.reserve(&facts, &model, async move {
-            let size = counted.len();
-            let prompt = cpu_bound(size, move || tokens::chat_prompt(&counted)).await;
-            // Should the estimate fail, a byte count never undercounts.
-            (prompt.unwrap_or(size as u64), completion)
-        });
-        let Budget {
-            mut reservation,
-            estimate,
-        } = budget.await?;
+        let mut budget = self
+            .reserve(&facts, &model, async move {
+                let size = counted.len();
+                let prompt = cpu_bound(size, move || tokens::chat_prompt(&counted)).await;
+                // Should the estimate fail, a byte count never undercounts.
+                (prompt.unwrap_or(size as u64), completion)
+            })
+            .await?;
 
+        let headers = &parts.headers;
+        let native = &native;
         let answered = self
             .attempt_targets(
                 &model,
-                &parts.headers,
+                headers,
                 &facts,
-                estimate,
-                &body,
+                &budget,
                 exchange,
-                |target, body, max_response| async move {
-                    let opts = target.call_options(max_response);
-                    match target.provider.chat(body, stream, opts).await? {
-                        ChatReply::Complete(complete) => Ok(Answer::Whole(complete)),
-                        ChatReply::Stream(frames) => first_frame(frames, &target).await,
+                |target, max_response| {
+                    let body = body.clone();
+                    async move {
+                        let opts = target.call_options(max_response);
+                        let (reply, is_native) = match native {
+                            Some(native) if dialect.native_to(&target.provider) => (
+                                dialect
+                                    .call_native(&target.provider, native.clone(), stream, opts, headers)
+                                    .await?,
+                                true,
+                            ),
+                            _ => (target.provider.chat(body, stream, opts).await?, false),
+                        };
+                        match reply {
+                            ChatReply::Complete(complete) => Ok((Answer::Whole(complete), is_native)),
+                            ChatReply::Stream(frames) => {
+                                Ok((first_frame(frames, &target).await?, is_native))
+                            }
+                        }
                     }
                 },
             )
             .await?;
         let failover::Answered {
-            value: (answer, held),
+            value: ((answer, is_native), held),
             target,
             in_flight,
         } = answered;
-        reservation.absorb(held);
-        let limit_headers = reservation.headers();
+        budget.absorb(held);
+        if !is_native {
+            // What the translation left out, for the target that did not get the client's body.
+            exchange.record.dropped = dropped;
+        }
+        let limit_headers = budget.headers();
+        let context = AnswerContext {
+            model: model.name.clone(),
+            prompt_estimate: budget
+                .prompt_estimate()
+                .unwrap_or_else(|| tokens::chat_prompt(&body)),
+            client_wants_usage,
+        };
         match answer {
             Answer::Whole(complete) => {
-                charge(
-                    reservation,
-                    complete.usage.as_ref(),
-                    estimate.as_ref(),
-                    &target,
-                    &mut exchange.record,
-                );
+                exchange.record.cost_usd =
+                    budget.settle_whole(complete.usage.as_ref(), target.price);
+                let complete = if is_native {
+                    complete
+                } else {
+                    dialect
+                        .encode_whole(complete, &context)
+                        .map_err(|detail| GatewayError::UpstreamProtocol {
+                            provider: target.provider_name.clone(),
+                            detail,
+                        })?
+                };
                 let response = whole_json(complete, &target, exchange);
                 Ok(Reply::Whole(with_headers(response, &limit_headers)))
             }
@@ -428,14 +442,10 @@ impl Call<'_> {
                     in_flight,
                     circuit: model.pool.circuit.clone(),
                 };
-                let budget = stream::StreamBudget {
-                    reservation,
-                    estimate,
-                };
                 let response = stream::sse_response(
                     upstream,
                     budget,
-                    client_wants_usage,
+                    dialect.stream_encoder(is_native, &context),
                     owned,
                     self.state.clone(),
                     self.snapshot.clone(),
@@ -446,6 +456,45 @@ impl Call<'_> {
                 Ok(Reply::Streaming(response))
             }
         }
+    }
+
+    /// `POST /v1/messages/count_tokens`: passed through when the model's first target speaks
+    /// Messages; else the gateway's estimate over every block (system, text, tool definitions,
+    /// tool uses, tool results), marked as such in a header. No limit is charged: nothing is
+    /// generated.
+    async fn count_tokens(
+        &self,
+        request: Request,
+        exchange: &mut Exchange,
+    ) -> Result<Response, GatewayError> {
+        exchange.record.endpoint = Some("count_tokens");
+        let (parts, body) = request.into_parts();
+        let body = self.read_json(&parts.headers, body, exchange).await?;
+        let model = self.model_for(&body, Purpose::Chat, exchange)?;
+        let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
+        if let Some(target) = plan.first()
+            && let crate::providers::Provider::Anthropic(provider) = target.provider.as_ref()
+        {
+            exchange.record.provider = Some(target.provider_name.clone());
+            let opts = target.call_options(self.snapshot.limits.max_response.as_u64());
+            let complete = provider.count_tokens(body, opts, &parts.headers).await?;
+            return Ok(whole_json(complete, target, exchange));
+        }
+        let options = crate::dialect::messages::request::DecodeOptions {
+            strip_attribution: self.snapshot.dialects.messages.strip_attribution,
+            max_tokens_optional: true,
+        };
+        let raw = body.to_bytes();
+        let count = cpu_bound(raw.len(), move || {
+            crate::dialect::messages::request::to_canonical(&raw, options)
+                .and_then(|c| Ok(tokens::chat_prompt(&JsonBody::from_value(&c.body)?)))
+        })
+        .await??;
+        let mut response = axum::Json(json!({ "input_tokens": count })).into_response();
+        response
+            .headers_mut()
+            .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("estimate"));
+        Ok(response)
     }
 
     async fn embeddings(
@@ -462,10 +511,7 @@ impl Call<'_> {
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
         self.log_payload(&body, exchange);
         let facts = self.facts(&model);
-        let Budget {
-            mut reservation,
-            estimate,
-        } = self
+        let mut budget = self
             .reserve(&facts, &model, async {
                 let counted = body.clone();
                 let size = counted.len();
@@ -478,25 +524,22 @@ impl Call<'_> {
                 &model,
                 &parts.headers,
                 &facts,
-                estimate,
-                &body,
+                &budget,
                 exchange,
-                |target, body, max_response| async move {
-                    let opts = target.call_options(max_response);
-                    target.provider.embeddings(body, opts).await
+                |target, max_response| {
+                    let body = body.clone();
+                    async move {
+                        let opts = target.call_options(max_response);
+                        target.provider.embeddings(body, opts).await
+                    }
                 },
             )
             .await?;
         let (complete, held) = answered.value;
-        reservation.absorb(held);
-        let limit_headers = reservation.headers();
-        charge(
-            reservation,
-            complete.usage.as_ref(),
-            estimate.as_ref(),
-            &answered.target,
-            &mut exchange.record,
-        );
+        budget.absorb(held);
+        let limit_headers = budget.headers();
+        exchange.record.cost_usd =
+            budget.settle_whole(complete.usage.as_ref(), answered.target.price);
         Ok(with_headers(
             whole_json(complete, &answered.target, exchange),
             &limit_headers,
@@ -514,33 +557,29 @@ impl Call<'_> {
     }
 
     /// Tries the model's targets in the order its strategy gives, reserving provider-scoped
-    /// limits per attempt; `call` makes one attempt (the target, a copy of the body, and the
-    /// largest answer to read).
-    #[allow(clippy::too_many_arguments)]
+    /// limits per attempt; `call` makes one attempt (the target, and the largest answer to read).
     async fn attempt_targets<T, F, Fut>(
         &self,
         model: &Model,
         headers: &HeaderMap,
         facts: &RequestFacts<'_>,
-        estimate: Option<Amounts>,
-        body: &JsonBody,
+        budget: &Budget,
         exchange: &mut Exchange,
         call: F,
     ) -> Result<failover::Answered<(T, Reservation)>, GatewayError>
     where
-        F: Fn(Arc<Target>, JsonBody, u64) -> Fut,
+        F: Fn(Arc<Target>, u64) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
     {
         let plan = model.pool.plan(&self.caller.acting().name, headers);
         let max_response = self.snapshot.limits.max_response.as_u64();
         let limits = &self.snapshot.rate_limits;
         let call = &call;
-        failover::run(model, plan, &mut exchange.record, |target| {
-            let body = body.clone();
-            async move {
-                let held = reserve_for_provider(limits, facts, &target, estimate.as_ref()).await?;
-                Ok((call(target, body, max_response).await?, held))
-            }
+        failover::run(model, plan, &mut exchange.record, |target| async move {
+            let held = budget
+                .for_provider(limits, facts, &target.provider_name)
+                .await?;
+            Ok((call(target, max_response).await?, held))
         })
         .await
     }
@@ -561,63 +600,41 @@ impl Call<'_> {
         model: &Model,
         count: impl std::future::Future<Output = (u64, Option<u64>)>,
     ) -> Result<Budget, GatewayError> {
-        let limits = &self.snapshot.rate_limits;
-        if !limits.applies(facts) {
-            return Ok(Budget {
-                reservation: Reservation::empty(limits.limiter.clone()),
-                estimate: None,
-            });
-        }
-        let (prompt, completion) = count.await;
-        let completion = completion.unwrap_or(limits.default_completion_tokens);
-        let mut estimate = Amounts {
-            requests: 1,
-            prompt,
-            completion,
-            cost_micro_usd: 0,
-        };
-        // Before routing the target is unknown: reserve the dearest one's price.
-        let usage = Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            ..Usage::default()
-        };
-        estimate.cost_micro_usd = model
-            .pool
-            .targets
-            .iter()
-            .filter_map(|t| t.price)
-            .map(|p| micro(pricing::cost(&p, &usage)))
-            .max()
-            .unwrap_or(0);
-        let reservation = limits
-            .reserve(limits.request_counters(facts, &estimate))
-            .await?;
-        Ok(Budget {
-            reservation,
-            estimate: Some(estimate),
-        })
+        let prices = model.pool.targets.iter().filter_map(|t| t.price);
+        Budget::reserve(&self.snapshot.rate_limits, facts, prices, count).await
     }
 
-    fn list_models(&self, exchange: &mut Exchange) -> Response {
+    fn list_models(&self, anthropic: bool, exchange: &mut Exchange) -> Response {
         exchange.record.endpoint = Some("models");
-        let data: Vec<Value> = access::visible_models(self.snapshot, self.route, self.caller)
-            .map(|m| self.model_object(m))
-            .collect();
+        let models = access::visible_models(self.snapshot, self.route, self.caller);
+        if anthropic {
+            let names: Vec<&str> = models.map(|m| m.name.as_str()).collect();
+            let list = crate::dialect::messages::model_list(&names, self.snapshot.created);
+            return axum::Json(list).into_response();
+        }
+        let data: Vec<Value> = models.map(|m| self.model_object(m)).collect();
         axum::Json(json!({ "object": "list", "data": data })).into_response()
     }
 
     fn retrieve_model(
         &self,
         name: &str,
+        anthropic: bool,
         exchange: &mut Exchange,
     ) -> Result<Response, GatewayError> {
         exchange.record.endpoint = Some("models");
-        access::visible_models(self.snapshot, self.route, self.caller)
+        let model = access::visible_models(self.snapshot, self.route, self.caller)
             .find(|m| m.name == name)
-            .map(|m| axum::Json(self.model_object(m)).into_response())
-            .ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))
+            .ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;
+        Ok(if anthropic {
+            axum::Json(crate::dialect::messages::model_object(
+                &model.name,
+                self.snapshot.created,
+            ))
+            .into_response()
+        } else {
+            axum::Json(self.model_object(model)).into_response()
+        })
     }
 
     fn model_object(&self, model: &Model) -> Value {
@@ -701,15 +718,6 @@ async fn cpu_bound<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| GatewayError::Internal(format!("work on the request body failed: {e}")))
-}
-
-/// `messages` is a non-empty array.
-fn has_messages(body: &JsonBody) -> bool {
-    let Some(raw) = body.raw("messages") else {
-        return false;
-    };
-    let mut inner = raw.iter().filter(|b| !b.is_ascii_whitespace());
-    inner.next() == Some(&b'[') && inner.next().is_some_and(|b| *b != b']')
 }
 
 async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, GatewayError> {

@@ -16,9 +16,10 @@ use futures_util::StreamExt;
 
 use super::Exchange;
 use crate::config::CircuitConfig;
+use crate::dialect::StreamEncoder;
 use crate::error::GatewayError;
-use crate::policy::limits::{Amounts, Reservation};
-use crate::policy::pricing::{self, Price};
+use crate::policy::budget::Budget;
+use crate::policy::pricing::Price;
 use crate::policy::tokens;
 use crate::providers::Usage;
 use crate::providers::{Frame, FrameStream, IDLE};
@@ -38,19 +39,13 @@ pub struct Upstream {
     pub circuit: CircuitConfig,
 }
 
-/// A stream's rate-limit reservation and the estimate behind it.
-pub struct StreamBudget {
-    pub reservation: Reservation,
-    /// None when no limit applies (then nothing is counted).
-    pub estimate: Option<Amounts>,
-}
-
 /// Writes the log record, and settles the reservation, when dropped.
 struct StreamLog {
     exchange: Exchange,
     /// Taken when the stream ends.
-    reservation: Option<Reservation>,
-    estimate: Option<Amounts>,
+    budget: Option<Budget>,
+    /// Limits apply: the output is counted as it streams.
+    counts: bool,
     price: Option<Price>,
     usage: Option<Usage>,
     /// The text streamed so far, kept only when payload logging is on.
@@ -92,7 +87,7 @@ impl StreamLog {
         if let Some(text) = &mut self.logged_text {
             text.push_str(&frame.text);
         }
-        if self.estimate.is_some() && self.usage.is_none() && !frame.text.is_empty() {
+        if self.counts && self.usage.is_none() && !frame.text.is_empty() {
             self.generated_tokens += tokens::count(&frame.text);
         }
         if frame.has_output && self.first_token.is_none() {
@@ -111,35 +106,18 @@ impl StreamLog {
 }
 
 impl StreamLog {
-    /// The real usage when the upstream sent it; else, if anything was generated, the prompt
-    /// estimate and the tokens streamed; else a refund.
+    /// Settles the budget to what the stream used; the log and the metrics show what the
+    /// limits were charged.
     fn settle(&mut self) {
-        let Some(reservation) = self.reservation.take() else {
+        let Some(budget) = self.budget.take() else {
             return;
         };
-        let cost = |usage: &Usage| self.price.map(|p| pricing::cost(&p, usage));
-        match (self.usage, self.estimate) {
-            (Some(usage), _) => {
-                let cost_usd = cost(&usage);
-                self.exchange.record.cost_usd = cost_usd;
-                reservation.settle(&Amounts::of_usage(&usage, cost_usd.unwrap_or(0.0)));
-            }
-            (None, Some(estimate)) if self.generated_tokens > 0 => {
-                let usage = Usage {
-                    prompt_tokens: estimate.prompt,
-                    completion_tokens: self.generated_tokens,
-                    total_tokens: estimate.prompt + self.generated_tokens,
-                    ..Usage::default()
-                };
-                let cost_usd = cost(&usage);
-                // The log and the metrics show what the limits were charged.
-                self.exchange.record.set_usage(&usage);
-                self.exchange.record.usage_estimated = true;
-                self.exchange.record.cost_usd = cost_usd;
-                reservation.settle(&Amounts::of_usage(&usage, cost_usd.unwrap_or(0.0)));
-            }
-            _ => drop(reservation),
+        let charged = budget.settle_stream(self.usage, self.generated_tokens, self.price);
+        if let Some(usage) = &charged.usage {
+            self.exchange.record.set_usage(usage);
         }
+        self.exchange.record.usage_estimated = charged.estimated;
+        self.exchange.record.cost_usd = charged.cost_usd;
     }
 }
 
@@ -175,8 +153,8 @@ const MAX_BATCH: usize = 64;
 
 pub fn sse_response(
     upstream: Upstream,
-    budget: StreamBudget,
-    client_wants_usage: bool,
+    budget: Budget,
+    mut encoder: Box<dyn StreamEncoder>,
     exchange: Exchange,
     state: Arc<AppState>,
     snapshot: Arc<Snapshot>,
@@ -193,8 +171,8 @@ pub fn sse_response(
     let provider = target.provider_name.clone();
     let mut log = StreamLog {
         exchange,
-        reservation: Some(budget.reservation),
-        estimate: budget.estimate,
+        counts: budget.counts(),
+        budget: Some(budget),
         price: target.price,
         usage: None,
         logged_text: exchange_logs_response.then(String::new),
@@ -217,6 +195,12 @@ pub fn sse_response(
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     log.mark_ended();
+                    let mut out = BytesMut::new();
+                    encoder.finish(&mut out);
+                    if !out.is_empty() {
+                        log.sent(out.len());
+                        yield Ok::<Bytes, Infallible>(out.freeze());
+                    }
                     break;
                 }
                 Err(_) => vec![Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: IDLE })],
@@ -227,15 +211,12 @@ pub fn sse_response(
                 match item {
                     Ok(frame) => {
                         log.observe(&frame, &provider);
-                        // The usage chunk the gateway asked for is not the client's business.
-                        if !frame.usage_only || client_wants_usage {
-                            frame.write_sse(&mut out);
-                        }
+                        encoder.frame(&frame, &mut out);
                     }
                     Err(error) => {
-                        // Headers are gone already: the error travels as an SSE event, as OpenAI does.
+                        // Headers are gone already: the error travels as an event.
                         log.fail(&error);
-                        error_frame(&error).write_sse(&mut out);
+                        encoder.error(&error, &mut out);
                         failed = true;
                         break;
                     }
@@ -257,15 +238,4 @@ pub fn sse_response(
     // Tell nginx-style proxies in front of us not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-fn error_frame(error: &GatewayError) -> Frame {
-    Frame {
-        data: Bytes::from(error.body().to_string()),
-        usage: None,
-        usage_only: false,
-        has_output: false,
-        error: None,
-        text: String::new(),
-    }
 }

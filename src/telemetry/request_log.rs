@@ -55,6 +55,10 @@ pub struct RequestRecord {
     /// reported usage): what the limits were charged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// What a translation to the target's format left out (e.g. `cache_control`, betas,
+    /// thinking history): nothing is dropped silently.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
     /// What the tokens cost, in USD, at the answering target's price (none if unknown).
     pub cost_usd: Option<f64>,
     /// Request body bytes received, response body bytes sent.

@@ -23,7 +23,44 @@ use serde_json::{Value, json};
 use super::{Ending, MockState, record, sse_response, words};
 
 pub fn routes() -> Router<Arc<MockState>> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}` for a Messages request without
+/// `max_tokens` (counted as the answers' usage is).
+async fn count_tokens(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return error(400, "invalid_request_error", "invalid JSON");
+    };
+    record(&state, "/v1/messages/count_tokens", &headers, &body);
+    if headers.get("x-api-key").is_none() {
+        return error(401, "authentication_error", "x-api-key header is required");
+    }
+    axum::Json(json!({"input_tokens": input_tokens(&body)})).into_response()
+}
+
+fn input_tokens(body: &Value) -> u64 {
+    let system = match &body["system"] {
+        Value::String(s) => words(s),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| words(b["text"].as_str().unwrap_or("")))
+            .sum(),
+        _ => 0,
+    };
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| words(&m["content"].to_string()))
+        .sum::<u64>()
+        + system
 }
 
 fn error(status: u16, kind: &str, message: &str) -> Response {
@@ -47,6 +84,9 @@ fn invalid(body: &Value) -> Option<String> {
     let mut expected = "user";
     let mut pending_tool_uses: Vec<String> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
+        if m["role"] == "system" {
+            continue; // Claude Code sends one among the turns; the API takes it
+        }
         if m["role"] != expected {
             return Some(format!(
                 "messages.{i}.role: roles must alternate between \"user\" and \"assistant\", starting with \"user\""
@@ -175,18 +215,7 @@ async fn messages(
     } else {
         "end_turn"
     };
-    let input_tokens: u64 = body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| words(&m["content"].to_string()))
-        .sum::<u64>()
-        + body["system"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| words(b["text"].as_str().unwrap_or("")))
-            .sum::<u64>();
+    let input_tokens = input_tokens(&body);
     let output_tokens: u64 = content
         .iter()
         .map(|b| words(b["text"].as_str().unwrap_or("x y")))

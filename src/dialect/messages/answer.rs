@@ -1,0 +1,403 @@
+//! Canonical (OpenAI chat) answers written back as Messages: a whole `chat.completion` as a
+//! `message`, and `chat.completion.chunk`s as the Messages event sequence
+//! (`message_start`, `ping`, `content_block_start|delta|stop`, `message_delta`, `message_stop`).
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::dialect::StreamEncoder;
+use crate::error::GatewayError;
+use crate::providers::translate::arguments_object;
+use crate::providers::{Frame, Usage, write_sse_event};
+
+/// OpenAI's finish reason as Anthropic's stop reason.
+pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
+    match finish_reason {
+        Some("length") => "max_tokens",
+        Some("tool_calls" | "function_call") => "tool_use",
+        Some("content_filter") => "refusal",
+        _ => "end_turn",
+    }
+}
+
+/// Anthropic's usage object: `input_tokens` excludes what the cache read or wrote.
+pub fn usage_json(usage: &Usage) -> Value {
+    let read = usage.cached_tokens.unwrap_or(0);
+    let written = usage.cache_write_tokens.unwrap_or(0);
+    json!({
+        "input_tokens": usage.prompt_tokens.saturating_sub(read + written),
+        "output_tokens": usage.completion_tokens,
+        "cache_read_input_tokens": read,
+        "cache_creation_input_tokens": written,
+    })
+}
+
+/// A Messages id for a canonical answer's id.
+fn message_id(id: Option<&str>) -> String {
+    match id {
+        Some(id) if id.starts_with("msg_") => id.to_owned(),
+        Some(id) if !id.is_empty() => format!("msg_{id}"),
+        _ => format!("msg_{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    message: Option<AssistantMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AssistantMessage {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default, alias = "reasoning")]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: Function,
+}
+
+#[derive(Deserialize)]
+struct Function {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+/// A whole canonical answer as a Messages `message`, named `model` (the client's name).
+pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
+    let completion: Completion =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected answer: {e}"))?;
+    let choice = completion.choices.into_iter().next();
+    let finish = choice.as_ref().and_then(|c| c.finish_reason.clone());
+    let mut content = Vec::new();
+    if let Some(message) = choice.and_then(|c| c.message) {
+        if let Some(thinking) = message.reasoning_content.filter(|r| !r.is_empty()) {
+            content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
+        }
+        let text = match message.content {
+            Some(Value::String(s)) => s,
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+            _ => String::new(),
+        };
+        if !text.is_empty() {
+            content.push(json!({"type": "text", "text": text}));
+        }
+        for call in message.tool_calls.unwrap_or_default() {
+            let input = arguments_object(&call.function.arguments)
+                .map_err(|_| "a tool call's arguments are not a JSON object".to_owned())?;
+            content.push(json!({
+                "type": "tool_use",
+                "id": call.id.unwrap_or_else(|| format!("toolu_{}", uuid::Uuid::new_v4().simple())),
+                "name": call.function.name,
+                "input": input,
+            }));
+        }
+    }
+    let message = json!({
+        "id": message_id(completion.id.as_deref()),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(finish.as_deref()),
+        "stop_sequence": null,
+        "usage": usage_json(usage),
+    });
+    Ok(Bytes::from(message.to_string()))
+}
+
+/// The parts of a `chat.completion.chunk` the translation reads.
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default, alias = "reasoning")]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// The content block being streamed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    Text,
+    Thinking,
+    /// The OpenAI tool-call index it streams.
+    Tool(usize),
+}
+
+/// Writes canonical chunks as Messages events. One pure state machine: chunks in, events out.
+pub struct MessagesEncoder {
+    model: String,
+    /// `input_tokens` for `message_start` until the upstream's count arrives (the gateway's
+    /// estimate: a client reading context size from it must never see zero).
+    prompt_estimate: u64,
+    started: bool,
+    open: Option<Block>,
+    /// Index of the next content block.
+    next_index: usize,
+    /// OpenAI tool-call index → content block index.
+    tool_blocks: Vec<(usize, usize)>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    ended: bool,
+}
+
+impl MessagesEncoder {
+    pub fn new(model: &str, prompt_estimate: u64) -> Self {
+        Self {
+            model: model.to_owned(),
+            prompt_estimate,
+            started: false,
+            open: None,
+            next_index: 0,
+            tool_blocks: Vec::new(),
+            finish: None,
+            usage: None,
+            ended: false,
+        }
+    }
+
+    fn event(name: &str, data: &Value, out: &mut BytesMut) {
+        write_sse_event(Some(name.as_bytes()), data.to_string().as_bytes(), out);
+    }
+
+    fn start(&mut self, id: Option<&str>, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let usage = match &self.usage {
+            Some(u) => usage_json(u),
+            None => usage_json(&Usage {
+                prompt_tokens: self.prompt_estimate,
+                ..Usage::default()
+            }),
+        };
+        let message = json!({
+            "type": "message_start",
+            "message": {
+                "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage,
+            },
+        });
+        Self::event("message_start", &message, out);
+        Self::event("ping", &json!({"type": "ping"}), out);
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if self.open.take().is_some() {
+            let index = self.next_index - 1;
+            Self::event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": index}),
+                out,
+            );
+        }
+    }
+
+    /// Opens `block` unless it is the one open; returns its index.
+    fn open(&mut self, block: Block, start: Value, out: &mut BytesMut) -> usize {
+        if self.open == Some(block) {
+            return self.next_index - 1;
+        }
+        self.close(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        self.open = Some(block);
+        Self::event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": start}),
+            out,
+        );
+        index
+    }
+
+    fn delta(index: usize, delta: Value, out: &mut BytesMut) {
+        Self::event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            out,
+        );
+    }
+
+    fn on_chunk(&mut self, chunk: Chunk, out: &mut BytesMut) {
+        self.start(chunk.id.as_deref(), out);
+        for choice in chunk.choices {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(thinking) = delta.reasoning_content.filter(|t| !t.is_empty()) {
+                let start = json!({"type": "thinking", "thinking": "", "signature": ""});
+                let index = self.open(Block::Thinking, start, out);
+                Self::delta(
+                    index,
+                    json!({"type": "thinking_delta", "thinking": thinking}),
+                    out,
+                );
+            }
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                let index = self.open(Block::Text, json!({"type": "text", "text": ""}), out);
+                Self::delta(index, json!({"type": "text_delta", "text": text}), out);
+            }
+            for call in delta.tool_calls.unwrap_or_default() {
+                self.on_tool_call(call, out);
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.close(out);
+                self.finish = Some(reason);
+            }
+        }
+    }
+
+    fn on_tool_call(&mut self, call: ToolCallDelta, out: &mut BytesMut) {
+        let position = call.index.unwrap_or(0);
+        let function = call.function;
+        let known = self.tool_blocks.iter().find(|(p, _)| *p == position).map(|(_, b)| *b);
+        let index = match known {
+            Some(index) => index,
+            None => {
+                let name = function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
+                let id = call
+                    .id
+                    .unwrap_or_else(|| format!("toolu_{}", uuid::Uuid::new_v4().simple()));
+                let start = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
+                let index = self.open(Block::Tool(position), start, out);
+                self.tool_blocks.push((position, index));
+                index
+            }
+        };
+        if let Some(arguments) = function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
+            // The arguments go on exactly as the model wrote them.
+            Self::delta(
+                index,
+                json!({"type": "input_json_delta", "partial_json": arguments}),
+                out,
+            );
+        }
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.start(None, out);
+        self.close(out);
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            ..Usage::default()
+        });
+        Self::event(
+            "message_delta",
+            &json!({
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+                "usage": usage_json(&usage),
+            }),
+            out,
+        );
+        Self::event("message_stop", &json!({"type": "message_stop"}), out);
+    }
+}
+
+impl StreamEncoder for MessagesEncoder {
+    fn frame(&mut self, frame: &Frame, out: &mut BytesMut) {
+        if let Some(usage) = frame.usage {
+            self.usage = Some(usage);
+        }
+        if frame.is_done() {
+            self.end(out);
+            return;
+        }
+        if let Some(message) = &frame.error {
+            // An upstream's in-stream error (already free of provider keys) ends the stream.
+            self.ended = true;
+            let body = json!({"type": "error", "error": {"type": "api_error", "message": message}});
+            Self::event("error", &body, out);
+            return;
+        }
+        if let Ok(chunk) = serde_json::from_slice::<Chunk>(&frame.data) {
+            self.on_chunk(chunk, out);
+        }
+    }
+
+    fn error(&mut self, error: &GatewayError, out: &mut BytesMut) {
+        self.ended = true;
+        Self::event("error", &super::error_body(error), out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.end(out);
+    }
+}
+
+/// A Messages stream from a target that speaks Messages: events go out as they came.
+pub struct NativeEncoder;
+
+impl StreamEncoder for NativeEncoder {
+    fn frame(&mut self, frame: &Frame, out: &mut BytesMut) {
+        frame.write_sse(out);
+    }
+
+    fn error(&mut self, error: &GatewayError, out: &mut BytesMut) {
+        MessagesEncoder::event("error", &super::error_body(error), out);
+    }
+
+    fn finish(&mut self, _out: &mut BytesMut) {}
+}
