@@ -174,7 +174,7 @@ fn endpoint(base: &reqwest::Url, segments: &[&str]) -> Result<reqwest::Url, Stri
 }
 
 /// OpenAI chunks go through as they are; the gateway only peeks at them.
-struct PassThrough;
+pub(crate) struct PassThrough;
 
 impl StreamTranslator for PassThrough {
     fn on_event(&mut self, _event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {

@@ -502,6 +502,87 @@ mod stream_tests {
         assert_eq!(text_of(frames).await, "日本語 ✓ grüße 🎉");
     }
 
+    /// What a Messages client receives for `frames`, through `encoder`.
+    async fn encoded(
+        frames: FrameStream,
+        mut encoder: Box<dyn crate::dialect::StreamEncoder>,
+    ) -> String {
+        let frames: Vec<_> = frames.collect().await;
+        let mut out = BytesMut::new();
+        for frame in frames {
+            encoder.frame(&frame.unwrap(), &mut out);
+        }
+        encoder.finish(&mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    const MESSAGES_EVENTS: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"日本語 ✓ grüße 🎉\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    /// A Messages stream passed through to a Messages client arrives exactly as it was sent,
+    /// however the upstream's bytes were split, and its usage is read on the way.
+    #[tokio::test]
+    async fn messages_passed_through_split_at_every_byte_arrive_unchanged() {
+        use crate::providers::anthropic::NativeStream;
+        let frames = upstream()
+            .event_stream(byte_by_byte(MESSAGES_EVENTS), NativeStream::new("p"))
+            .unwrap();
+        let frames: Vec<_> = frames.collect::<Vec<_>>().await;
+        let usage = frames
+            .iter()
+            .filter_map(|f| f.as_ref().unwrap().usage)
+            .last()
+            .unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (3, 5));
+        let whole = upstream()
+            .event_stream(byte_by_byte(MESSAGES_EVENTS), NativeStream::new("p"))
+            .unwrap();
+        let out = encoded(whole, Box::new(crate::dialect::messages::answer::NativeEncoder)).await;
+        assert_eq!(out, MESSAGES_EVENTS);
+    }
+
+    /// A chat stream translated for a Messages client gives the same events whether the
+    /// upstream's bytes came whole or one at a time.
+    #[tokio::test]
+    async fn chat_chunks_translated_to_messages_split_at_every_byte() {
+        use crate::dialect::messages::answer::MessagesEncoder;
+        let body = concat!(
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"日本語 ✓ \"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"t\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": \\\"é\\\"}\"}}]}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let whole_response = axum::http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(reqwest::Body::from(body))
+            .unwrap();
+        let at_once = encoded(
+            upstream()
+                .event_stream(reqwest::Response::from(whole_response), crate::providers::openai::PassThrough)
+                .unwrap(),
+            Box::new(MessagesEncoder::new("m", 1)),
+        )
+        .await;
+        let split = encoded(
+            upstream()
+                .event_stream(byte_by_byte(body), crate::providers::openai::PassThrough)
+                .unwrap(),
+            Box::new(MessagesEncoder::new("m", 1)),
+        )
+        .await;
+        assert_eq!(at_once, split);
+        assert!(split.contains("\"partial_json\":\"{\\\"a\\\": \\\"é\\\"}\""), "{split}");
+        assert!(split.contains("\"output_tokens\":6"), "{split}");
+        assert!(split.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+    }
+
     #[tokio::test]
     async fn gemini_events_with_crlf_framing_split_at_every_byte() {
         let body = concat!(
