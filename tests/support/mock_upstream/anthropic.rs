@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::{Ending, MockState, record, sse_response, words};
+use super::{Ending, MockState, record, sse_response, tool_arguments, tool_to_call, words};
 
 pub fn routes() -> Router<Arc<MockState>> {
     Router::new()
@@ -196,17 +196,20 @@ async fn messages(
         .filter_map(|b| b["text"].as_str())
         .collect::<Vec<_>>()
         .join(" ");
-    let tool = body["tools"]
-        .as_array()
-        .and_then(|t| t.first())
-        .map(|t| t["name"].as_str().unwrap_or("").to_owned());
+    let tool = tool_to_call(
+        body["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str()),
+    );
     let content: Vec<Value> = match (&tool, results.is_empty()) {
         (_, false) => {
             vec![json!({"type": "text", "text": format!("Result: {}", results.join(", "))})]
         }
         (Some(name), true) => vec![
             json!({"type": "text", "text": "Let me check."}),
-            json!({"type": "tool_use", "id": "toolu_01Mock", "name": name, "input": {"city": "Paris"}}),
+            json!({"type": "tool_use", "id": "toolu_01Mock", "name": name, "input": tool_arguments(name, &user_text)}),
         ],
         (None, true) => vec![json!({"type": "text", "text": user_text})],
     };

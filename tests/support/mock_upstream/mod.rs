@@ -225,6 +225,28 @@ fn last_user_text(body: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The arguments every mock gives a call of `tool`: a shell tool (`Bash`, Codex's `shell`)
+/// runs the command the user wrote after "run: " (for the agent CLIs' tests); any other tool
+/// is asked about Paris.
+pub fn tool_arguments(tool: &str, user_text: &str) -> Value {
+    match (tool, user_text.split_once("run: ")) {
+        ("Bash", Some((_, command))) => {
+            json!({"command": command.trim(), "description": "Run the requested command"})
+        }
+        _ => json!({"city": "Paris"}),
+    }
+}
+
+/// The tool an agent's request offers that the mocks call: `Bash` if offered, else the first.
+pub fn tool_to_call<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let names: Vec<&str> = names.collect();
+    names
+        .iter()
+        .find(|n| **n == "Bash")
+        .or(names.first())
+        .map(|n| (*n).to_owned())
+}
+
 fn words(s: &str) -> u64 {
     s.split_whitespace().count() as u64
 }
@@ -265,7 +287,43 @@ async fn chat(
         Ok(accepted) => accepted,
         Err(response) => return response,
     };
-    let reply = last_user_text(&body);
+    // With tools and a user turn last: a tool call; after tool results: "Result: ...".
+    let last_role = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["role"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default();
+    let tool = tool_to_call(
+        body["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str()),
+    );
+    let results: Vec<String> = body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .rev()
+        .take_while(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().map(str::to_owned).unwrap_or_else(|| m["content"].to_string()))
+        .collect();
+    let call = match (&tool, last_role.as_str()) {
+        (Some(name), "user") => Some((
+            name.clone(),
+            tool_arguments(name, &last_user_text(&body)).to_string(),
+        )),
+        _ => None,
+    };
+    let reply = if !results.is_empty() {
+        let mut results = results;
+        results.reverse();
+        format!("Result: {}", results.join(", "))
+    } else if call.is_some() {
+        "Let me check.".to_owned()
+    } else {
+        last_user_text(&body)
+    };
     let prompt_tokens: u64 = body["messages"]
         .as_array()
         .map(|m| {
@@ -278,6 +336,9 @@ async fn chat(
         "prompt_tokens": prompt_tokens, "completion_tokens": words(&reply), "total_tokens": prompt_tokens + words(&reply),
         "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}
     });
+    if let Some((name, arguments)) = call {
+        return tool_call_reply(state, &body, model, &reply, &name, &arguments, usage);
+    }
     if body["stream"] != true {
         return axum::Json(json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
@@ -309,6 +370,49 @@ async fn chat(
         return sse_response(state, events, Duration::ZERO, Ending::Normal);
     }
     stream_reply(state, model, reply, include_usage.then_some(usage))
+}
+
+/// A text and one tool call, whole or streamed as OpenAI does (the call's id and name first,
+/// then its arguments in pieces), finishing with `tool_calls`.
+fn tool_call_reply(
+    state: Arc<MockState>,
+    body: &Value,
+    model: String,
+    text: &str,
+    name: &str,
+    arguments: &str,
+    usage: Value,
+) -> Response {
+    let id = "call_mock_1";
+    if body["stream"] != true {
+        return axum::Json(json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            ]}, "logprobs": null, "finish_reason": "tool_calls"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+                       "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {c}\n\n")
+    };
+    let (a, b) = arguments.split_at(arguments.len() / 2);
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": text}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}), Value::Null),
+        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+    ];
+    if body["stream_options"]["include_usage"] == true {
+        let c = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {c}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    sse_response(state, events, Duration::ZERO, Ending::Normal)
 }
 
 fn stream_reply(
