@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (some against the local Redis and a
 # real OIDC provider run with node), then the official OpenAI Python SDK against the real
-# binary. Works on a fresh machine: it installs the npm package and makes its own virtualenv.
+# binary (openai and anthropic SDKs), then the Claude Code CLI. Works on a fresh machine: it
+# installs the npm packages and makes its own virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 "$venv/bin/python" -m pytest -q tests/python
+
+# The real Claude Code CLI through the gateway (installed from npm into a cache on first run).
+bash scripts/test-agents.sh

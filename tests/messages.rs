@@ -46,7 +46,12 @@ async fn setup(extra: &str) -> (TestGateway, mock_upstream::MockUpstream) {
     (gw, up)
 }
 
-async fn post(gw: &TestGateway, path: &str, headers: &[(&str, &str)], body: &Value) -> reqwest::Response {
+async fn post(
+    gw: &TestGateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
     let mut request = client().post(gw.url(path)).json(body);
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -63,12 +68,44 @@ fn ask(model: &str, text: &str) -> Value {
 #[tokio::test]
 async fn auth_and_access_failures_use_anthropics_envelope() {
     let (gw, _up) = setup("").await;
-    let cases: [(&[(&str, &str)], &str, &str, u16, &str); 5] = [
-        (&[("anthropic-version", "2023-06-01")], "/ai/v1/messages", "claude-haiku", 401, "authentication_error"),
-        (&[("x-api-key", "wrong-key-123456")], "/ai/v1/messages", "claude-haiku", 401, "authentication_error"),
-        (&ANTHROPIC, "/admin/v1/messages", "claude-haiku", 403, "permission_error"),
-        (&ANTHROPIC, "/ai/v1/messages", "secret-model", 403, "permission_error"),
-        (&ANTHROPIC, "/ai/v1/messages", "no-such-model", 404, "not_found_error"),
+    /// Headers, path, model, expected status and Anthropic error type.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, u16, &'a str);
+    let cases: [Case; 5] = [
+        (
+            &[("anthropic-version", "2023-06-01")],
+            "/ai/v1/messages",
+            "claude-haiku",
+            401,
+            "authentication_error",
+        ),
+        (
+            &[("x-api-key", "wrong-key-123456")],
+            "/ai/v1/messages",
+            "claude-haiku",
+            401,
+            "authentication_error",
+        ),
+        (
+            &ANTHROPIC,
+            "/admin/v1/messages",
+            "claude-haiku",
+            403,
+            "permission_error",
+        ),
+        (
+            &ANTHROPIC,
+            "/ai/v1/messages",
+            "secret-model",
+            403,
+            "permission_error",
+        ),
+        (
+            &ANTHROPIC,
+            "/ai/v1/messages",
+            "no-such-model",
+            404,
+            "not_found_error",
+        ),
     ];
     for (headers, path, model, status, kind) in cases {
         let r = post(&gw, path, headers, &ask(model, "hi")).await;
@@ -79,7 +116,13 @@ async fn auth_and_access_failures_use_anthropics_envelope() {
         assert!(body["error"]["message"].is_string());
     }
     // A request the gateway cannot read.
-    let r = post(&gw, "/ai/v1/messages", &ANTHROPIC, &json!({"model": "claude-haiku", "messages": []})).await;
+    let r = post(
+        &gw,
+        "/ai/v1/messages",
+        &ANTHROPIC,
+        &json!({"model": "claude-haiku", "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -98,7 +141,10 @@ async fn to_an_anthropic_target_the_body_passes_through_with_the_gateways_key() 
         &[
             ("authorization", "Bearer dev-key-12345"),
             ("anthropic-version", "2024-10-22"),
-            ("anthropic-beta", "interleaved-thinking-2025-05-14,context-management-2025-06-27"),
+            (
+                "anthropic-beta",
+                "interleaved-thinking-2025-05-14,context-management-2025-06-27",
+            ),
         ],
         &body,
     )
@@ -110,7 +156,10 @@ async fn to_an_anthropic_target_the_body_passes_through_with_the_gateways_key() 
     let sent = up.state.last();
     assert_eq!(sent.path, "/v1/messages");
     assert_eq!(sent.headers["x-api-key"], "sk-ant-secret-0123456789abcdef");
-    assert!(sent.headers.get("authorization").is_none(), "the client's key never goes upstream");
+    assert!(
+        sent.headers.get("authorization").is_none(),
+        "the client's key never goes upstream"
+    );
     assert_eq!(sent.headers["anthropic-version"], "2024-10-22");
     assert_eq!(
         sent.headers["anthropic-beta"],
@@ -141,7 +190,10 @@ async fn a_passed_through_stream_is_relayed_as_is_and_its_usage_read() {
     let text = r.text().await.unwrap();
     assert!(text.starts_with("event: message_start\ndata: "), "{text}");
     assert!(text.contains("event: ping\n"));
-    assert!(text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"), "{text}");
+    assert!(
+        text.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{text}"
+    );
     let log = gw.next_log().await;
     assert!(log.stream);
     assert_eq!(log.completion_tokens, Some(3));
@@ -156,17 +208,34 @@ async fn to_other_targets_it_is_translated_and_what_was_left_out_is_logged() {
         let mut body = ask(model, "hello there");
         body["system"] = json!([{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1"}, {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]);
         body["thinking"] = json!({"type": "adaptive"});
-        let r = post(&gw, "/ai/v1/messages", &ANTHROPIC, &body).await;
+        let headers = [
+            ANTHROPIC[0],
+            ANTHROPIC[1],
+            ("anthropic-beta", "fine-grained-tool-streaming-2025-05-14"),
+        ];
+        let r = post(&gw, "/ai/v1/messages", &headers, &body).await;
         assert_eq!(r.status(), 200, "{model}");
         let answer: Value = r.json().await.unwrap();
         assert_eq!(answer["type"], "message", "{answer}");
         assert_eq!(answer["model"], model);
-        assert_eq!(answer["content"][0], json!({"type": "text", "text": "hello there"}));
+        assert_eq!(
+            answer["content"][0],
+            json!({"type": "text", "text": "hello there"})
+        );
         assert_eq!(answer["stop_reason"], "end_turn");
         assert!(answer["usage"]["input_tokens"].as_u64().unwrap() > 0);
         let log = gw.next_log().await;
-        for d in ["thinking", "cache_control", "attribution header"] {
-            assert!(log.dropped.iter().any(|x| x == d), "{model}: {d} in {:?}", log.dropped);
+        for d in [
+            "thinking",
+            "cache_control",
+            "attribution header",
+            "anthropic-beta: fine-grained-tool-streaming-2025-05-14",
+        ] {
+            assert!(
+                log.dropped.iter().any(|x| x == d),
+                "{model}: {d} in {:?}",
+                log.dropped
+            );
         }
     }
     // The OpenAI-compatible upstream got a chat request without the attribution line.
@@ -176,7 +245,10 @@ async fn to_other_targets_it_is_translated_and_what_was_left_out_is_logged() {
         .into_iter()
         .find(|r| r.path == "/v1/chat/completions")
         .unwrap();
-    assert_eq!(sent.body["messages"][0], json!({"role": "system", "content": "Be brief."}));
+    assert_eq!(
+        sent.body["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
     assert!(sent.headers.get("x-api-key").is_none());
 }
 
@@ -198,12 +270,9 @@ async fn a_translated_stream_is_the_messages_event_sequence_with_real_usage() {
         assert_eq!(names.first(), Some(&"message_start"), "{text}");
         assert_eq!(names.last(), Some(&"message_stop"), "{text}");
         assert!(names.contains(&"content_block_delta"));
-        let start: Value = serde_json::from_str(
-            text.lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap(),
-        )
-        .unwrap();
+        let start: Value =
+            serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
+                .unwrap();
         assert!(
             start["message"]["usage"]["input_tokens"].as_u64().unwrap() > 0,
             "never zero in message_start: {start}"
@@ -227,7 +296,13 @@ async fn a_translated_stream_is_the_messages_event_sequence_with_real_usage() {
 #[tokio::test]
 async fn failover_crosses_from_anthropic_to_an_openai_target() {
     let (mut gw, _up) = setup("").await;
-    let r = post(&gw, "/ai/v1/messages", &ANTHROPIC, &ask("claude-or-local", "still answered")).await;
+    let r = post(
+        &gw,
+        "/ai/v1/messages",
+        &ANTHROPIC,
+        &ask("claude-or-local", "still answered"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
     assert_eq!(answer["content"][0]["text"], "still answered");
@@ -246,13 +321,25 @@ rate_limits:
 prompt_guard: {deny: ['(?i)ignore\s+previous\s+instructions']}
 "#;
     let (mut gw, _up) = setup(extra).await;
-    let r = post(&gw, "/ai/v1/messages", &ANTHROPIC, &ask("claude-haiku", "a b c")).await;
+    let r = post(
+        &gw,
+        "/ai/v1/messages",
+        &ANTHROPIC,
+        &ask("claude-haiku", "a b c"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ai-ratelimit-remaining-minute"], "800");
     let log = gw.next_log().await;
     assert_eq!(log.completion_tokens, Some(3));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let r = post(&gw, "/ai/v1/messages", &ANTHROPIC, &ask("qwen2.5-coder:1.5b", "x")).await;
+    let r = post(
+        &gw,
+        "/ai/v1/messages",
+        &ANTHROPIC,
+        &ask("qwen2.5-coder:1.5b", "x"),
+    )
+    .await;
     assert_eq!(
         r.headers()["x-ai-ratelimit-remaining-minute"],
         (1000 - 3 - 200).to_string(),
@@ -308,8 +395,14 @@ async fn count_tokens_is_forwarded_to_anthropic_and_estimated_elsewhere() {
     let counted: Value = r.json().await.unwrap();
     let estimate = counted["input_tokens"].as_u64().unwrap();
     // Code tokenizes to more tokens than words; an undercount would break compaction.
-    assert!(estimate >= words * 2, "{estimate} tokens for {words} words of tool results");
-    assert!(estimate <= words * 6, "{estimate} is no wild overcount either");
+    assert!(
+        estimate >= words * 2,
+        "{estimate} tokens for {words} words of tool results"
+    );
+    assert!(
+        estimate <= words * 6,
+        "{estimate} is no wild overcount either"
+    );
 }
 
 #[tokio::test]
@@ -330,10 +423,23 @@ async fn the_model_list_has_anthropics_shape_for_anthropic_clients() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["claude-haiku", "qwen2.5-coder:1.5b", "gemini-2.5-flash", "claude-or-local"]);
+    assert_eq!(
+        ids,
+        [
+            "claude-haiku",
+            "qwen2.5-coder:1.5b",
+            "gemini-2.5-flash",
+            "claude-or-local"
+        ]
+    );
     assert_eq!(list["data"][0]["type"], "model");
     assert!(list["data"][0]["display_name"].is_string());
-    assert!(list["data"][0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        list["data"][0]["created_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
     assert_eq!(list["has_more"], false);
     assert_eq!(list["first_id"], "claude-haiku");
     assert_eq!(list["last_id"], "claude-or-local");
@@ -359,7 +465,11 @@ async fn metrics_count_messages_requests_and_their_tokens() {
     let metrics = gw.metrics().await;
     let line = metrics
         .lines()
-        .find(|l| l.starts_with("tollgate_requests_total{") && l.contains("endpoint=\"messages\"") && l.contains("claude"))
+        .find(|l| {
+            l.starts_with("tollgate_requests_total{")
+                && l.contains("endpoint=\"messages\"")
+                && l.contains("claude")
+        })
         .unwrap_or_else(|| panic!("no messages request metric:\n{metrics}"));
     assert!(line.ends_with(" 1"), "{line}");
 }
@@ -377,10 +487,18 @@ async fn provider_keys_in_a_passed_through_error_event_are_masked() {
     let mut gw = TestGateway::start(&yaml).await;
     let mut body = ask("claude-leaky", "hi");
     body["stream"] = json!(true);
-    let text = post(&gw, "/ai/v1/messages", &ANTHROPIC, &body).await.text().await.unwrap();
+    let text = post(&gw, "/ai/v1/messages", &ANTHROPIC, &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("event: error"), "{text}");
     assert!(!text.contains("sk-ant-secret-0123456789abcdef"), "{text}");
     let log = gw.next_log().await;
     assert!(log.error.is_some());
-    assert!(!log.error_message.unwrap_or_default().contains("0123456789abcdef"));
+    assert!(
+        !log.error_message
+            .unwrap_or_default()
+            .contains("0123456789abcdef")
+    );
 }

@@ -79,17 +79,27 @@ impl Dialect {
     }
 
     /// Reads the client's body. Grows with the body: run it off the async workers when large.
-    pub fn decode(self, body: JsonBody, options: &DialectsConfig) -> Result<Decoded, GatewayError> {
+    /// `betas`: the client's `anthropic-beta` values (named as dropped on translated paths).
+    pub fn decode(
+        self,
+        body: JsonBody,
+        options: &DialectsConfig,
+        betas: Option<String>,
+    ) -> Result<Decoded, GatewayError> {
         match self {
             Dialect::Chat => decode_chat(body),
             Dialect::Messages => {
-                let canonical = messages::request::to_canonical(
+                let mut canonical = messages::request::to_canonical(
                     &body.to_bytes(),
                     messages::request::DecodeOptions {
                         strip_attribution: options.messages.strip_attribution,
                         max_tokens_optional: false,
                     },
                 )?;
+                if let Some(betas) = betas {
+                    // Betas are features of Anthropic's API; other targets have none of them.
+                    canonical.dropped.push(format!("anthropic-beta: {betas}"));
+                }
                 Ok(Decoded {
                     canonical: JsonBody::from_value(&canonical.body)?,
                     native: Some(body),
@@ -103,7 +113,10 @@ impl Dialect {
 
     /// Whether `provider` speaks this dialect, so that the client's body passes through.
     pub fn native_to(self, provider: &Provider) -> bool {
-        matches!((self, provider), (Dialect::Messages, Provider::Anthropic(_)))
+        matches!(
+            (self, provider),
+            (Dialect::Messages, Provider::Anthropic(_))
+        )
     }
 
     /// Sends the client's own body to a target that speaks the dialect.
@@ -138,11 +151,7 @@ impl Dialect {
     }
 
     /// A whole canonical answer in this dialect (native answers are already in it).
-    pub fn encode_whole(
-        self,
-        complete: Complete,
-        ctx: &AnswerContext,
-    ) -> Result<Complete, String> {
+    pub fn encode_whole(self, complete: Complete, ctx: &AnswerContext) -> Result<Complete, String> {
         match self {
             Dialect::Chat => Ok(complete),
             Dialect::Messages => {

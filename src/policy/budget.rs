@@ -120,7 +120,12 @@ impl Budget {
     /// Settles a stream however it ended: to the upstream's usage when it arrived; else, if
     /// anything was generated, to the prompt estimate and the `generated` tokens; else the
     /// reservation is returned.
-    pub fn settle_stream(self, usage: Option<Usage>, generated: u64, price: Option<Price>) -> Charged {
+    pub fn settle_stream(
+        self,
+        usage: Option<Usage>,
+        generated: u64,
+        price: Option<Price>,
+    ) -> Charged {
         let cost = |usage: &Usage| price.map(|p| pricing::cost(&p, usage));
         match (usage, self.estimate) {
             (Some(usage), _) => {

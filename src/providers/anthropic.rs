@@ -137,7 +137,12 @@ impl AnthropicProvider {
             .push("count_tokens");
         let response = self
             .http
-            .post_bytes_with(url, body.to_bytes(), opts.timeouts, forwarded(client_headers))
+            .post_bytes_with(
+                url,
+                body.to_bytes(),
+                opts.timeouts,
+                forwarded(client_headers),
+            )
             .await?;
         let bytes = self
             .http
@@ -212,11 +217,16 @@ struct DeltaPeek {
 
 impl StreamTranslator for NativeStream {
     fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
-        let peek: EventPeek = serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
-            provider: self.provider.clone(),
-            detail: "an event is not JSON".into(),
-        })?;
-        let kind = if peek.kind.is_empty() { event } else { &peek.kind };
+        let peek: EventPeek =
+            serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
+                provider: self.provider.clone(),
+                detail: "an event is not JSON".into(),
+            })?;
+        let kind = if peek.kind.is_empty() {
+            event
+        } else {
+            &peek.kind
+        };
         let mut frame = Frame {
             event: Some(bytes::Bytes::copy_from_slice(kind.as_bytes())),
             data: bytes::Bytes::copy_from_slice(data.as_bytes()),
@@ -252,8 +262,14 @@ impl StreamTranslator for NativeStream {
                 let error = peek.error.unwrap_or_default();
                 frame.error = Some(format!(
                     "{}: {}",
-                    error.get("type").and_then(Value::as_str).unwrap_or("api_error"),
-                    error.get("message").and_then(Value::as_str).unwrap_or("error")
+                    error
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("api_error"),
+                    error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("error")
                 ));
             }
             _ => {}

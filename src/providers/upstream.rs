@@ -543,7 +543,11 @@ mod stream_tests {
         let whole = upstream()
             .event_stream(byte_by_byte(MESSAGES_EVENTS), NativeStream::new("p"))
             .unwrap();
-        let out = encoded(whole, Box::new(crate::dialect::messages::answer::NativeEncoder)).await;
+        let out = encoded(
+            whole,
+            Box::new(crate::dialect::messages::answer::NativeEncoder),
+        )
+        .await;
         assert_eq!(out, MESSAGES_EVENTS);
     }
 
@@ -565,7 +569,10 @@ mod stream_tests {
             .unwrap();
         let at_once = encoded(
             upstream()
-                .event_stream(reqwest::Response::from(whole_response), crate::providers::openai::PassThrough)
+                .event_stream(
+                    reqwest::Response::from(whole_response),
+                    crate::providers::openai::PassThrough,
+                )
                 .unwrap(),
             Box::new(MessagesEncoder::new("m", 1)),
         )
@@ -578,7 +585,10 @@ mod stream_tests {
         )
         .await;
         assert_eq!(at_once, split);
-        assert!(split.contains("\"partial_json\":\"{\\\"a\\\": \\\"é\\\"}\""), "{split}");
+        assert!(
+            split.contains("\"partial_json\":\"{\\\"a\\\": \\\"é\\\"}\""),
+            "{split}"
+        );
         assert!(split.contains("\"output_tokens\":6"), "{split}");
         assert!(split.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
     }

@@ -288,12 +288,10 @@ async fn dispatch(
             | "/v1/messages/count_tokens"
             | "/v1/models",
             _,
-        ) => {
-            Err(GatewayError::MethodNotAllowed {
-                method: method.to_string(),
-                path,
-            })
-        }
+        ) => Err(GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path,
+        }),
         _ => Err(GatewayError::NotFound(path)),
     }
 }
@@ -321,13 +319,18 @@ impl Call<'_> {
         let (parts, body) = request.into_parts();
         let body = self.read_json(&parts.headers, body, exchange).await?;
         let options = self.snapshot.dialects.clone();
+        let betas = parts
+            .headers
+            .get("anthropic-beta")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(512).collect::<String>());
         let Decoded {
             canonical: mut body,
             mut native,
             stream,
             client_wants_usage,
             dropped,
-        } = cpu_bound(body.len(), move || dialect.decode(body, &options)).await??;
+        } = cpu_bound(body.len(), move || dialect.decode(body, &options, betas)).await??;
         exchange.record.stream = stream;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
@@ -374,14 +377,22 @@ impl Call<'_> {
                         let (reply, is_native) = match native {
                             Some(native) if dialect.native_to(&target.provider) => (
                                 dialect
-                                    .call_native(&target.provider, native.clone(), stream, opts, headers)
+                                    .call_native(
+                                        &target.provider,
+                                        native.clone(),
+                                        stream,
+                                        opts,
+                                        headers,
+                                    )
                                     .await?,
                                 true,
                             ),
                             _ => (target.provider.chat(body, stream, opts).await?, false),
                         };
                         match reply {
-                            ChatReply::Complete(complete) => Ok((Answer::Whole(complete), is_native)),
+                            ChatReply::Complete(complete) => {
+                                Ok((Answer::Whole(complete), is_native))
+                            }
                             ChatReply::Stream(frames) => {
                                 Ok((first_frame(frames, &target).await?, is_native))
                             }
@@ -415,12 +426,12 @@ impl Call<'_> {
                 let complete = if is_native {
                     complete
                 } else {
-                    dialect
-                        .encode_whole(complete, &context)
-                        .map_err(|detail| GatewayError::UpstreamProtocol {
+                    dialect.encode_whole(complete, &context).map_err(|detail| {
+                        GatewayError::UpstreamProtocol {
                             provider: target.provider_name.clone(),
                             detail,
-                        })?
+                        }
+                    })?
                 };
                 let response = whole_json(complete, &target, exchange);
                 Ok(Reply::Whole(with_headers(response, &limit_headers)))

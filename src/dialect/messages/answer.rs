@@ -308,11 +308,18 @@ impl MessagesEncoder {
     fn on_tool_call(&mut self, call: ToolCallDelta, out: &mut BytesMut) {
         let position = call.index.unwrap_or(0);
         let function = call.function;
-        let known = self.tool_blocks.iter().find(|(p, _)| *p == position).map(|(_, b)| *b);
+        let known = self
+            .tool_blocks
+            .iter()
+            .find(|(p, _)| *p == position)
+            .map(|(_, b)| *b);
         let index = match known {
             Some(index) => index,
             None => {
-                let name = function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
+                let name = function
+                    .as_ref()
+                    .and_then(|f| f.name.clone())
+                    .unwrap_or_default();
                 let id = call
                     .id
                     .unwrap_or_else(|| format!("toolu_{}", uuid::Uuid::new_v4().simple()));

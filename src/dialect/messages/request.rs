@@ -105,9 +105,7 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
             }
             k if DROPPABLE.contains(&k) || k == "mcp_servers" => dropped.note(k),
             other => {
-                return Err(invalid(format!(
-                    "unknown Messages request field {other:?}"
-                )));
+                return Err(invalid(format!("unknown Messages request field {other:?}")));
             }
         }
     }
@@ -155,7 +153,10 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
     if let Some(tools) = &request.tools
         && !tools.is_empty()
     {
-        body.insert("tools".into(), Value::Array(convert_tools(tools, &mut dropped)?));
+        body.insert(
+            "tools".into(),
+            Value::Array(convert_tools(tools, &mut dropped)?),
+        );
     }
     if let Some(choice) = &request.tool_choice {
         convert_tool_choice(choice, &mut body)?;
@@ -319,7 +320,9 @@ fn image_part(index: usize, block: &Map<String, Value>) -> Result<Value, Gateway
             let s = source.unwrap_or(block);
             format!(
                 "data:{};base64,{}",
-                s.get("media_type").and_then(Value::as_str).unwrap_or("image/png"),
+                s.get("media_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("image/png"),
                 s.get("data").and_then(Value::as_str).unwrap_or_default()
             )
         }
@@ -383,7 +386,12 @@ fn convert_assistant(
     for block in blocks {
         note_cache_control(block, dropped);
         match block_type(block) {
-            "text" => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            "text" => text.push_str(
+                block
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            ),
             "tool_use" => {
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
@@ -466,7 +474,11 @@ fn convert_tool_choice(
         _ => return Err(invalid("tool_choice: type must be auto, any, tool or none")),
     };
     body.insert("tool_choice".into(), value);
-    if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
+    if choice
+        .get("disable_parallel_tool_use")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         body.insert("parallel_tool_calls".into(), json!(false));
     }
     Ok(())

@@ -97,7 +97,10 @@ fn a_claude_code_request_becomes_a_chat_request() {
         "thinking history",
         "defer_loading",
     ] {
-        assert!(dropped.iter().any(|d| d == expected), "{expected} in {dropped:?}");
+        assert!(
+            dropped.iter().any(|d| d == expected),
+            "{expected} in {dropped:?}"
+        );
     }
 }
 
@@ -109,7 +112,10 @@ fn the_attribution_line_stays_when_configured_so() {
     };
     let c = to_canonical(claude_code_request().to_string().as_bytes(), keep).unwrap();
     let system = c.body["messages"][0]["content"].as_str().unwrap();
-    assert!(system.starts_with("x-anthropic-billing-header:"), "{system}");
+    assert!(
+        system.starts_with("x-anthropic-billing-header:"),
+        "{system}"
+    );
 }
 
 #[test]
@@ -131,7 +137,10 @@ fn images_tool_choices_and_errors_in_results_map() {
         "top_k": 5,
     }))
     .unwrap();
-    assert_eq!(body["messages"][0], json!({"role": "system", "content": "plain system"}));
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "plain system"})
+    );
     assert_eq!(
         body["messages"][1]["content"],
         json!([
@@ -163,7 +172,9 @@ fn what_a_chat_target_cannot_do_is_refused_by_name() {
     };
     let e = base(json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}));
     assert!(e.contains("web_search_20250305"), "{e}");
-    let e = base(json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}));
+    let e = base(
+        json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+    );
     assert!(e.contains("document"), "{e}");
     let e = base(json!({"mcp_servers": [{"type": "url", "url": "https://mcp"}]}));
     assert!(e.contains("mcp_servers"), "{e}");
@@ -257,10 +268,22 @@ fn a_chat_stream_becomes_the_messages_event_sequence() {
         chunk(json!({"reasoning_content": "think"}), None),
         chunk(json!({"content": "Hi "}), None),
         chunk(json!({"content": "there"}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "Bash", "arguments": ""}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"comm"}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "and\": \"ls\"}"}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "Read", "arguments": "{}"}}]}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "Bash", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"comm"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "and\": \"ls\"}"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "Read", "arguments": "{}"}}]}),
+            None,
+        ),
         chunk(json!({}), Some("tool_calls")),
         usage_frame,
         Frame::done(),
@@ -298,7 +321,10 @@ fn a_chat_stream_becomes_the_messages_event_sequence() {
     assert_eq!(got[0].1["message"]["usage"]["input_tokens"], 42);
     assert_eq!(got[0].1["message"]["model"], "coder");
     assert_eq!(got[2].1["content_block"]["type"], "thinking");
-    assert_eq!(got[5].1["content_block"], json!({"type": "text", "text": ""}));
+    assert_eq!(
+        got[5].1["content_block"],
+        json!({"type": "text", "text": ""})
+    );
     assert_eq!(
         got[9].1["content_block"],
         json!({"type": "tool_use", "id": "call_a", "name": "Bash", "input": {}})

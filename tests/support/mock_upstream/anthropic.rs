@@ -173,7 +173,7 @@ async fn messages(
 
     let last = body["messages"]
         .as_array()
-        .and_then(|m| m.last())
+        .and_then(|m| m.iter().rev().find(|m| m["role"] != "system"))
         .cloned()
         .unwrap_or_default();
     let last_blocks: Vec<Value> = match &last["content"] {
@@ -196,6 +196,12 @@ async fn messages(
         .filter_map(|b| b["text"].as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    // Each text block on a line of its own, so that a command ends with its block.
+    let blocks_text = last_blocks
+        .iter()
+        .filter_map(|b| b["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     let tool = tool_to_call(
         body["tools"]
             .as_array()
@@ -209,7 +215,7 @@ async fn messages(
         }
         (Some(name), true) => vec![
             json!({"type": "text", "text": "Let me check."}),
-            json!({"type": "tool_use", "id": "toolu_01Mock", "name": name, "input": tool_arguments(name, &user_text)}),
+            json!({"type": "tool_use", "id": "toolu_01Mock", "name": name, "input": tool_arguments(name, &blocks_text)}),
         ],
         (None, true) => vec![json!({"type": "text", "text": user_text})],
     };

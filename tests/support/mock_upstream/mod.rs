@@ -226,12 +226,13 @@ fn last_user_text(body: &Value) -> String {
 }
 
 /// The arguments every mock gives a call of `tool`: a shell tool (`Bash`, Codex's `shell`)
-/// runs the command the user wrote after "run: " (for the agent CLIs' tests); any other tool
+/// runs the command the user wrote after "Please run: " (for the agent CLIs' tests); any other tool
 /// is asked about Paris.
 pub fn tool_arguments(tool: &str, user_text: &str) -> Value {
-    match (tool, user_text.split_once("run: ")) {
-        ("Bash", Some((_, command))) => {
-            json!({"command": command.trim(), "description": "Run the requested command"})
+    match (tool, user_text.rsplit_once("Please run: ")) {
+        ("Bash", Some((_, rest))) => {
+            let command = rest.lines().next().unwrap_or_default().trim();
+            json!({"command": command, "description": "Run the requested command"})
         }
         _ => json!({"city": "Paris"}),
     }
@@ -288,9 +289,10 @@ async fn chat(
         Err(response) => return response,
     };
     // With tools and a user turn last: a tool call; after tool results: "Result: ...".
+    // Agents (Claude Code) put system turns among the others: the last non-system one counts.
     let last_role = body["messages"]
         .as_array()
-        .and_then(|m| m.last())
+        .and_then(|m| m.iter().rev().find(|m| m["role"] != "system"))
         .map(|m| m["role"].as_str().unwrap_or("").to_owned())
         .unwrap_or_default();
     let tool = tool_to_call(
@@ -305,13 +307,19 @@ async fn chat(
         .into_iter()
         .flatten()
         .rev()
+        .skip_while(|m| m["role"] == "system")
         .take_while(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().map(str::to_owned).unwrap_or_else(|| m["content"].to_string()))
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| m["content"].to_string())
+        })
         .collect();
     let call = match (&tool, last_role.as_str()) {
         (Some(name), "user") => Some((
             name.clone(),
-            tool_arguments(name, &last_user_text(&body)).to_string(),
+            tool_arguments(name, &last_user_text(&body).replace(" <", "\n<")).to_string(),
         )),
         _ => None,
     };
@@ -402,9 +410,18 @@ fn tool_call_reply(
     let (a, b) = arguments.split_at(arguments.len() / 2);
     let mut events = vec![
         chunk(json!({"role": "assistant", "content": text}), Value::Null),
-        chunk(json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}), Value::Null),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}), Value::Null),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            Value::Null,
+        ),
         chunk(json!({}), json!("tool_calls")),
     ];
     if body["stream_options"]["include_usage"] == true {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Coding agents through the gateway, for real and offline: the Claude Code CLI (npm
+# @anthropic-ai/claude-code; its native binary is an optional dependency, no other download)
+# against an Anthropic mock and an OpenAI-compatible mock. Installed once into
+# $TOLLGATE_AGENTS_CACHE (default ~/.cache/tollgate-agents).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cache="${TOLLGATE_AGENTS_CACHE:-$HOME/.cache/tollgate-agents}"
+claude_version="${CLAUDE_CODE_VERSION:-2.1.197}"
+mkdir -p "$cache"
+claude="$cache/node_modules/@anthropic-ai/claude-code-linux-x64/claude"
+if [ ! -x "$claude" ]; then
+  (cd "$cache" && [ -f package.json ] || (cd "$cache" && npm init -y >/dev/null))
+  (cd "$cache" && npm install --no-audit --no-fund --loglevel=error "@anthropic-ai/claude-code@$claude_version")
+fi
+
+cargo build --quiet --bin tollgate --example mock-upstream
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+up=$(free_port); gw=$(free_port); gws=$(free_port)
+cat >"$work/gateway.yaml" <<YAML
+listen: {proxy: "127.0.0.1:$gw", status: "127.0.0.1:$gws"}
+providers:
+  anthropic: {type: anthropic, base_url: "http://127.0.0.1:$up", api_key: sk-ant-mock-0123456789}
+  ollama: {type: openai, base_url: "http://127.0.0.1:$up/v1"}
+models:
+  claude-sonnet-4-5: {provider: anthropic}
+  "qwen2.5-coder:1.5b": {provider: ollama}
+routes:
+  ai: {}
+consumers:
+  dev-user: {keys: [dev-key-12345], models: "*"}
+YAML
+target/debug/examples/mock-upstream "127.0.0.1:$up" >"$work/mock.log" 2>&1 & pids+=($!)
+target/debug/tollgate serve --config "$work/gateway.yaml" >"$work/requests.log" 2>"$work/gateway.log" & pids+=($!)
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$gws/ready" >/dev/null && break; sleep 0.2; done
+
+status=0
+python3 tests/agents/claude_code.py --claude "$claude" --gateway "http://127.0.0.1:$gw/ai" \
+  --requests-log "$work/requests.log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "--- gateway.log (tail)"; tail -20 "$work/gateway.log"
+  echo "--- requests.log (tail)"; tail -5 "$work/requests.log"
+fi
+exit "$status"
