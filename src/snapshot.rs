@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 use crate::auth::keys::KeyDigest;
 use crate::auth::oidc::OidcVerifier;
 use crate::auth::signed_user::SignedUserHeader;
+pub use crate::auth::consumer::Consumer;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,
@@ -46,30 +47,6 @@ pub struct Route {
     pub decorator: Option<PromptDecoratorConfig>,
     /// Request and response bodies go into this route's log records.
     pub log_payloads: bool,
-}
-
-#[derive(Debug)]
-pub struct Consumer {
-    pub name: String,
-    pub custom_id: Option<String>,
-    pub groups: Vec<String>,
-    /// The union of the consumer's own and its groups' models (shared by consumers alike).
-    pub models: Arc<ModelSet>,
-    /// For trusted consumers: the header naming the end user.
-    pub user_header: Option<HeaderName>,
-    /// For trusted consumers: the groups whose members it may act for (`None`: anyone).
-    pub acts_for: Option<Vec<String>>,
-    /// For trusted consumers: the user must be signed (OpenWebUI's user JWT).
-    pub signed_user: Option<Arc<SignedUserHeader>>,
-}
-
-impl Consumer {
-    /// Whether this trusted consumer may act as `user`.
-    pub fn may_act_for(&self, user: &Consumer) -> bool {
-        self.acts_for
-            .as_ref()
-            .is_none_or(|groups| user.groups.iter().any(|g| groups.contains(g)))
-    }
 }
 
 #[derive(Debug)]

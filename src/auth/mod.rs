@@ -1,6 +1,7 @@
 //! Turns request credentials into a [`Caller`]: which consumer is calling, which end user it
 //! speaks for (trusted consumers only), and which models that leaves them.
 
+pub mod consumer;
 pub mod keys;
 pub mod oidc;
 pub mod signed_user;

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{FailMode, LimitBackend, LimitConfig, LimitScope, RateLimitsConfig};
 use crate::error::GatewayError;
 use crate::providers::Usage;
-use crate::snapshot::Consumer;
+use crate::auth::consumer::Consumer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
