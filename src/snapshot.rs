@@ -7,10 +7,10 @@ use std::sync::Arc;
 use axum::http::HeaderName;
 use indexmap::IndexMap;
 
+pub use crate::auth::consumer::Consumer;
 use crate::auth::keys::KeyDigest;
 use crate::auth::oidc::OidcVerifier;
 use crate::auth::signed_user::SignedUserHeader;
-pub use crate::auth::consumer::Consumer;
 use crate::config::{
     Config, ConfigError, ConfigErrors, FieldPath, Limits, Listen, LogConfig, ProviderConfig,
     ReloadConfig, route_path,

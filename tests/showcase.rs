@@ -283,3 +283,41 @@ async fn the_seeds_budget_and_prompt_guard_are_in_force() {
         429
     );
 }
+
+/// Claude Code's way in, as the README gives it: Messages on /coder to the local coding model
+/// (translated), and on /anthropic to Claude (passed through) for admins only.
+#[tokio::test]
+async fn claude_code_reaches_the_coder_and_anthropic_routes_with_messages() {
+    let ollama = mock_upstream::start().await;
+    let cloud = mock_upstream::start().await;
+    let showcase = start(&ollama, &cloud, true).await;
+    let messages = |route: &str, key: &str, model: &str| {
+        let url = format!(
+            "http://127.0.0.1:{}{route}/v1/messages?beta=true",
+            showcase.port
+        );
+        let body = json!({"model": model, "max_tokens": 100, "stream": true,
+                          "messages": [{"role": "user", "content": "hi claude code"}]});
+        let key = key.to_owned();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, text) = messages("/coder", "dev-key-12345", "qwen2.5-coder:1.5b").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    let (status, text) = messages("/anthropic", "admin-key-12345", "claude-haiku-3-5").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    let (status, text) = messages("/anthropic", "dev-key-12345", "claude-haiku-3-5").await;
+    assert_eq!(status, 403);
+    assert!(text.contains("permission_error"), "{text}");
+}

@@ -161,13 +161,10 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
     if let Some(choice) = &request.tool_choice {
         convert_tool_choice(choice, &mut body)?;
     }
-    if let Some(user) = request
-        .metadata
-        .as_ref()
-        .and_then(|m| m.get("user_id"))
-        .and_then(Value::as_str)
-    {
-        body.insert("user".into(), json!(user));
+    // Claude Code's user id is ~150 characters; OpenAI-compatible servers differ in whether
+    // and how long a `user` they take, so it stays with the gateway (its log names the caller).
+    if request.metadata.as_ref().is_some_and(|m| !m.is_empty()) {
+        dropped.note("metadata");
     }
     Ok(Canonical {
         body: Value::Object(body),

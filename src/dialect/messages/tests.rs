@@ -84,7 +84,6 @@ fn a_claude_code_request_becomes_a_chat_request() {
             ],
             "tool_choice": "auto",
             "parallel_tool_calls": false,
-            "user": "user_abc_session_1",
         })
     );
     // Nothing is left out silently: each omission is named for the log.
@@ -96,6 +95,7 @@ fn a_claude_code_request_becomes_a_chat_request() {
         "cache_control",
         "thinking history",
         "defer_loading",
+        "metadata",
     ] {
         assert!(
             dropped.iter().any(|d| d == expected),

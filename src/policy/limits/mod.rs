@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::task::TaskTracker;
 
+use crate::auth::consumer::Consumer;
 use crate::config::{FailMode, LimitBackend, LimitConfig, LimitScope, RateLimitsConfig};
 use crate::error::GatewayError;
 use crate::providers::Usage;
-use crate::auth::consumer::Consumer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
