@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub limits: Limits,
     pub log: LogConfig,
     pub dialects: crate::config::DialectsConfig,
+    /// Responses kept for `previous_response_id` (kept across reloads that do not change it).
+    pub response_store: Option<Arc<crate::dialect::responses::store::ResponseStore>>,
     pub reload: ReloadConfig,
     /// When this snapshot was compiled (Unix seconds): the `created` of listed models.
     pub created: u64,
@@ -141,6 +143,29 @@ impl Snapshot {
             })?),
         };
         let rate_limits = RateLimits::compile(&config.rate_limits, limiter);
+        let response_store = match &config.dialects.responses.store {
+            None => None,
+            Some(store) => match previous.and_then(|p| p.response_store.as_ref()) {
+                Some(kept) if kept.serves(store) => Some(kept.clone()),
+                _ => Some(Arc::new(
+                    crate::dialect::responses::store::ResponseStore::new(store).map_err(
+                        |message| {
+                            ConfigErrors(vec![ConfigError {
+                                file: String::new(),
+                                location: None,
+                                path: Some(
+                                    FieldPath::root()
+                                        .key("dialects")
+                                        .key("responses")
+                                        .key("store"),
+                                ),
+                                message,
+                            }])
+                        },
+                    )?,
+                )),
+            },
+        };
 
         // Target health outlives reloads for targets whose provider did not change.
         let mut healths: HashMap<(String, String), Arc<TargetHealth>> = HashMap::new();
@@ -385,6 +410,7 @@ impl Snapshot {
             limits: config.limits.clone(),
             log: config.log.clone(),
             dialects: config.dialects.clone(),
+            response_store,
             reload: config.reload.clone(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -51,6 +51,77 @@ pub struct Config {
 pub struct DialectsConfig {
     #[serde(default)]
     pub messages: MessagesDialectConfig,
+    #[serde(default)]
+    pub responses: ResponsesDialectConfig,
+}
+
+/// OpenAI Responses requests (`/v1/responses`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesDialectConfig {
+    /// Keeps responses made on translated paths, for `previous_response_id` and
+    /// `GET /v1/responses/{id}`. Without it, a chained request to a translated target is
+    /// refused with a 400.
+    #[serde(default)]
+    pub store: Option<ResponseStoreConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseStoreConfig {
+    /// `memory` (this node only) or `redis` (shared by every node).
+    #[serde(default)]
+    pub backend: ResponseStoreBackend,
+    /// How long a response stays retrievable.
+    #[serde(default = "ResponseStoreConfig::default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// `memory`: at most this many responses (the oldest go first).
+    #[serde(default = "ResponseStoreConfig::default_max_entries")]
+    pub max_entries: usize,
+    /// `memory`: at most this many bytes in all.
+    #[serde(default = "ResponseStoreConfig::default_max_bytes")]
+    pub max_bytes: bytesize::ByteSize,
+    /// A larger response (with its conversation) is not stored.
+    #[serde(default = "ResponseStoreConfig::default_max_entry_bytes")]
+    pub max_entry_bytes: bytesize::ByteSize,
+    #[serde(default)]
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseStoreBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+impl ResponseStoreConfig {
+    fn default_ttl() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_max_entries() -> usize {
+        10_000
+    }
+    fn default_max_bytes() -> bytesize::ByteSize {
+        bytesize::ByteSize::mib(256)
+    }
+    fn default_max_entry_bytes() -> bytesize::ByteSize {
+        bytesize::ByteSize::mib(8)
+    }
+}
+
+impl Default for ResponseStoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: ResponseStoreBackend::Memory,
+            ttl: Self::default_ttl(),
+            max_entries: Self::default_max_entries(),
+            max_bytes: Self::default_max_bytes(),
+            max_entry_bytes: Self::default_max_entry_bytes(),
+            redis: RedisConfig::default(),
+        }
+    }
 }
 
 /// Anthropic Messages requests (`/v1/messages`) sent on to targets that speak another format.
@@ -437,6 +508,10 @@ pub struct OpenAiProviderConfig {
     /// When off, `stream_options` is removed from requests altogether.
     #[serde(default)]
     pub stream_usage: Option<bool>,
+    /// Serves OpenAI's Responses API (`/v1/responses`) itself, so Responses requests pass
+    /// through (default: only OpenAI's own API). Else they are translated to chat.
+    #[serde(default)]
+    pub responses: Option<bool>,
     #[serde(default)]
     pub timeouts: Timeouts,
 }

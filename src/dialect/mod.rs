@@ -5,6 +5,7 @@
 //! ACL, model access, guard, budget, failover, provider, log and metrics) knows no dialect.
 
 pub mod messages;
+pub mod responses;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,8 @@ pub enum Dialect {
     Chat,
     /// Anthropic Messages (`/v1/messages`).
     Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 /// A client's request read for the pipeline.
@@ -37,6 +40,10 @@ pub struct Decoded {
     pub client_wants_usage: bool,
     /// What the canonical request leaves out, named in the request log.
     pub dropped: Vec<String>,
+    /// A Responses turn on translated paths: the response being built and its conversation.
+    pub turn: Option<responses::Turn>,
+    /// Which targets may answer (a Responses chain stays where its id is known).
+    pub filter: responses::TargetFilter,
 }
 
 /// What writing an answer back needs to know.
@@ -47,6 +54,11 @@ pub struct AnswerContext {
     /// The gateway's prompt estimate, for dialects that report input tokens up front.
     pub prompt_estimate: u64,
     pub client_wants_usage: bool,
+    /// The provider that answers.
+    pub provider: String,
+    /// Responses: the turn being answered and where its answer is kept.
+    pub turn: Option<responses::Turn>,
+    pub keeper: Option<responses::Keeper>,
 }
 
 /// Writes an answer's frames to the client in its dialect.
@@ -57,6 +69,17 @@ pub trait StreamEncoder: Send + 'static {
     fn error(&mut self, error: &GatewayError, out: &mut BytesMut);
     /// The upstream's stream ended: whatever the client is still owed.
     fn finish(&mut self, out: &mut BytesMut);
+    /// Bytes held back until some work is done (a response store's write, so that a chained
+    /// request made right after the final event finds the response).
+    fn pending(&mut self) -> Option<Pending> {
+        None
+    }
+}
+
+/// Work to finish before `then` is sent.
+pub struct Pending {
+    pub work: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    pub then: Bytes,
 }
 
 impl Dialect {
@@ -65,6 +88,7 @@ impl Dialect {
         match self {
             Dialect::Chat => "chat",
             Dialect::Messages => "messages",
+            Dialect::Responses => "responses",
         }
     }
 
@@ -73,21 +97,52 @@ impl Dialect {
     pub fn for_path(endpoint: &str) -> Dialect {
         if endpoint.starts_with("/v1/messages") {
             Dialect::Messages
+        } else if endpoint.starts_with("/v1/responses") {
+            Dialect::Responses
         } else {
             Dialect::Chat
         }
     }
 
     /// Reads the client's body. Grows with the body: run it off the async workers when large.
-    /// `betas`: the client's `anthropic-beta` values (named as dropped on translated paths).
+    /// `betas`: the client's `anthropic-beta` values (named as dropped on translated paths);
+    /// `continued`: what a Responses request's `previous_response_id` continues.
     pub fn decode(
         self,
         body: JsonBody,
         options: &DialectsConfig,
         betas: Option<String>,
+        continued: responses::Continued,
     ) -> Result<Decoded, GatewayError> {
         match self {
             Dialect::Chat => decode_chat(body),
+            Dialect::Responses => {
+                let raw = body.to_bytes();
+                let c = responses::request::to_canonical(&raw, &continued.history)?;
+                let model = body
+                    .get::<String>("model")
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                let mut shape = responses::answer::ResponseShape::new(&model);
+                shape.instructions = c.instructions;
+                shape.previous_response_id = c.previous_response_id;
+                shape.store = c.store;
+                shape.custom_tools = c.custom_tools;
+                let mut conversation = continued.history;
+                conversation.extend(c.input_messages);
+                Ok(Decoded {
+                    canonical: JsonBody::from_value(&c.body)?,
+                    native: Some(body),
+                    stream: c.stream,
+                    client_wants_usage: false,
+                    dropped: c.dropped,
+                    turn: Some(responses::Turn {
+                        shape,
+                        conversation,
+                    }),
+                    filter: continued.filter,
+                })
+            }
             Dialect::Messages => {
                 let mut canonical = messages::request::to_canonical(
                     &body.to_bytes(),
@@ -106,6 +161,8 @@ impl Dialect {
                     stream: canonical.stream,
                     client_wants_usage: false,
                     dropped: canonical.dropped,
+                    turn: None,
+                    filter: responses::TargetFilter::Any,
                 })
             }
         }
@@ -113,10 +170,11 @@ impl Dialect {
 
     /// Whether `provider` speaks this dialect, so that the client's body passes through.
     pub fn native_to(self, provider: &Provider) -> bool {
-        matches!(
-            (self, provider),
-            (Dialect::Messages, Provider::Anthropic(_))
-        )
+        match (self, provider) {
+            (Dialect::Messages, Provider::Anthropic(_)) => true,
+            (Dialect::Responses, Provider::OpenAi(p)) => p.serves_responses(),
+            _ => false,
+        }
     }
 
     /// Sends the client's own body to a target that speaks the dialect.
@@ -132,6 +190,7 @@ impl Dialect {
             (Dialect::Messages, Provider::Anthropic(p)) => {
                 p.messages(body, stream, opts, headers).await
             }
+            (Dialect::Responses, Provider::OpenAi(p)) => p.responses(body, stream, opts).await,
             _ => Err(GatewayError::Internal(
                 "no native call for this dialect and provider".into(),
             )),
@@ -150,14 +209,40 @@ impl Dialect {
         }
     }
 
-    /// A whole canonical answer in this dialect (native answers are already in it).
-    pub fn encode_whole(self, complete: Complete, ctx: &AnswerContext) -> Result<Complete, String> {
-        match self {
-            Dialect::Chat => Ok(complete),
-            Dialect::Messages => {
+    /// A whole answer in this dialect: a canonical one translated, a native one as it came.
+    /// A Responses answer is kept (translated) or pinned to its target (native) first.
+    pub async fn encode_whole(
+        self,
+        complete: Complete,
+        native: bool,
+        ctx: &AnswerContext,
+    ) -> Result<Complete, String> {
+        match (self, native) {
+            (Dialect::Chat, _) | (Dialect::Messages, true) => Ok(complete),
+            (Dialect::Messages, false) => {
                 let usage = complete.usage.unwrap_or_default();
                 Ok(Complete {
                     body: messages::answer::whole(&complete.body, &usage, &ctx.model)?,
+                    usage: complete.usage,
+                })
+            }
+            (Dialect::Responses, true) => {
+                if let (Some(keeper), Some(id)) =
+                    (&ctx.keeper, responses::response_id(&complete.body))
+                {
+                    keeper.pin(&id, &ctx.provider).await;
+                }
+                Ok(complete)
+            }
+            (Dialect::Responses, false) => {
+                let usage = complete.usage.unwrap_or_default();
+                let turn = ctx.turn.as_ref().ok_or("no Responses turn")?;
+                let finished = responses::answer::whole(&complete.body, &usage, &turn.shape)?;
+                if let Some(keeper) = &ctx.keeper {
+                    keeper.keep(turn, &finished).await;
+                }
+                Ok(Complete {
+                    body: Bytes::from(finished.response.to_string()),
                     usage: complete.usage,
                 })
             }
@@ -175,13 +260,28 @@ impl Dialect {
                 &ctx.model,
                 ctx.prompt_estimate,
             )),
+            (Dialect::Responses, true) => Box::new(responses::NativeStream::new(
+                ctx.keeper.clone().unwrap_or_default(),
+                &ctx.provider,
+            )),
+            (Dialect::Responses, false) => {
+                let turn = ctx.turn.clone().unwrap_or_else(|| responses::Turn {
+                    shape: responses::answer::ResponseShape::new(&ctx.model),
+                    conversation: Vec::new(),
+                });
+                Box::new(responses::TranslatedStream {
+                    encoder: responses::answer::ResponsesEncoder::new(turn.shape.clone()),
+                    turn,
+                    keeper: ctx.keeper.clone().unwrap_or_default(),
+                })
+            }
         }
     }
 
     /// The error as a response in this dialect's envelope.
     pub fn error_response(self, error: GatewayError) -> Response {
         match self {
-            Dialect::Chat => error.into_response(),
+            Dialect::Chat | Dialect::Responses => error.into_response(),
             Dialect::Messages => messages::error_response(error),
         }
     }
@@ -217,6 +317,8 @@ fn decode_chat(body: JsonBody) -> Result<Decoded, GatewayError> {
         stream,
         client_wants_usage,
         dropped: Vec::new(),
+        turn: None,
+        filter: responses::TargetFilter::Any,
     })
 }
 

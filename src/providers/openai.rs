@@ -26,6 +26,9 @@ pub struct OpenAiProvider {
     /// Whether to ask for `stream_options.include_usage` (servers that reject it send usage
     /// unasked).
     stream_usage: bool,
+    /// `/responses`, for servers that serve OpenAI's Responses API (then Responses requests
+    /// pass through).
+    responses_url: Option<reqwest::Url>,
 }
 
 impl OpenAiProvider {
@@ -44,6 +47,13 @@ impl OpenAiProvider {
                 .as_deref()
                 .unwrap_or(preset.default_base_url()),
         )?;
+        // OpenAI's own API serves Responses; other servers say so in their config.
+        let is_openai = preset == OpenAiPreset::OpenAi
+            && base_url.host_str().is_some_and(|h| h == "api.openai.com");
+        let responses_url = match config.responses.unwrap_or(is_openai) {
+            true => Some(endpoint(&base_url, &["responses"])?),
+            false => None,
+        };
         Ok(Self {
             http,
             chat_url: endpoint(&base_url, &["chat", "completions"])?,
@@ -53,6 +63,7 @@ impl OpenAiProvider {
             stream_usage: config
                 .stream_usage
                 .unwrap_or(preset.accepts_stream_options()),
+            responses_url,
         })
     }
 
@@ -66,6 +77,8 @@ impl OpenAiProvider {
             http,
             chat_url: base_url.clone(),
             embeddings_url: base_url.clone(),
+            // Azure's v1 API: the deployment is the body's `model`.
+            responses_url: Some(endpoint(&base_url, &["openai", "v1", "responses"])?),
             base_url,
             azure_api_version: Some(config.api_version.clone()),
             stream_usage: true,
@@ -131,6 +144,76 @@ impl OpenAiProvider {
         }
     }
 
+    /// Whether this server serves the Responses API.
+    pub fn serves_responses(&self) -> bool {
+        self.responses_url.is_some()
+    }
+
+    /// A client's own Responses request, passed through with the model name and the key
+    /// changed (`previous_response_id` and everything else unchanged); usage is read from
+    /// the answer (`response.completed` for a stream).
+    pub async fn responses(
+        &self,
+        mut body: JsonBody,
+        stream: bool,
+        opts: CallOptions<'_>,
+    ) -> Result<ChatReply, GatewayError> {
+        let url = self
+            .responses_url
+            .clone()
+            .ok_or_else(|| GatewayError::Internal("no Responses API on this provider".into()))?;
+        body.set("model", &opts.upstream_model);
+        let response = self
+            .http
+            .post_bytes(url, body.to_bytes(), opts.timeouts)
+            .await?;
+        if stream {
+            return self
+                .http
+                .event_stream(response, NativeResponses::default())
+                .map(ChatReply::Stream);
+        }
+        let bytes = self
+            .http
+            .read_body(response, opts.max_response, opts.timeouts.idle)
+            .await?;
+        #[derive(Deserialize)]
+        struct UsagePeek {
+            usage: Option<ResponsesUsage>,
+        }
+        let peek: UsagePeek = serde_json::from_slice(&bytes)
+            .map_err(|_| self.http.protocol_error("the answer is not JSON"))?;
+        Ok(ChatReply::Complete(Complete {
+            body: bytes,
+            usage: peek.usage.map(Usage::from),
+        }))
+    }
+
+    /// `POST /responses/input_tokens`, passed through.
+    pub async fn responses_input_tokens(
+        &self,
+        mut body: JsonBody,
+        opts: CallOptions<'_>,
+    ) -> Result<Complete, GatewayError> {
+        let mut url = self
+            .responses_url
+            .clone()
+            .ok_or_else(|| GatewayError::Internal("no Responses API on this provider".into()))?;
+        url.path_segments_mut()
+            .map_err(|()| self.http.protocol_error("the base URL cannot take a path"))?
+            .push("input_tokens");
+        body.set("model", &opts.upstream_model);
+        let response = self
+            .http
+            .post_bytes(url, body.to_bytes(), opts.timeouts)
+            .await?;
+        let body = self
+            .http
+            .read_body(response, opts.max_response, opts.timeouts.idle)
+            .await?;
+        Ok(Complete { body, usage: None })
+    }
+
     pub async fn embeddings(
         &self,
         mut body: JsonBody,
@@ -183,6 +266,133 @@ impl StreamTranslator for PassThrough {
 
     fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
         Ok(Vec::new())
+    }
+}
+
+/// The Responses API's usage object.
+#[derive(Debug, Deserialize)]
+pub struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    input_tokens_details: Option<PromptDetailsPeek>,
+    #[serde(default)]
+    output_tokens_details: Option<OutputDetailsPeek>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PromptDetailsPeek {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputDetailsPeek {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl From<ResponsesUsage> for Usage {
+    fn from(u: ResponsesUsage) -> Self {
+        Usage {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.input_tokens + u.output_tokens,
+            cached_tokens: u.input_tokens_details.and_then(|d| d.cached_tokens),
+            cache_write_tokens: None,
+            reasoning_tokens: u.output_tokens_details.and_then(|d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// A Responses event stream passed through to a Responses client: every event goes out as
+/// it came; the generated text is noted (for charging a stream cut short), usage is read from
+/// the final event, and `response.failed` or `error` end it as failed.
+#[derive(Default)]
+pub struct NativeResponses {
+    ended: bool,
+}
+
+#[derive(Deserialize)]
+struct ResponsesEventPeek {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    delta: Option<Value>,
+    #[serde(default)]
+    response: Option<ResponsePeek>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResponsePeek {
+    #[serde(default)]
+    usage: Option<ResponsesUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+impl StreamTranslator for NativeResponses {
+    fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
+        let peek: ResponsesEventPeek =
+            serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
+                provider: "responses".into(),
+                detail: "an event is not JSON".into(),
+            })?;
+        let kind = if peek.kind.is_empty() {
+            event
+        } else {
+            &peek.kind
+        };
+        let mut frame = Frame {
+            event: Some(bytes::Bytes::copy_from_slice(kind.as_bytes())),
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+            ..Frame::default()
+        };
+        if kind.ends_with(".delta")
+            && let Some(Value::String(delta)) = peek.delta
+        {
+            frame.has_output = true;
+            frame.text = delta;
+        }
+        match kind {
+            "response.completed" | "response.incomplete" => {
+                self.ended = true;
+                frame.last = true;
+                frame.usage = peek.response.and_then(|r| r.usage).map(Usage::from);
+            }
+            "response.failed" => {
+                self.ended = true;
+                let response = peek.response;
+                frame.usage = None;
+                frame.error = Some(
+                    response
+                        .and_then(|r| r.error)
+                        .and_then(|e| e.get("message").and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or_else(|| "the response failed".into()),
+                );
+            }
+            "error" => {
+                self.ended = true;
+                frame.error = Some(peek.message.unwrap_or_else(|| "error".into()));
+            }
+            _ => {}
+        }
+        Ok(vec![frame])
+    }
+
+    fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
+        if self.ended {
+            Ok(Vec::new())
+        } else {
+            Err(GatewayError::UpstreamProtocol {
+                provider: "responses".into(),
+                detail: "the event stream ended before response.completed".into(),
+            })
+        }
     }
 }
 

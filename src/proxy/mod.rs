@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::body::JsonBody;
+use crate::dialect::responses::{self, TargetFilter};
 use crate::dialect::{AnswerContext, Decoded, Dialect};
 use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
@@ -265,8 +266,21 @@ async fn dispatch(
         ("/v1/messages", &Method::POST) => {
             call.converse(Dialect::Messages, request, exchange).await
         }
-        ("/v1/messages/count_tokens", &Method::POST) => {
-            call.count_tokens(request, exchange).await.map(Reply::Whole)
+        ("/v1/messages/count_tokens", &Method::POST) => call
+            .count_input(Dialect::Messages, request, exchange)
+            .await
+            .map(Reply::Whole),
+        ("/v1/responses", &Method::POST) => {
+            call.converse(Dialect::Responses, request, exchange).await
+        }
+        ("/v1/responses/input_tokens", &Method::POST) => call
+            .count_input(Dialect::Responses, request, exchange)
+            .await
+            .map(Reply::Whole),
+        (e, m) if e.starts_with("/v1/responses/") && (m == Method::GET || m == Method::DELETE) => {
+            call.stored_response(&e["/v1/responses/".len()..], m == Method::DELETE, exchange)
+                .await
+                .map(Reply::Whole)
         }
         ("/v1/embeddings", &Method::POST) => {
             call.embeddings(request, exchange).await.map(Reply::Whole)
@@ -286,6 +300,8 @@ async fn dispatch(
             | "/v1/embeddings"
             | "/v1/messages"
             | "/v1/messages/count_tokens"
+            | "/v1/responses"
+            | "/v1/responses/input_tokens"
             | "/v1/models",
             _,
         ) => Err(GatewayError::MethodNotAllowed {
@@ -324,15 +340,41 @@ impl Call<'_> {
             .get("anthropic-beta")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect::<String>());
+        // Every dialect names the model at the top of its body.
+        let model = self.model_for(&body, Purpose::Chat, exchange)?;
+        let continued = match dialect {
+            Dialect::Responses => {
+                let previous = body
+                    .get::<String>("previous_response_id")
+                    .and_then(Result::ok);
+                let has_native = model
+                    .pool
+                    .targets
+                    .iter()
+                    .any(|t| dialect.native_to(&t.provider));
+                responses::continued(
+                    previous.as_deref(),
+                    self.snapshot.response_store.as_deref(),
+                    &self.caller.acting().name,
+                    has_native,
+                )
+                .await?
+            }
+            _ => responses::Continued::default(),
+        };
         let Decoded {
             canonical: mut body,
             mut native,
             stream,
             client_wants_usage,
             dropped,
-        } = cpu_bound(body.len(), move || dialect.decode(body, &options, betas)).await??;
+            turn,
+            filter,
+        } = cpu_bound(body.len(), move || {
+            dialect.decode(body, &options, betas, continued)
+        })
+        .await??;
         exchange.record.stream = stream;
-        let model = self.model_for(&body, Purpose::Chat, exchange)?;
 
         self.log_payload(native.as_ref().unwrap_or(&body), exchange);
         // The client's words are checked; the operator's decorations are added after.
@@ -367,6 +409,12 @@ impl Call<'_> {
             .attempt_targets(
                 &model,
                 headers,
+                |target: &Target| match &filter {
+                    TargetFilter::Any => true,
+                    TargetFilter::NativeOnly => dialect.native_to(&target.provider),
+                    TargetFilter::TranslatedOnly => !dialect.native_to(&target.provider),
+                    TargetFilter::Provider(p) => &target.provider_name == p,
+                },
                 &facts,
                 &budget,
                 exchange,
@@ -418,21 +466,24 @@ impl Call<'_> {
                 .prompt_estimate()
                 .unwrap_or_else(|| tokens::chat_prompt(&body)),
             client_wants_usage,
+            provider: target.provider_name.clone(),
+            turn,
+            keeper: (dialect == Dialect::Responses).then(|| responses::Keeper {
+                store: self.snapshot.response_store.clone(),
+                consumer: self.caller.acting().name.clone(),
+            }),
         };
         match answer {
             Answer::Whole(complete) => {
                 exchange.record.cost_usd =
                     budget.settle_whole(complete.usage.as_ref(), target.price);
-                let complete = if is_native {
-                    complete
-                } else {
-                    dialect.encode_whole(complete, &context).map_err(|detail| {
-                        GatewayError::UpstreamProtocol {
-                            provider: target.provider_name.clone(),
-                            detail,
-                        }
-                    })?
-                };
+                let complete = dialect
+                    .encode_whole(complete, is_native, &context)
+                    .await
+                    .map_err(|detail| GatewayError::UpstreamProtocol {
+                        provider: target.provider_name.clone(),
+                        detail,
+                    })?;
                 let response = whole_json(complete, &target, exchange);
                 Ok(Reply::Whole(with_headers(response, &limit_headers)))
             }
@@ -469,43 +520,105 @@ impl Call<'_> {
         }
     }
 
-    /// `POST /v1/messages/count_tokens`: passed through when the model's first target speaks
-    /// Messages; else the gateway's estimate over every block (system, text, tool definitions,
-    /// tool uses, tool results), marked as such in a header. No limit is charged: nothing is
-    /// generated.
-    async fn count_tokens(
+    /// `POST /v1/messages/count_tokens` and `POST /v1/responses/input_tokens`: passed through
+    /// when the model's first target speaks the dialect; else the gateway's estimate over
+    /// every block and item (system, text, tool definitions, tool calls, tool results), marked
+    /// as such in a header. No limit is charged: nothing is generated.
+    async fn count_input(
         &self,
+        dialect: Dialect,
         request: Request,
         exchange: &mut Exchange,
     ) -> Result<Response, GatewayError> {
-        exchange.record.endpoint = Some("count_tokens");
+        exchange.record.endpoint = Some(match dialect {
+            Dialect::Responses => "input_tokens",
+            _ => "count_tokens",
+        });
         let (parts, body) = request.into_parts();
         let body = self.read_json(&parts.headers, body, exchange).await?;
         let model = self.model_for(&body, Purpose::Chat, exchange)?;
         let plan = model.pool.plan(&self.caller.acting().name, &parts.headers);
-        if let Some(target) = plan.first()
-            && let crate::providers::Provider::Anthropic(provider) = target.provider.as_ref()
-        {
+        if let Some(target) = plan.first().filter(|t| dialect.native_to(&t.provider)) {
             exchange.record.provider = Some(target.provider_name.clone());
             let opts = target.call_options(self.snapshot.limits.max_response.as_u64());
-            let complete = provider.count_tokens(body, opts, &parts.headers).await?;
+            let complete = match target.provider.as_ref() {
+                crate::providers::Provider::Anthropic(p) => {
+                    p.count_tokens(body, opts, &parts.headers).await?
+                }
+                crate::providers::Provider::OpenAi(p) => {
+                    p.responses_input_tokens(body, opts).await?
+                }
+                _ => return Err(GatewayError::Internal("no native count".into())),
+            };
             return Ok(whole_json(complete, target, exchange));
         }
-        let options = crate::dialect::messages::request::DecodeOptions {
-            strip_attribution: self.snapshot.dialects.messages.strip_attribution,
-            max_tokens_optional: true,
-        };
+        let strip_attribution = self.snapshot.dialects.messages.strip_attribution;
         let raw = body.to_bytes();
         let count = cpu_bound(raw.len(), move || {
-            crate::dialect::messages::request::to_canonical(&raw, options)
-                .and_then(|c| Ok(tokens::chat_prompt(&JsonBody::from_value(&c.body)?)))
+            let canonical = match dialect {
+                Dialect::Responses => {
+                    crate::dialect::responses::request::to_canonical(&raw, &[])?.body
+                }
+                _ => {
+                    let options = crate::dialect::messages::request::DecodeOptions {
+                        strip_attribution,
+                        max_tokens_optional: true,
+                    };
+                    crate::dialect::messages::request::to_canonical(&raw, options)?.body
+                }
+            };
+            Ok::<_, GatewayError>(tokens::chat_prompt(&JsonBody::from_value(&canonical)?))
         })
         .await??;
-        let mut response = axum::Json(json!({ "input_tokens": count })).into_response();
+        let answer = match dialect {
+            Dialect::Responses => json!({"object": "response.input_tokens", "input_tokens": count}),
+            _ => json!({ "input_tokens": count }),
+        };
+        let mut response = axum::Json(answer).into_response();
         response
             .headers_mut()
             .insert(TOKEN_COUNT_HEADER, HeaderValue::from_static("estimate"));
         Ok(response)
+    }
+
+    /// `GET` and `DELETE /v1/responses/{id}`: responses the gateway kept (translated paths),
+    /// for the consumer that made them.
+    async fn stored_response(
+        &self,
+        id: &str,
+        delete: bool,
+        exchange: &mut Exchange,
+    ) -> Result<Response, GatewayError> {
+        exchange.record.endpoint = Some("responses");
+        let not_found = || {
+            GatewayError::NotFound(format!(
+                "response {id:?} (not kept by this gateway, or expired)"
+            ))
+        };
+        let store = self
+            .snapshot
+            .response_store
+            .as_ref()
+            .ok_or_else(not_found)?;
+        let consumer = &self.caller.acting().name;
+        let unavailable = |e: crate::dialect::responses::store::StoreError| {
+            GatewayError::ProviderUnavailable(e.to_string())
+        };
+        if delete {
+            return match store.delete(id, consumer).await.map_err(unavailable)? {
+                true => Ok(
+                    axum::Json(json!({"id": id, "object": "response", "deleted": true}))
+                        .into_response(),
+                ),
+                false => Err(not_found()),
+            };
+        }
+        match store.get(id, consumer).await.map_err(unavailable)? {
+            Some(entry) if entry.response.is_some() => {
+                Ok(axum::Json(entry.response).into_response())
+            }
+            _ => Err(not_found()),
+        }
     }
 
     async fn embeddings(
@@ -534,6 +647,7 @@ impl Call<'_> {
             .attempt_targets(
                 &model,
                 &parts.headers,
+                |_| true,
                 &facts,
                 &budget,
                 exchange,
@@ -573,6 +687,7 @@ impl Call<'_> {
         &self,
         model: &Model,
         headers: &HeaderMap,
+        eligible: impl Fn(&Target) -> bool,
         facts: &RequestFacts<'_>,
         budget: &Budget,
         exchange: &mut Exchange,
@@ -582,7 +697,14 @@ impl Call<'_> {
         F: Fn(Arc<Target>, u64) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
     {
-        let plan = model.pool.plan(&self.caller.acting().name, headers);
+        let mut plan = model.pool.plan(&self.caller.acting().name, headers);
+        plan.retain(|t| eligible(t));
+        if plan.is_empty() {
+            return Err(GatewayError::InvalidRequest(format!(
+                "no target of model {:?} can continue this conversation (previous_response_id)",
+                model.name
+            )));
+        }
         let max_response = self.snapshot.limits.max_response.as_u64();
         let limits = &self.snapshot.rate_limits;
         let call = &call;

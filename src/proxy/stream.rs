@@ -197,6 +197,10 @@ pub fn sse_response(
                     log.mark_ended();
                     let mut out = BytesMut::new();
                     encoder.finish(&mut out);
+                    if let Some(pending) = encoder.pending() {
+                        pending.work.await;
+                        out.extend_from_slice(&pending.then);
+                    }
                     if !out.is_empty() {
                         log.sent(out.len());
                         yield Ok::<Bytes, Infallible>(out.freeze());
@@ -221,6 +225,15 @@ pub fn sse_response(
                         break;
                     }
                 }
+            }
+            // Bytes held back (a stored response's final event) go once their work is done.
+            if let Some(pending) = encoder.pending() {
+                if !out.is_empty() {
+                    log.sent(out.len());
+                    yield Ok::<Bytes, Infallible>(out.split().freeze());
+                }
+                pending.work.await;
+                out.extend_from_slice(&pending.then);
             }
             if !out.is_empty() {
                 log.sent(out.len());
