@@ -36,7 +36,9 @@ def wait_for(url: str, timeout: float = 15.0) -> None:
 
 CONFIG = """
 listen: {{proxy: 127.0.0.1:{proxy}, status: 127.0.0.1:{status}}}
+dialects: {{responses: {{store: {{backend: memory}}}}}}
 providers:
+  openai-native: {{type: openai, base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-native-secret-0123456789, responses: true}}
   ollama: {{type: openai, base_url: "http://127.0.0.1:{upstream}/v1", api_key: sk-upstream-secret-0123456789}}
   demo: {{type: mock}}
   anthropic: {{type: anthropic, base_url: "http://127.0.0.1:{upstream}", api_key: sk-ant-secret-0123456789}}
@@ -50,10 +52,11 @@ models:
   echo: {{provider: demo}}
   claude-haiku-3-5: {{provider: anthropic, model: claude-3-5-haiku-latest}}
   gemini-2.5-flash: {{provider: gemini}}
+  gpt-5-mini: {{provider: openai-native}}
 routes:
   ollama: {{}}
 groups:
-  devs: {{models: ["llama3.2:1b", echo, fail-500, fail-429, claude-haiku-3-5, gemini-2.5-flash]}}
+  devs: {{models: ["llama3.2:1b", echo, fail-500, fail-429, claude-haiku-3-5, gemini-2.5-flash, gpt-5-mini]}}
 consumers:
   dev-user: {{custom_id: dev, keys: [dev-key-12345], groups: [devs]}}
 """

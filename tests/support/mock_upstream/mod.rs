@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 pub mod anthropic;
 pub mod gemini;
+pub mod responses;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct MockState {
     /// When set, every request behaves as if it asked for this model (`fail-500`, `hang`, ...):
     /// a target can be broken and healed while a test runs.
     pub forced_model: Mutex<Option<String>>,
+    /// The Responses mock's stored conversations, by response id.
+    pub responses: Mutex<std::collections::HashMap<String, Vec<(String, String)>>>,
 }
 
 impl MockState {
@@ -119,6 +122,7 @@ pub async fn start_on(addr: SocketAddr) -> MockUpstream {
         )
         .merge(anthropic::routes())
         .merge(gemini::routes())
+        .merge(responses::routes())
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
