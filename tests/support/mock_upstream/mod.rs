@@ -229,7 +229,8 @@ fn last_user_text(body: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// The arguments every mock gives a call of `tool`: a shell tool (`Bash`, Codex's `shell`)
+/// The arguments every mock gives a call of `tool`: a shell tool (Claude Code's `Bash`,
+/// Codex's `exec_command`)
 /// runs the command the user wrote after "Please run: " (for the agent CLIs' tests); any other tool
 /// is asked about Paris.
 pub fn tool_arguments(tool: &str, user_text: &str) -> Value {
@@ -238,16 +239,20 @@ pub fn tool_arguments(tool: &str, user_text: &str) -> Value {
             let command = rest.lines().next().unwrap_or_default().trim();
             json!({"command": command, "description": "Run the requested command"})
         }
+        ("exec_command" | "shell", Some((_, rest))) => {
+            json!({"cmd": rest.lines().next().unwrap_or_default().trim()})
+        }
         _ => json!({"city": "Paris"}),
     }
 }
 
-/// The tool an agent's request offers that the mocks call: `Bash` if offered, else the first.
+/// The tool an agent's request offers that the mocks call: its shell tool if offered, else
+/// the first.
 pub fn tool_to_call<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     let names: Vec<&str> = names.collect();
     names
         .iter()
-        .find(|n| **n == "Bash")
+        .find(|n| matches!(**n, "Bash" | "exec_command" | "shell"))
         .or(names.first())
         .map(|n| (*n).to_owned())
 }

@@ -77,7 +77,11 @@ fn authorized(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7)
 }
 
-async fn input_tokens(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn input_tokens(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(400, "invalid JSON", None, None);
     };
@@ -86,7 +90,11 @@ async fn input_tokens(State(state): State<Arc<MockState>>, headers: HeaderMap, b
     axum::Json(json!({"object": "response.input_tokens", "input_tokens": n})).into_response()
 }
 
-async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn responses(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return error(400, "invalid JSON", None, None);
     };
@@ -95,7 +103,12 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"message": "You didn't provide an API key.", "type": "invalid_request_error", "param": null, "code": null}}))).into_response();
     }
     let Some(model) = body["model"].as_str().map(str::to_owned) else {
-        return error(400, "Missing required parameter: 'model'.", Some("model"), Some("missing_required_parameter"));
+        return error(
+            400,
+            "Missing required parameter: 'model'.",
+            Some("model"),
+            Some("missing_required_parameter"),
+        );
     };
     // The conversation: a stored chain's, then this input.
     let mut conversation: Vec<(String, String)> = Vec::new();
@@ -104,7 +117,12 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
         match stored {
             Some(history) => conversation = history,
             None => {
-                return error(400, &format!("Previous response with id '{previous}' not found."), Some("previous_response_id"), Some("previous_response_not_found"));
+                return error(
+                    400,
+                    &format!("Previous response with id '{previous}' not found."),
+                    Some("previous_response_id"),
+                    Some("previous_response_not_found"),
+                );
             }
         }
     }
@@ -137,13 +155,7 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
     let (text, call) = if !outputs.is_empty() {
         (format!("Result: {}", outputs.join(", ")), None)
     } else if let (Some(name), "user") = (&tool, last.0.as_str()) {
-        let arguments = match name.as_str() {
-            "exec_command" | "shell" => match last.1.rsplit_once("Please run: ") {
-                Some((_, rest)) => json!({"cmd": rest.lines().next().unwrap_or("").trim()}),
-                None => json!({"cmd": "true"}),
-            },
-            other => tool_arguments(other, &last.1),
-        };
+        let arguments = tool_arguments(name, &last.1);
         (String::new(), Some((name.clone(), arguments.to_string())))
     } else {
         (last.1.clone(), None)
@@ -160,14 +172,20 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
         output.push(json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"), "name": name, "arguments": arguments, "status": "completed"}));
     }
     if body["store"] != false {
-        state.responses.lock().unwrap().insert(id.clone(), conversation);
+        state
+            .responses
+            .lock()
+            .unwrap()
+            .insert(id.clone(), conversation);
     }
-    let response = |status: &str, output: &[Value], usage: Value| json!({
-        "id": id, "object": "response", "created_at": 1_700_000_000, "status": status, "error": null,
-        "incomplete_details": null, "instructions": body["instructions"], "model": model, "output": output,
-        "parallel_tool_calls": true, "previous_response_id": body["previous_response_id"], "store": body["store"] != false,
-        "tool_choice": "auto", "tools": [], "usage": usage, "metadata": {},
-    });
+    let response = |status: &str, output: &[Value], usage: Value| {
+        json!({
+            "id": id, "object": "response", "created_at": 1_700_000_000, "status": status, "error": null,
+            "incomplete_details": null, "instructions": body["instructions"], "model": model, "output": output,
+            "parallel_tool_calls": true, "previous_response_id": body["previous_response_id"], "store": body["store"] != false,
+            "tool_choice": "auto", "tools": [], "usage": usage, "metadata": {},
+        })
+    };
     if body["stream"] != true {
         return axum::Json(response("completed", &output, usage)).into_response();
     }
@@ -179,8 +197,14 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
         format!("event: {name}\ndata: {data}\n\n")
     };
     let mut events = vec![
-        event("response.created", json!({"response": response("in_progress", &[], Value::Null)})),
-        event("response.in_progress", json!({"response": response("in_progress", &[], Value::Null)})),
+        event(
+            "response.created",
+            json!({"response": response("in_progress", &[], Value::Null)}),
+        ),
+        event(
+            "response.in_progress",
+            json!({"response": response("in_progress", &[], Value::Null)}),
+        ),
     ];
     for (index, item) in output.iter().enumerate() {
         if item["type"] == "message" {
@@ -196,16 +220,31 @@ async fn responses(State(state): State<Arc<MockState>>, headers: HeaderMap, body
             let mut added = item.clone();
             added["arguments"] = json!("");
             added["status"] = json!("in_progress");
-            events.push(event("response.output_item.added", json!({"output_index": index, "item": added})));
+            events.push(event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            ));
             let arguments = item["arguments"].as_str().unwrap_or("");
             let (a, b) = arguments.split_at(arguments.len() / 2);
             for piece in [a, b] {
-                events.push(event("response.function_call_arguments.delta", json!({"item_id": item["id"], "output_index": index, "delta": piece})));
+                events.push(event(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": item["id"], "output_index": index, "delta": piece}),
+                ));
             }
-            events.push(event("response.function_call_arguments.done", json!({"item_id": item["id"], "output_index": index, "arguments": arguments})));
+            events.push(event(
+                "response.function_call_arguments.done",
+                json!({"item_id": item["id"], "output_index": index, "arguments": arguments}),
+            ));
         }
-        events.push(event("response.output_item.done", json!({"output_index": index, "item": item})));
+        events.push(event(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+        ));
     }
-    events.push(event("response.completed", json!({"response": response("completed", &output, usage)})));
+    events.push(event(
+        "response.completed",
+        json!({"response": response("completed", &output, usage)}),
+    ));
     sse_response(state, events, Duration::ZERO, Ending::Normal)
 }
