@@ -166,7 +166,8 @@ pub struct CallOptions<'a> {
 
 #[derive(Debug)]
 pub enum Provider {
-    OpenAi(openai::OpenAiProvider),
+    /// Boxed: the largest by far (its endpoints are parsed once, up front).
+    OpenAi(Box<openai::OpenAiProvider>),
     Anthropic(anthropic::AnthropicProvider),
     Gemini(gemini::GeminiProvider),
     Mock(mock::MockProvider),
@@ -182,7 +183,9 @@ impl Provider {
             || Provider::Disabled(format!("provider {name:?} has no API key configured"));
         Ok(match config {
             ProviderConfig::Azure(c) if missing_key(&c.api_key) => disabled(),
-            ProviderConfig::Azure(c) => Provider::OpenAi(openai::OpenAiProvider::azure(name, c)?),
+            ProviderConfig::Azure(c) => {
+                Provider::OpenAi(Box::new(openai::OpenAiProvider::azure(name, c)?))
+            }
             ProviderConfig::Anthropic(c) if missing_key(&c.api_key) => disabled(),
             ProviderConfig::Anthropic(c) => {
                 Provider::Anthropic(anthropic::AnthropicProvider::new(name, c)?)
@@ -197,7 +200,7 @@ impl Provider {
                     disabled()
                 }
                 Some((preset, c)) => {
-                    Provider::OpenAi(openai::OpenAiProvider::new(name, preset, c)?)
+                    Provider::OpenAi(Box::new(openai::OpenAiProvider::new(name, preset, c)?))
                 }
                 None => return Err(format!("provider {name:?}: unsupported type")),
             },

@@ -408,13 +408,12 @@ impl Call<'_> {
         let answered = self
             .attempt_targets(
                 &model,
-                headers,
-                |target: &Target| match &filter {
+                self.plan(&model, headers, |target: &Target| match &filter {
                     TargetFilter::Any => true,
                     TargetFilter::NativeOnly => dialect.native_to(&target.provider),
                     TargetFilter::TranslatedOnly => !dialect.native_to(&target.provider),
                     TargetFilter::Provider(p) => &target.provider_name == p,
-                },
+                })?,
                 &facts,
                 &budget,
                 exchange,
@@ -646,8 +645,7 @@ impl Call<'_> {
         let answered = self
             .attempt_targets(
                 &model,
-                &parts.headers,
-                |_| true,
+                self.plan(&model, &parts.headers, |_| true)?,
                 &facts,
                 &budget,
                 exchange,
@@ -681,13 +679,30 @@ impl Call<'_> {
         }
     }
 
-    /// Tries the model's targets in the order its strategy gives, reserving provider-scoped
-    /// limits per attempt; `call` makes one attempt (the target, and the largest answer to read).
-    async fn attempt_targets<T, F, Fut>(
+    /// The targets to try, in the order the model's strategy gives, of those `eligible`.
+    fn plan(
         &self,
         model: &Model,
         headers: &HeaderMap,
         eligible: impl Fn(&Target) -> bool,
+    ) -> Result<Vec<Arc<Target>>, GatewayError> {
+        let mut plan = model.pool.plan(&self.caller.acting().name, headers);
+        plan.retain(|t| eligible(t));
+        if plan.is_empty() {
+            return Err(GatewayError::InvalidRequest(format!(
+                "no target of model {:?} can continue this conversation (previous_response_id)",
+                model.name
+            )));
+        }
+        Ok(plan)
+    }
+
+    /// Tries `plan`'s targets in order, reserving provider-scoped limits per attempt; `call`
+    /// makes one attempt (the target, and the largest answer to read).
+    async fn attempt_targets<T, F, Fut>(
+        &self,
+        model: &Model,
+        plan: Vec<Arc<Target>>,
         facts: &RequestFacts<'_>,
         budget: &Budget,
         exchange: &mut Exchange,
@@ -697,14 +712,6 @@ impl Call<'_> {
         F: Fn(Arc<Target>, u64) -> Fut,
         Fut: std::future::Future<Output = Result<T, GatewayError>>,
     {
-        let mut plan = model.pool.plan(&self.caller.acting().name, headers);
-        plan.retain(|t| eligible(t));
-        if plan.is_empty() {
-            return Err(GatewayError::InvalidRequest(format!(
-                "no target of model {:?} can continue this conversation (previous_response_id)",
-                model.name
-            )));
-        }
         let max_response = self.snapshot.limits.max_response.as_u64();
         let limits = &self.snapshot.rate_limits;
         let call = &call;

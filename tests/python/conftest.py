@@ -68,9 +68,11 @@ def gateway(tmp_path_factory):
     upstream_port, proxy_port, status_port = free_port(), free_port(), free_port()
     config = tmp_path_factory.mktemp("gw") / "tollgate.yaml"
     config.write_text(CONFIG.format(proxy=proxy_port, status=status_port, upstream=upstream_port))
+    # The request log goes to a file: a pipe nobody reads would fill up and stall the gateway.
+    log = config.parent / "requests.log"
     procs = [
         subprocess.Popen([str(TARGET / "examples" / "mock-upstream"), f"127.0.0.1:{upstream_port}"], stdout=subprocess.DEVNULL),
-        subprocess.Popen([str(TARGET / "tollgate"), "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL),
+        subprocess.Popen([str(TARGET / "tollgate"), "serve", "--config", str(config)], stdout=log.open("wb"), stderr=subprocess.DEVNULL),
     ]
     try:
         wait_for(f"http://127.0.0.1:{status_port}/ready")
@@ -81,5 +83,5 @@ def gateway(tmp_path_factory):
         for p in procs:
             p.wait(timeout=10)
         # The request log is one JSON object per line, whatever happened.
-        for line in procs[1].stdout.read().decode().splitlines():
+        for line in log.read_text().splitlines():
             json.loads(line)

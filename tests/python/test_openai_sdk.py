@@ -10,7 +10,7 @@ def client(gateway):
 
 def test_model_list_shows_only_the_callers_models(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["llama3.2:1b", "fail-500", "fail-429", "echo", "claude-haiku-3-5", "gemini-2.5-flash"]
+    assert ids == ["llama3.2:1b", "fail-500", "fail-429", "echo", "claude-haiku-3-5", "gemini-2.5-flash", "gpt-5-mini"]
     assert client.models.retrieve("llama3.2:1b").id == "llama3.2:1b"
 
 

@@ -255,9 +255,11 @@ mod tests {
 
     #[tokio::test]
     async fn memory_entries_are_scoped_bounded_and_expire() {
-        let mut config = ResponseStoreConfig::default();
-        config.max_entries = 2;
-        config.ttl = Duration::from_millis(50);
+        let config = ResponseStoreConfig {
+            max_entries: 2,
+            ttl: Duration::from_millis(50),
+            ..ResponseStoreConfig::default()
+        };
         let store = ResponseStore::new(&config).unwrap();
         store.put("a", &entry("u")).await.unwrap();
         assert!(store.get("a", "u").await.unwrap().is_some());
