@@ -41,6 +41,10 @@ impl HttpUpstream {
             .connect_timeout(timeouts.connect)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // A gateway answers for its upstream; it never follows it elsewhere (a redirect
+            // would carry the provider key to another host), and the policy costs a URL parse
+            // per request.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build HTTP client: {e}"))?;

@@ -112,6 +112,12 @@ pub async fn start_on_own_runtime() -> MockUpstream {
 }
 
 pub async fn start_on(addr: SocketAddr) -> MockUpstream {
+    start_on_with_delay(addr, Duration::ZERO).await
+}
+
+/// A mock that waits `delay` before answering each request (an upstream's latency, for the
+/// benchmark).
+pub async fn start_on_with_delay(addr: SocketAddr, delay: Duration) -> MockUpstream {
     let state = Arc::new(MockState::default());
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -124,6 +130,14 @@ pub async fn start_on(addr: SocketAddr) -> MockUpstream {
         .merge(gemini::routes())
         .merge(responses::routes())
         .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                next.run(request).await
+            },
+        ))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await

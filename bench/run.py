@@ -1,0 +1,284 @@
+"""Tollgate beside nginx (a plain reverse proxy with upstream keep-alive) and the mock upstream
+itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the latency added
+at 1 connection, CPU microseconds per request of the proxy process, instructions per request
+(valgrind callgrind: repeatable on a noisy shared machine), and peak RSS; streaming (20
+chunks), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
+the same run. Started by bench/run.sh, which installs and builds what is missing."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REL = ROOT / "target" / "release"
+DURATION = os.environ.get("DURATION", "8s")
+WORK = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+PROCS = []
+
+PROMPT = "Summarise the benefits of an AI gateway in front of every model in one short sentence please"
+# Twenty words: the mock streams one chunk a word.
+STREAM_PROMPT = " ".join(f"word{i}" for i in range(20))
+
+
+def body(prompt, stream=False):
+    b = {"model": "bench-model", "messages": [{"role": "user", "content": prompt}]}
+    if stream:
+        b["stream"] = True
+    return json.dumps(b)
+
+
+def start(args, env=None, **kw):
+    p = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def wait_http(url, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def gateway_config(path, upstream_port, port, status_port, consumers=None):
+    extra = consumers or ""
+    path.write_text(f"""
+listen: {{proxy: "127.0.0.1:{port}", status: "127.0.0.1:{status_port}"}}
+providers:
+  mock: {{type: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", api_key: sk-bench-upstream-key-0123456789}}
+models:
+  bench-model: {{provider: mock}}
+routes:
+  ai: {{}}
+rate_limits:
+  policies:
+    per-consumer:
+      limits: [{{tokens: 1000000000000, per: 1m}}]
+consumers:
+  bench: {{keys: [bench-key-12345], models: "*"}}
+{extra}
+""")
+
+
+def nginx_config(path, upstream_port, port):
+    path.write_text(f"""
+worker_processes 1;
+pid {WORK}/nginx-{port}.pid;
+error_log {WORK}/nginx-{port}.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_buffer_size 1m;
+  client_max_body_size 16m;
+  upstream mock {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+""")
+
+
+def cpu_ticks(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def peak_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+LUA = WORK / "post.lua"
+LUA.write_text("""
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer bench-key-12345"
+local f = io.open(os.getenv("BODY_FILE"), "rb"); wrk.body = f:read("*a"); f:close()
+""")
+
+
+def to_ms(v):
+    n = float(re.match(r"[\d.]+", v).group())
+    return n / 1000 if v.endswith("us") else n * 1000 if v.endswith("s") and not v.endswith("ms") else n
+
+
+def wrk(url, payload, connections, duration=DURATION, pid=None):
+    body_file = WORK / f"body-{abs(hash(payload))}.json"
+    body_file.write_text(payload)
+    before = cpu_ticks(pid) if pid else 0
+    out = subprocess.run(["wrk", "-t2" if connections > 1 else "-t1", f"-c{connections}", f"-d{duration}",
+                          "--latency", "-s", str(LUA), url], env={**os.environ, "BODY_FILE": str(body_file)},
+                         capture_output=True, text=True).stdout
+    after = cpu_ticks(pid) if pid else 0
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu_us = (after - before) / tick * 1e6 / max(requests, 1) if pid else None
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "errors": int(errors.group(1)) if errors else 0}
+
+
+def callgrind(kind, args, port, path, payload, n=1000):
+    """Instructions per request: two runs under callgrind, serving 50 and 50 + n requests."""
+    totals = []
+    for count in (50, 50 + n):
+        out = WORK / f"cg-{kind}-{count}.out"
+        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{port}/", timeout=180)
+        subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), str(port), path, str(count), payload], check=True)
+        p.send_signal(signal.SIGTERM if kind == "tollgate" else signal.SIGQUIT)
+        p.wait(timeout=120)
+        text = out.read_text(errors="replace")
+        totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
+    return (totals[1] - totals[0]) / n
+
+
+def main():
+    up, up_slow = 19991, 19992
+    start([str(REL / "examples" / "mock-upstream"), f"127.0.0.1:{up}"])
+    start([str(REL / "examples" / "mock-upstream"), f"127.0.0.1:{up_slow}"], env={"MOCK_DELAY_MS": "50"})
+    gw_cfg, gw_slow_cfg = WORK / "gw.yaml", WORK / "gw-slow.yaml"
+    gateway_config(gw_cfg, up, 18181, 18182)
+    gateway_config(gw_slow_cfg, up_slow, 18183, 18184)
+    ng_cfg, ng_slow_cfg = WORK / "nginx.conf", WORK / "nginx-slow.conf"
+    nginx_config(ng_cfg, up, 18191)
+    nginx_config(ng_slow_cfg, up_slow, 18192)
+    gw = start([str(REL / "tollgate"), "serve", "--config", str(gw_cfg)])
+    gw_slow = start([str(REL / "tollgate"), "serve", "--config", str(gw_slow_cfg)])
+    ng = start(["nginx", "-c", str(ng_cfg), "-g", "daemon off; master_process off;"])
+    ng_slow = start(["nginx", "-c", str(ng_slow_cfg), "-g", "daemon off; master_process off;"])
+    for port in (up, up_slow, 18191, 18192):
+        wait_http(f"http://127.0.0.1:{port}/")
+    wait_http("http://127.0.0.1:18182/ready")
+    wait_http("http://127.0.0.1:18184/ready")
+
+    targets = {
+        "direct": (f"http://127.0.0.1:{up}/v1/chat/completions", None),
+        "nginx": ("http://127.0.0.1:18191/v1/chat/completions", ng.pid),
+        "tollgate": ("http://127.0.0.1:18181/ai/v1/chat/completions", gw.pid),
+    }
+    slow = {
+        "direct": (f"http://127.0.0.1:{up_slow}/v1/chat/completions", None),
+        "nginx": ("http://127.0.0.1:18192/v1/chat/completions", ng_slow.pid),
+        "tollgate": ("http://127.0.0.1:18183/ai/v1/chat/completions", gw_slow.pid),
+    }
+    plain, stream = body(PROMPT), body(STREAM_PROMPT, stream=True)
+    big = body(("The gateway forwards every request to the right model. " * 7300)[:400_000])
+    results = {}
+    for name, (url, pid) in targets.items():
+        wrk(url, plain, 16, "2s")  # warm up
+        results[name] = {
+            "c16": wrk(url, plain, 16, pid=pid),
+            "c64": wrk(url, plain, 64, pid=pid),
+            "c1": wrk(url, plain, 1, pid=pid),
+            "stream16": wrk(url, stream, 16, pid=pid),
+            "stream1": wrk(url, stream, 1, pid=pid),
+            "big": wrk(url, big, 1, "5s", pid=pid),
+            "slow16": wrk(slow[name][0], plain, 16, pid=slow[name][1]),
+        }
+    results["nginx"]["rss"] = peak_rss_mib(ng.pid)
+    results["tollgate"]["rss"] = peak_rss_mib(gw.pid)
+    for p in (gw, gw_slow, ng, ng_slow):
+        p.terminate()
+
+    # Instructions per request, nginx and Tollgate serving the same requests from the same mock.
+    ir = {}
+    cg_gw = WORK / "gw-cg.yaml"
+    gateway_config(cg_gw, up, 18185, 18186)
+    cg_ng = WORK / "nginx-cg.conf"
+    nginx_config(cg_ng, up, 18193)
+    for kind, payload in (("plain", plain), ("stream", stream)):
+        ir[("nginx", kind)] = callgrind("nginx", ["nginx", "-c", str(cg_ng), "-g", "daemon off; master_process off;"], 18193, "/v1/chat/completions", payload)
+        ir[("tollgate", kind)] = callgrind("tollgate", [str(REL / "tollgate"), "serve", "--config", str(cg_gw)], 18185, "/ai/v1/chat/completions", payload)
+
+    # Start-up with 1M consumers with keys.
+    million = WORK / "gw-1m.yaml"
+    lines = [f"  c{i}: {{keys: [key-{i:07d}-abcdef], models: \"*\"}}" for i in range(1_000_000)]
+    gateway_config(million, up, 18187, 18188, "\n".join(lines))
+    started = time.time()
+    p1m = start([str(REL / "tollgate"), "serve", "--config", str(million)])
+    wait_http("http://127.0.0.1:18188/ready", timeout=600)
+    start_s = time.time() - started
+    time.sleep(1)
+    rss_1m = peak_rss_mib(p1m.pid)
+    one_m = wrk("http://127.0.0.1:18187/ai/v1/chat/completions", plain, 16, pid=p1m.pid)
+    p1m.terminate()
+
+    report(results, ir, start_s, rss_1m, one_m)
+
+
+def report(r, ir, start_s, rss_1m, one_m):
+    def row(label, key, field, fmt="{:,.0f}"):
+        cells = []
+        for name in ("direct", "nginx", "tollgate"):
+            v = r[name][key][field]
+            cells.append("—" if v is None else fmt.format(v))
+        ng, tg = r["nginx"][key][field], r["tollgate"][key][field]
+        ratio = f"{tg / ng:.2f}×" if ng else "—"
+        print(f"| {label} | {' | '.join(cells)} | {ratio} |")
+
+    versions = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (shared by load generator, mock and proxy), "
+          f"{DURATION} per scenario, wrk; {versions}; Tollgate with key auth, a token-limit policy, "
+          f"metrics and the request log on\n")
+    print("| scenario | direct | nginx | Tollgate | Tollgate / nginx |")
+    print("|---|---:|---:|---:|---:|")
+    row("req/s, c=16", "c16", "rps")
+    row("req/s, c=64", "c64", "rps")
+    row("CPU µs/request, c=16", "c16", "cpu_us", "{:.1f}")
+    row("p50 ms, c=1", "c1", "p50", "{:.3f}")
+    row("p99 ms, c=16", "c16", "p99", "{:.3f}")
+    row("streaming req/s, c=16 (20 chunks)", "stream16", "rps")
+    row("streaming CPU µs/request", "stream16", "cpu_us", "{:.1f}")
+    row("streaming p50 ms, c=1", "stream1", "p50", "{:.3f}")
+    row("50 ms upstream req/s, c=16", "slow16", "rps")
+    row("50 ms upstream p50 ms, c=16", "slow16", "p50", "{:.2f}")
+    row("400 KB prompt p50 ms, c=1", "big", "p50", "{:.2f}")
+    print(f"| instructions/request | — | {ir[('nginx', 'plain')]:,.0f} | {ir[('tollgate', 'plain')]:,.0f} | "
+          f"{ir[('tollgate', 'plain')] / ir[('nginx', 'plain')]:.2f}× |")
+    print(f"| streaming instructions/request | — | {ir[('nginx', 'stream')]:,.0f} | {ir[('tollgate', 'stream')]:,.0f} | "
+          f"{ir[('tollgate', 'stream')] / ir[('nginx', 'stream')]:.2f}× |")
+    print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | {r['tollgate']['rss']:.1f} | — |")
+    added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
+    big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
+    print(f"\nadded p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
+          f"400 KB prompt added: nginx {big['nginx']:.2f} ms, Tollgate {big['tollgate']:.2f} ms")
+    print(f"1M consumers with keys: start-up {start_s:.1f} s, RSS {rss_1m:.0f} MiB, "
+          f"{one_m['rps']:,.0f} req/s at c=16 ({one_m['cpu_us']:.1f} µs CPU/request; 1 consumer: "
+          f"{r['tollgate']['c16']['rps']:,.0f} req/s, {r['tollgate']['c16']['cpu_us']:.1f} µs)")
+    failed = [(n, k) for n in r for k, v in r[n].items() if isinstance(v, dict) and v.get("errors")]
+    if failed:
+        print(f"\nnon-2xx answers in: {failed}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
