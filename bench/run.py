@@ -134,8 +134,8 @@ def wrk(url, payload, connections, duration=DURATION, pid=None):
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     tick = os.sysconf("SC_CLK_TCK")
     cpu_us = (after - before) / tick * 1e6 / max(requests, 1) if pid else None
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "errors": int(errors.group(1)) if errors else 0}

@@ -4,6 +4,7 @@
 //! and stream are written back in it, and its error envelope. The pipeline itself (route, auth,
 //! ACL, model access, guard, budget, failover, provider, log and metrics) knows no dialect.
 
+pub mod canonical;
 pub mod messages;
 pub mod responses;
 

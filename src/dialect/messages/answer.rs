@@ -3,10 +3,10 @@
 //! (`message_start`, `ping`, `content_block_start|delta|stop`, `message_delta`, `message_stop`).
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::dialect::StreamEncoder;
+use crate::dialect::canonical::{Chunk, Completion, ToolCallDelta, content_text};
 use crate::error::GatewayError;
 use crate::providers::translate::arguments_object;
 use crate::providers::{Frame, Usage, write_sse_event};
@@ -42,47 +42,6 @@ fn message_id(id: Option<&str>) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct Completion {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    choices: Vec<Choice>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    message: Option<AssistantMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AssistantMessage {
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall {
-    #[serde(default)]
-    id: Option<String>,
-    function: Function,
-}
-
-#[derive(Deserialize)]
-struct Function {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
 /// A whole canonical answer as a Messages `message`, named `model` (the client's name).
 pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
     let completion: Completion =
@@ -94,14 +53,7 @@ pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
         if let Some(thinking) = message.reasoning_content.filter(|r| !r.is_empty()) {
             content.push(json!({"type": "thinking", "thinking": thinking, "signature": ""}));
         }
-        let text = match message.content {
-            Some(Value::String(s)) => s,
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-            _ => String::new(),
-        };
+        let text = content_text(message.content);
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
         }
@@ -127,51 +79,6 @@ pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
         "usage": usage_json(usage),
     });
     Ok(Bytes::from(message.to_string()))
-}
-
-/// The parts of a `chat.completion.chunk` the translation reads.
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta {
-    #[serde(default)]
-    index: Option<usize>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
 }
 
 /// The content block being streamed.

@@ -7,9 +7,9 @@
 //! out; the finished response (for the store) is handed over before `response.completed`.
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::dialect::canonical::{Chunk, Completion, ToolCallDelta, content_text};
 use crate::error::GatewayError;
 use crate::providers::translate::unix_now;
 use crate::providers::{Frame, Usage, write_sse_event};
@@ -150,45 +150,6 @@ fn assistant_turn(text: &str, calls: &[(String, String, String)]) -> Vec<Value> 
     vec![message]
 }
 
-#[derive(Deserialize)]
-struct Completion {
-    #[serde(default)]
-    choices: Vec<Choice>,
-}
-
-#[derive(Deserialize)]
-struct Choice {
-    #[serde(default)]
-    message: Option<AssistantMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct AssistantMessage {
-    #[serde(default)]
-    content: Option<Value>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCall>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCall {
-    #[serde(default)]
-    id: Option<String>,
-    function: Function,
-}
-
-#[derive(Deserialize)]
-struct Function {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
 /// A whole canonical answer as a response object.
 pub fn whole(body: &[u8], usage: &Usage, shape: &ResponseShape) -> Result<Finished, String> {
     let completion: Completion =
@@ -202,14 +163,7 @@ pub fn whole(body: &[u8], usage: &Usage, shape: &ResponseShape) -> Result<Finish
         if let Some(reasoning) = message.reasoning_content.filter(|r| !r.is_empty()) {
             output.push(reasoning_item(&item_id("rs"), &reasoning));
         }
-        text = match message.content {
-            Some(Value::String(s)) => s,
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-            _ => String::new(),
-        };
+        text = content_text(message.content);
         if !text.is_empty() {
             output.push(message_item(&item_id("msg"), &text, "completed"));
         }
@@ -230,49 +184,6 @@ pub fn whole(body: &[u8], usage: &Usage, shape: &ResponseShape) -> Result<Finish
         response: shape.object(status, &output, Some(usage), incomplete),
         output_messages: assistant_turn(&text, &calls),
     })
-}
-
-/// The parts of a `chat.completion.chunk` the translation reads.
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallDelta>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta {
-    #[serde(default)]
-    index: Option<usize>,
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    function: Option<FunctionDelta>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
 }
 
 /// The output item being streamed.
