@@ -398,9 +398,9 @@ impl StreamTranslator for NativeResponses {
 
 /// Only the parts of a chunk the gateway looks at; everything else is skipped unparsed.
 #[derive(Deserialize)]
-struct ChunkPeek {
-    #[serde(default)]
-    choices: Option<Vec<ChoicePeek>>,
+struct ChunkPeek<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoicePeek<'a>>>,
     #[serde(default)]
     usage: Option<WireUsage>,
     #[serde(default)]
@@ -408,19 +408,20 @@ struct ChunkPeek {
 }
 
 #[derive(Deserialize)]
-struct ChoicePeek {
-    #[serde(default)]
-    delta: Option<DeltaPeek>,
+struct ChoicePeek<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaPeek<'a>>,
 }
 
+/// Borrowed from the event's bytes: no allocation per chunk unless a string has escapes.
 #[derive(Deserialize)]
-struct DeltaPeek {
-    #[serde(default)]
-    content: Option<String>,
+struct DeltaPeek<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<IgnoredAny>,
-    #[serde(default, alias = "reasoning")]
-    reasoning_content: Option<String>,
+    #[serde(default, alias = "reasoning", borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn peek_chunk(data: String) -> Frame {

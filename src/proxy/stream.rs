@@ -190,8 +190,18 @@ pub fn sse_response(
     let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
     let mut batches = frames.ready_chunks(MAX_BATCH);
     let body = async_stream::stream! {
+        // One idle timer, moved forward at each batch (a new timer per batch costs more than
+        // the batch's own work).
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
         loop {
-            let batch = match tokio::time::timeout(idle, batches.next()).await {
+            let next = tokio::select! {
+                biased;
+                batch = batches.next() => Ok(batch),
+                () = &mut idle_timer => Err(()),
+            };
+            idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            let batch = match next {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     log.mark_ended();

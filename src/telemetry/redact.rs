@@ -45,6 +45,10 @@ pub struct SecretRedactor {
     secrets: Vec<String>,
     /// Over the secrets and their fragments: one linear scan finds them all.
     matcher: Option<AhoCorasick>,
+    /// The same patterns in a SIMD searcher (Teddy) where the CPU has one: every upstream
+    /// event is checked, and this is several times faster than the automaton; the automaton
+    /// masks what it finds.
+    detector: Option<aho_corasick::packed::Searcher>,
 }
 
 impl SecretRedactor {
@@ -71,13 +75,31 @@ impl SecretRedactor {
             .prefilter(false)
             .build(&patterns)
             .ok();
-        Some(Self { secrets, matcher })
+        let detector = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostLongest)
+            .builder()
+            .extend(&patterns)
+            .build();
+        Some(Self {
+            secrets,
+            matcher,
+            detector,
+        })
+    }
+
+    /// Whether `haystack` holds a secret or a fragment of one.
+    fn found_in(&self, haystack: &[u8]) -> bool {
+        match (&self.detector, &self.matcher) {
+            (Some(d), _) => d.find(haystack).is_some(),
+            (None, Some(m)) => m.is_match(haystack),
+            (None, None) => false,
+        }
     }
 
     /// `text` with every secret (and quoted fragment) masked; borrowed when there is none.
     pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
         match &self.matcher {
-            Some(m) if m.is_match(text) => {
+            Some(m) if self.found_in(text.as_bytes()) => {
                 Cow::Owned(m.replace_all(text, &vec![SECRET_MASK; m.patterns_len()]))
             }
             _ => Cow::Borrowed(text),
@@ -97,7 +119,7 @@ pub fn register_provider_secret(secret: &str) {
 pub fn provider_secrets_in_bytes(bytes: bytes::Bytes) -> bytes::Bytes {
     let redactor = PROVIDER_SECRETS.load();
     match &redactor.matcher {
-        Some(m) if m.is_match(&bytes[..]) => {
+        Some(m) if redactor.found_in(&bytes) => {
             let masks = vec![SECRET_MASK.as_bytes(); m.patterns_len()];
             bytes::Bytes::from(m.replace_all_bytes(&bytes, &masks))
         }
