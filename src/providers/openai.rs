@@ -413,6 +413,40 @@ struct ChoicePeek<'a> {
     delta: Option<DeltaPeek<'a>>,
 }
 
+impl<'a> ChunkPeek<'a> {
+    /// Reads the three members the gateway needs where they stand (`"choices":`, `"usage":`,
+    /// `"error":`), skipping the rest of the chunk unparsed: a chunk is mostly ids, names and
+    /// timestamps. The key bytes cannot occur inside a JSON string (its quotes would be
+    /// escaped). A chunk written another way (a space before a colon) is parsed whole.
+    fn read(data: &'a [u8]) -> Option<Self> {
+        use memchr::memmem::Finder;
+        use std::sync::LazyLock;
+        // Built once: a searcher costs more to build than to run over a chunk.
+        static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\":"));
+        static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":"));
+        static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\":"));
+        fn value_at<'d, T: serde::Deserialize<'d>>(data: &'d [u8], at: usize) -> Option<T> {
+            let mut de = serde_json::Deserializer::from_slice(&data[at..]);
+            T::deserialize(&mut de).ok()
+        }
+        let after = |finder: &Finder<'static>| finder.find(data).map(|i| i + finder.needle().len());
+        let choices = after(&CHOICES);
+        let error = after(&ERROR);
+        if choices.is_none() && error.is_none() {
+            return serde_json::from_slice(data).ok();
+        }
+        Some(ChunkPeek {
+            choices: choices.and_then(|at| value_at::<Vec<ChoicePeek>>(data, at)),
+            usage: after(&USAGE)
+                .and_then(|at| value_at::<Option<WireUsage>>(data, at))
+                .flatten(),
+            error: error
+                .and_then(|at| value_at::<Option<Value>>(data, at))
+                .flatten(),
+        })
+    }
+}
+
 /// Borrowed from the event's bytes: no allocation per chunk unless a string has escapes.
 #[derive(Deserialize)]
 struct DeltaPeek<'a> {
@@ -432,7 +466,7 @@ fn peek_chunk(data: String) -> Frame {
         data: data.into_bytes().into(),
         ..Frame::default()
     };
-    let Ok(peek) = serde_json::from_slice::<ChunkPeek>(&frame.data) else {
+    let Some(peek) = ChunkPeek::read(&frame.data) else {
         return frame;
     };
     let choices = peek.choices.unwrap_or_default();
@@ -480,5 +514,15 @@ mod tests {
         assert!(peek_chunk("[DONE]".into()).is_done());
         let f = peek_chunk(r#"{"error":{"message":"overloaded"}}"#.into());
         assert_eq!(f.error.as_deref(), Some("overloaded"));
+        // Written with spaces (Python's json.dumps): parsed whole, same answer.
+        let f = peek_chunk(
+            r#"{"id": "x", "choices" : [{"index": 0, "delta": {"content": "Hi"}}], "usage" : {"prompt_tokens": 1, "completion_tokens": 2}}"#.into(),
+        );
+        assert!(f.has_output && f.text == "Hi");
+        assert_eq!(f.usage.unwrap().completion_tokens, 2);
+        let f = peek_chunk(
+            r#"{"id": "x", "choices": [{"index": 0, "delta": {"content": "a \"quoted\" word", "reasoning": "r"}}]}"#.into(),
+        );
+        assert_eq!(f.text, "a \"quoted\" wordr");
     }
 }
