@@ -211,9 +211,11 @@ impl RequestLogger {
     pub fn emit(&self, record: RequestRecord) {
         let sinks = self.sinks.load();
         if !sinks.is_empty() {
-            // Serialised once, shared by every sink.
-            match serde_json::to_vec(&record) {
-                Ok(line) => {
+            // Serialised once, shared by every sink; sized for a typical record up front (a
+            // growing buffer reallocates several times per record).
+            let mut line = Vec::with_capacity(1536);
+            match serde_json::to_writer(&mut line, &record) {
+                Ok(()) => {
                     let line = Bytes::from(line);
                     for sink in sinks.iter() {
                         sink.push(line.clone());
