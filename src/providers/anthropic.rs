@@ -217,22 +217,9 @@ struct DeltaPeek {
 
 impl StreamTranslator for NativeStream {
     fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
-        let peek: EventPeek =
-            serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
-                provider: self.provider.clone(),
-                detail: "an event is not JSON".into(),
-            })?;
-        let kind = if peek.kind.is_empty() {
-            event
-        } else {
-            &peek.kind
-        };
-        let mut frame = Frame {
-            event: Some(bytes::Bytes::copy_from_slice(kind.as_bytes())),
-            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
-            ..Frame::default()
-        };
-        match kind {
+        let peek: EventPeek = translate::parse_event(&self.provider, data)?;
+        let mut frame = Frame::named(&peek.kind, event, data);
+        match frame.event_name() {
             "message_start" => {
                 if let Some(u) = peek.message.and_then(|m| m.usage) {
                     usage_of(&u, &mut self.usage);

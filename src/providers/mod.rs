@@ -117,6 +117,25 @@ impl Frame {
         }
     }
 
+    /// A named event passed through as it came (a dialect's own event from a target that
+    /// speaks it); `kind` is the event's `type`, else its SSE `event:` name.
+    pub fn named(kind: &str, event: &str, data: &str) -> Frame {
+        let name = if kind.is_empty() { event } else { kind };
+        Frame {
+            event: Some(Bytes::copy_from_slice(name.as_bytes())),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            ..Frame::default()
+        }
+    }
+
+    /// The event's name (for named frames).
+    pub fn event_name(&self) -> &str {
+        self.event
+            .as_deref()
+            .and_then(|e| std::str::from_utf8(e).ok())
+            .unwrap_or("")
+    }
+
     pub fn is_done(&self) -> bool {
         self.last
     }

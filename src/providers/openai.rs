@@ -170,7 +170,13 @@ impl OpenAiProvider {
         if stream {
             return self
                 .http
-                .event_stream(response, NativeResponses::default())
+                .event_stream(
+                    response,
+                    NativeResponses {
+                        provider: self.http.name.clone(),
+                        ended: false,
+                    },
+                )
                 .map(ChatReply::Stream);
         }
         let bytes = self
@@ -310,8 +316,8 @@ impl From<ResponsesUsage> for Usage {
 /// A Responses event stream passed through to a Responses client: every event goes out as
 /// it came; the generated text is noted (for charging a stream cut short), usage is read from
 /// the final event, and `response.failed` or `error` end it as failed.
-#[derive(Default)]
 pub struct NativeResponses {
+    provider: String,
     ended: bool,
 }
 
@@ -337,28 +343,16 @@ struct ResponsePeek {
 
 impl StreamTranslator for NativeResponses {
     fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
-        let peek: ResponsesEventPeek =
-            serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
-                provider: "responses".into(),
-                detail: "an event is not JSON".into(),
-            })?;
-        let kind = if peek.kind.is_empty() {
-            event
-        } else {
-            &peek.kind
-        };
-        let mut frame = Frame {
-            event: Some(bytes::Bytes::copy_from_slice(kind.as_bytes())),
-            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
-            ..Frame::default()
-        };
+        let peek: ResponsesEventPeek = super::translate::parse_event(&self.provider, data)?;
+        let mut frame = Frame::named(&peek.kind, event, data);
+        let kind = frame.event_name().to_owned();
         if kind.ends_with(".delta")
             && let Some(Value::String(delta)) = peek.delta
         {
             frame.has_output = true;
             frame.text = delta;
         }
-        match kind {
+        match kind.as_str() {
             "response.completed" | "response.incomplete" => {
                 self.ended = true;
                 frame.last = true;
@@ -389,7 +383,7 @@ impl StreamTranslator for NativeResponses {
             Ok(Vec::new())
         } else {
             Err(GatewayError::UpstreamProtocol {
-                provider: "responses".into(),
+                provider: self.provider.clone(),
                 detail: "the event stream ended before response.completed".into(),
             })
         }

@@ -140,6 +140,17 @@ pub enum ToolChoice {
     Function(String),
 }
 
+/// An upstream event's JSON, read as `T` (the members a translator peeks at).
+pub fn parse_event<'d, T: Deserialize<'d>>(
+    provider: &str,
+    data: &'d str,
+) -> Result<T, GatewayError> {
+    serde_json::from_str(data).map_err(|_| GatewayError::UpstreamProtocol {
+        provider: provider.to_owned(),
+        detail: "an event is not JSON".into(),
+    })
+}
+
 pub fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::InvalidRequest(message.into())
 }
