@@ -30,6 +30,7 @@ models:
       - {{provider: native-b, model: gpt-5-mini}}
 routes:
   ai: {{}}
+  local: {{models: ["llama3.2:1b"], default_model: "llama3.2:1b"}}
 consumers:
   dev-user: {{keys: [{KEY}], models: "*"}}
   other-user: {{keys: [other-key-12345], models: "*"}}
@@ -105,6 +106,7 @@ async fn translated_turns_are_logged_with_their_usage_and_what_was_left_out() {
     .await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["model"], "llama3.2:1b");
     let log = gw.next_log().await;
     assert_eq!(log.endpoint, Some("responses"));
     assert_eq!(
@@ -138,6 +140,23 @@ async fn translated_turns_are_logged_with_their_usage_and_what_was_left_out() {
     )
     .await;
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn a_route_default_model_names_the_response() {
+    let up = mock_upstream::start().await;
+    let gw = TestGateway::start(&config(up.addr, "")).await;
+    let r = client()
+        .post(gw.url("/local/v1/responses"))
+        .bearer_auth(KEY)
+        .json(&json!({"input": "no model named"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["model"], "llama3.2:1b");
+    assert_eq!(answer["output"][0]["content"][0]["text"], "no model named");
 }
 
 #[tokio::test]

@@ -371,13 +371,17 @@ impl Call<'_> {
             stream,
             client_wants_usage,
             dropped,
-            turn,
+            mut turn,
             filter,
         } = cpu_bound(body.len(), move || {
             dialect.decode(body, &options, betas, continued)
         })
         .await??;
         exchange.record.stream = stream;
+        if let Some(turn) = &mut turn {
+            // The model as resolved (the route's default when the client named none).
+            turn.shape.model = model.name.clone();
+        }
 
         self.log_payload(native.as_ref().unwrap_or(&body), exchange);
         // The client's words are checked; the operator's decorations are added after.
