@@ -52,7 +52,8 @@ pub struct Decoded {
 pub struct AnswerContext {
     /// The model as the client named it.
     pub model: String,
-    /// The gateway's prompt estimate, for dialects that report input tokens up front.
+    /// The gateway's prompt estimate, for dialects that report input tokens up front
+    /// (translated Messages streams; zero where no one reads it).
     pub prompt_estimate: u64,
     pub client_wants_usage: bool,
     /// The provider that answers.

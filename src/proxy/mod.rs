@@ -466,11 +466,20 @@ impl Call<'_> {
             exchange.record.dropped = dropped;
         }
         let limit_headers = budget.headers();
+        // Only a translated Messages answer reports input tokens before the upstream's count
+        // arrives; the estimate is the budget's when a limit made one, else counted now (off
+        // the async workers for large bodies, like every other pass over the prompt).
+        let prompt_estimate = match (budget.prompt_estimate(), dialect, is_native) {
+            (Some(estimate), _, _) => estimate,
+            (None, Dialect::Messages, false) => {
+                let counted = body.clone();
+                cpu_bound(counted.len(), move || tokens::chat_prompt(&counted)).await?
+            }
+            _ => 0,
+        };
         let context = AnswerContext {
             model: model.name.clone(),
-            prompt_estimate: budget
-                .prompt_estimate()
-                .unwrap_or_else(|| tokens::chat_prompt(&body)),
+            prompt_estimate,
             client_wants_usage,
             provider: target.provider_name.clone(),
             turn,
