@@ -352,3 +352,19 @@ impl StreamEncoder for ChatEncoder {
 
     fn finish(&mut self, _out: &mut BytesMut) {}
 }
+
+/// A written event stream as (event name, data) pairs, for the dialects' golden tests.
+#[cfg(test)]
+pub(crate) fn test_events(bytes: &[u8]) -> Vec<(String, serde_json::Value)> {
+    let text = std::str::from_utf8(bytes).unwrap_or_default();
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .filter_map(|e| {
+            let (name, data) = e.split_once('\n')?;
+            Some((
+                name.strip_prefix("event: ")?.to_owned(),
+                serde_json::from_str(data.strip_prefix("data: ")?).ok()?,
+            ))
+        })
+        .collect()
+}

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::answer::{self, MessagesEncoder};
 use super::request::{DecodeOptions, to_canonical};
 use crate::dialect::StreamEncoder;
+use crate::dialect::test_events as events;
 use crate::error::GatewayError;
 use crate::providers::{Frame, Usage};
 
@@ -231,21 +232,6 @@ fn stop_reasons_map() {
 fn chunk(delta: Value, finish: Option<&str>) -> Frame {
     let data = json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
     Frame::new(data.to_string(), true)
-}
-
-/// The events as (name, data) pairs.
-fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    let text = std::str::from_utf8(bytes).unwrap();
-    text.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').unwrap();
-            (
-                name.strip_prefix("event: ").unwrap().to_owned(),
-                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]

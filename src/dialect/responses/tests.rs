@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::answer::{self, ResponseShape, ResponsesEncoder};
 use super::request::to_canonical;
+use crate::dialect::test_events as events;
 use crate::providers::{Frame, Usage};
 
 /// A request shaped like Codex's (0.17x): developer messages, the whole history with
@@ -213,21 +214,6 @@ fn chunk(delta: Value, finish: Option<&str>) -> Frame {
             .to_string(),
         true,
     )
-}
-
-fn events(bytes: &[u8]) -> Vec<(String, Value)> {
-    std::str::from_utf8(bytes)
-        .unwrap()
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').unwrap();
-            (
-                name.strip_prefix("event: ").unwrap().to_owned(),
-                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]
