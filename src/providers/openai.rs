@@ -345,14 +345,16 @@ impl StreamTranslator for NativeResponses {
     fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
         let peek: ResponsesEventPeek = super::translate::parse_event(&self.provider, data)?;
         let mut frame = Frame::named(&peek.kind, event, data);
-        let kind = frame.event_name().to_owned();
+        // A handle on the name's bytes (no copy), so the frame can be filled in below.
+        let name = frame.event.clone().unwrap_or_default();
+        let kind = std::str::from_utf8(&name).unwrap_or_default();
         if kind.ends_with(".delta")
             && let Some(Value::String(delta)) = peek.delta
         {
             frame.has_output = true;
             frame.text = delta;
         }
-        match kind.as_str() {
+        match kind {
             "response.completed" | "response.incomplete" => {
                 self.ended = true;
                 frame.last = true;
