@@ -22,7 +22,7 @@ const TARGET: &str = "Anthropic";
 #[derive(Debug)]
 pub struct AnthropicProvider {
     http: HttpUpstream,
-    url: reqwest::Url,
+    url: url::Url,
     default_max_tokens: u64,
 }
 
@@ -54,10 +54,7 @@ impl AnthropicProvider {
             self.default_max_tokens,
             stream,
         )?;
-        let response = self
-            .http
-            .post_json(self.url.clone(), &wire, opts.timeouts)
-            .await?;
+        let response = self.http.post_json(&self.url, &wire, opts.timeouts).await?;
         if stream {
             return self
                 .http
@@ -87,13 +84,13 @@ impl AnthropicProvider {
         mut body: JsonBody,
         stream: bool,
         opts: CallOptions<'_>,
-        client_headers: &reqwest::header::HeaderMap,
+        client_headers: &axum::http::HeaderMap,
     ) -> Result<ChatReply, GatewayError> {
         body.set("model", &opts.upstream_model);
         let response = self
             .http
             .post_bytes_with(
-                self.url.clone(),
+                &self.url,
                 body.to_bytes(),
                 opts.timeouts,
                 forwarded(client_headers),
@@ -128,7 +125,7 @@ impl AnthropicProvider {
         &self,
         mut body: JsonBody,
         opts: CallOptions<'_>,
-        client_headers: &reqwest::header::HeaderMap,
+        client_headers: &axum::http::HeaderMap,
     ) -> Result<Complete, GatewayError> {
         body.set("model", &opts.upstream_model);
         let mut url = self.url.clone();
@@ -138,7 +135,7 @@ impl AnthropicProvider {
         let response = self
             .http
             .post_bytes_with(
-                url,
+                &url,
                 body.to_bytes(),
                 opts.timeouts,
                 forwarded(client_headers),
@@ -155,8 +152,8 @@ impl AnthropicProvider {
     }
 }
 
-fn forwarded(client: &reqwest::header::HeaderMap) -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
+fn forwarded(client: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
     for name in FORWARDED_HEADERS {
         for value in client.get_all(name) {
             headers.append(name, value.clone());

@@ -19,7 +19,7 @@ const TARGET: &str = "Gemini";
 #[derive(Debug)]
 pub struct GeminiProvider {
     http: HttpUpstream,
-    base_url: reqwest::Url,
+    base_url: url::Url,
     /// Set when the key travels as the `key` query parameter rather than a header.
     query_key: Option<String>,
 }
@@ -42,7 +42,7 @@ impl GeminiProvider {
         })
     }
 
-    fn url(&self, model: &str, method: &str, sse: bool) -> Result<reqwest::Url, GatewayError> {
+    fn url(&self, model: &str, method: &str, sse: bool) -> Result<url::Url, GatewayError> {
         let mut query = Vec::new();
         if sse {
             query.push(("alt", "sse"));
@@ -73,7 +73,7 @@ impl GeminiProvider {
         let response = self
             .http
             .post_json(
-                self.url(opts.upstream_model, method, stream)?,
+                &self.url(opts.upstream_model, method, stream)?,
                 &wire,
                 opts.timeouts,
             )
@@ -117,7 +117,7 @@ impl GeminiProvider {
         let response = self
             .http
             .post_json(
-                self.url(opts.upstream_model, "batchEmbedContents", false)?,
+                &self.url(opts.upstream_model, "batchEmbedContents", false)?,
                 &json!({"requests": requests}),
                 opts.timeouts,
             )

@@ -3,6 +3,8 @@
 //! is passed through with minimal edits (model name, usage for streams), so fields the gateway
 //! does not know survive; responses are passed through byte for byte, peeking only at usage.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
@@ -17,10 +19,10 @@ use crate::error::GatewayError;
 #[derive(Debug)]
 pub struct OpenAiProvider {
     http: HttpUpstream,
-    base_url: reqwest::Url,
+    base_url: url::Url,
     /// Built once: the endpoints of a plain (non-Azure) server.
-    chat_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
+    chat_url: url::Url,
+    embeddings_url: url::Url,
     /// Azure puts the deployment (our upstream model) and the API version in the URL.
     azure_api_version: Option<String>,
     /// Whether to ask for `stream_options.include_usage` (servers that reject it send usage
@@ -28,7 +30,7 @@ pub struct OpenAiProvider {
     stream_usage: bool,
     /// `/responses`, for servers that serve OpenAI's Responses API (then Responses requests
     /// pass through).
-    responses_url: Option<reqwest::Url>,
+    responses_url: Option<url::Url>,
 }
 
 impl OpenAiProvider {
@@ -89,16 +91,16 @@ impl OpenAiProvider {
         &self,
         endpoint: &[&str],
         upstream_model: &str,
-    ) -> Result<reqwest::Url, GatewayError> {
+    ) -> Result<Cow<'_, url::Url>, GatewayError> {
         match &self.azure_api_version {
-            None if endpoint == ["embeddings"] => Ok(self.embeddings_url.clone()),
-            None => Ok(self.chat_url.clone()),
+            None if endpoint == ["embeddings"] => Ok(Cow::Borrowed(&self.embeddings_url)),
+            None => Ok(Cow::Borrowed(&self.chat_url)),
             Some(version) => {
                 let segments: Vec<&str> = ["openai", "deployments", upstream_model]
                     .into_iter()
                     .chain(endpoint.iter().copied())
                     .collect();
-                build_url(&self.base_url, &segments, &[("api-version", version)])
+                build_url(&self.base_url, &segments, &[("api-version", version)]).map(Cow::Owned)
             }
         }
     }
@@ -128,7 +130,7 @@ impl OpenAiProvider {
         let response = self
             .http
             .post_bytes(
-                self.url_for(&["chat", "completions"], opts.upstream_model)?,
+                &*self.url_for(&["chat", "completions"], opts.upstream_model)?,
                 body.to_bytes(),
                 opts.timeouts,
             )
@@ -160,7 +162,7 @@ impl OpenAiProvider {
     ) -> Result<ChatReply, GatewayError> {
         let url = self
             .responses_url
-            .clone()
+            .as_ref()
             .ok_or_else(|| GatewayError::Internal("no Responses API on this provider".into()))?;
         body.set("model", &opts.upstream_model);
         let response = self
@@ -211,7 +213,7 @@ impl OpenAiProvider {
         body.set("model", &opts.upstream_model);
         let response = self
             .http
-            .post_bytes(url, body.to_bytes(), opts.timeouts)
+            .post_bytes(&url, body.to_bytes(), opts.timeouts)
             .await?;
         let body = self
             .http
@@ -229,7 +231,7 @@ impl OpenAiProvider {
         let response = self
             .http
             .post_bytes(
-                self.url_for(&["embeddings"], opts.upstream_model)?,
+                &*self.url_for(&["embeddings"], opts.upstream_model)?,
                 body.to_bytes(),
                 opts.timeouts,
             )
@@ -240,7 +242,7 @@ impl OpenAiProvider {
 
     async fn complete(
         &self,
-        response: reqwest::Response,
+        response: super::upstream::UpstreamResponse,
         limit: u64,
         idle: std::time::Duration,
     ) -> Result<Complete, GatewayError> {
@@ -258,7 +260,7 @@ impl OpenAiProvider {
     }
 }
 
-fn endpoint(base: &reqwest::Url, segments: &[&str]) -> Result<reqwest::Url, String> {
+fn endpoint(base: &url::Url, segments: &[&str]) -> Result<url::Url, String> {
     build_url(base, segments, &[]).map_err(|e| e.to_string())
 }
 

@@ -1,11 +1,25 @@
-//! HTTP plumbing shared by the adapters that call a remote upstream: bounded body reads,
-//! error translation and secret redaction.
+//! HTTP plumbing shared by the adapters that call a remote upstream: the pooled client,
+//! bounded body reads, error translation and secret redaction.
+//!
+//! The client is hyper's own (hyper-util's pooled client over rustls), not a convenience
+//! client: a gateway needs none of redirects, cookies or proxies, and their layers cost more
+//! per request (two URL parses, a redirect policy) than the rest of the upstream call.
 
-use std::time::Duration;
+use std::error::Error as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use url::Url;
 
 use super::FrameStream;
 use super::sse::SseDecoder;
@@ -14,14 +28,118 @@ use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::telemetry::redact;
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An upstream's answer: its head, and a body bounded by the exchange's total deadline.
+pub type UpstreamResponse = Response<UpstreamBody>;
+
+/// Why an upstream body stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// The exchange's total deadline passed.
+    Deadline,
+    /// The connection broke or the body was malformed.
+    Broken,
+}
+
+/// A response body that ends with [`BodyError::Deadline`] once the exchange's total time is
+/// up. The clock is read as each frame arrives (a timer polled at every pending read costs
+/// more than the frame's own work); silence is bounded by the readers' idle timeouts, and
+/// [`read_limited`] waits no longer than the deadline.
+pub struct UpstreamBody {
+    source: Source,
+    deadline: Instant,
+}
+
+enum Source {
+    Live(hyper::body::Incoming),
+    /// A body made in a test (bytes split as a test needs them).
+    #[cfg(test)]
+    Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
+}
+
+impl UpstreamBody {
+    fn live(body: hyper::body::Incoming, deadline: Instant) -> Self {
+        Self {
+            source: Source::Live(body),
+            deadline,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn made<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+    {
+        Self {
+            source: Source::Made(body.map_err(|never| match never {}).boxed_unsync()),
+            deadline: Instant::now() + Duration::from_secs(3600),
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            Source::Live(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|_| BodyError::Broken))),
+            #[cfg(test)]
+            Source::Made(body) => Pin::new(body).poll_frame(cx),
+        };
+        match polled {
+            Poll::Ready(Some(Ok(_))) if Instant::now() >= this.deadline => {
+                Poll::Ready(Some(Err(BodyError::Deadline)))
+            }
+            polled => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Live(body) => body.is_end_stream(),
+            #[cfg(test)]
+            Source::Made(body) => body.is_end_stream(),
+        }
+    }
+}
+
 /// One remote upstream: its pooled client (with the connect timeout), the headers sent with
 /// every request (auth marked sensitive), and the secrets to redact from anything it says.
 /// The other timeouts come with each call, as they may differ per target.
-#[derive(Debug)]
 pub struct HttpUpstream {
     pub name: String,
-    client: reqwest::Client,
+    client: HttpClient,
     headers: HeaderMap,
+}
+
+impl std::fmt::Debug for HttpUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpUpstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS to upstreams: the Mozilla roots (as shipped in `webpki-roots`), TLS 1.2 and 1.3, ALPN
+/// for HTTP/2 and HTTP/1.1.
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl HttpUpstream {
@@ -31,23 +149,32 @@ impl HttpUpstream {
         extra_headers: &indexmap::IndexMap<String, String>,
     ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("tollgate/", env!("CARGO_PKG_VERSION"))),
+        );
         for (k, v) in extra_headers {
             let header =
                 HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k:?}: {e}"))?;
             let value = HeaderValue::from_str(v).map_err(|e| format!("header {k:?}: {e}"))?;
             headers.insert(header, value);
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
+        // Every body the gateway sends is JSON, whatever the configured headers say.
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(timeouts.connect));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            // A gateway answers for its upstream; it never follows it elsewhere (a redirect
-            // would carry the provider key to another host), and the policy costs a URL parse
-            // per request.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Ok(Self {
             name: name.to_owned(),
             client,
@@ -87,10 +214,10 @@ impl HttpUpstream {
     /// an error status becomes a [`GatewayError`] carrying the upstream's (redacted) message.
     pub async fn post_json(
         &self,
-        url: reqwest::Url,
+        url: &Url,
         body: &impl serde::Serialize,
         timeouts: &Timeouts,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<UpstreamResponse, GatewayError> {
         let bytes = serde_json::to_vec(body).map_err(|e| GatewayError::Internal(e.to_string()))?;
         self.post_bytes(url, Bytes::from(bytes), timeouts).await
     }
@@ -98,10 +225,10 @@ impl HttpUpstream {
     /// POSTs a JSON body that is already serialised (a client's body passed through).
     pub async fn post_bytes(
         &self,
-        url: reqwest::Url,
+        url: &Url,
         bytes: Bytes,
         timeouts: &Timeouts,
-    ) -> Result<reqwest::Response, GatewayError> {
+    ) -> Result<UpstreamResponse, GatewayError> {
         self.post_bytes_with(url, bytes, timeouts, HeaderMap::new())
             .await
     }
@@ -110,27 +237,35 @@ impl HttpUpstream {
     /// (a client's `anthropic-version` and `anthropic-beta` on a pass-through).
     pub async fn post_bytes_with(
         &self,
-        url: reqwest::Url,
+        url: &Url,
         bytes: Bytes,
         timeouts: &Timeouts,
         extra: HeaderMap,
-    ) -> Result<reqwest::Response, GatewayError> {
-        let mut headers = self.headers.clone();
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let uri = Uri::try_from(url.as_str())
+            .map_err(|e| GatewayError::Internal(format!("upstream URL: {e}")))?;
+        let mut request = Request::new(Full::new(bytes));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
         headers.extend(extra);
-        let request = self
-            .client
-            .post(url)
-            .headers(headers)
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(timeouts.total)
-            .body(bytes);
-        let response = tokio::time::timeout(timeouts.first_byte, request.send())
+
+        // The total deadline covers the head and the whole body (streams included); the
+        // first byte may not take longer than either.
+        let deadline = Instant::now() + timeouts.total;
+        let (head_wait, phase) = match timeouts.first_byte < timeouts.total {
+            true => (timeouts.first_byte, "first byte"),
+            false => (timeouts.total, "total"),
+        };
+        let response = tokio::time::timeout(head_wait, self.client.request(request))
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 provider: self.name.clone(),
-                phase: "first byte",
+                phase,
             })?
             .map_err(|e| transport_error(&self.name, &e))?;
+        let response = response.map(|body| UpstreamBody::live(body, deadline));
         if !response.status().is_success() {
             return Err(status_error(&self.name, response).await);
         }
@@ -140,7 +275,7 @@ impl HttpUpstream {
     /// Reads a whole response body, bounded by `limit` bytes and `idle` silence.
     pub async fn read_body(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         limit: u64,
         idle: Duration,
     ) -> Result<Bytes, GatewayError> {
@@ -152,7 +287,7 @@ impl HttpUpstream {
     /// Parses a whole JSON response body.
     pub async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         limit: u64,
         idle: Duration,
     ) -> Result<T, GatewayError> {
@@ -171,7 +306,7 @@ impl HttpUpstream {
     /// Feeds an SSE response through `translator`, frame by frame as events arrive.
     pub fn event_stream<T: StreamTranslator>(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         mut translator: T,
     ) -> Result<FrameStream, GatewayError> {
         let is_sse = response
@@ -185,17 +320,20 @@ impl HttpUpstream {
             );
         }
         let provider = self.name.clone();
-        let mut body = response.bytes_stream();
+        let mut body = response.into_body();
         let mut decoder = SseDecoder::new(MAX_EVENT_BYTES);
         Ok(Box::pin(async_stream::stream! {
             let mut events = Vec::new();
-            while let Some(chunk) = body.next().await {
-                let decoded = match chunk {
-                    Ok(chunk) => decoder.feed(&chunk, &mut events).map_err(|e| GatewayError::UpstreamProtocol {
-                        provider: provider.clone(),
-                        detail: e.to_string(),
-                    }),
-                    Err(e) => Err(stream_error(&provider, &e)),
+            while let Some(frame) = body.frame().await {
+                let decoded = match frame {
+                    Ok(frame) => match frame.data_ref() {
+                        Some(chunk) => decoder.feed(chunk, &mut events).map_err(|e| GatewayError::UpstreamProtocol {
+                            provider: provider.clone(),
+                            detail: e.to_string(),
+                        }),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(body_error(&provider, e)),
                 };
                 if let Err(e) = decoded {
                     yield Err(e);
@@ -225,8 +363,8 @@ pub const MAX_EVENT_BYTES: usize = 16 << 20;
 /// `base` with path segments appended (each percent-encoded as needed) and query pairs added.
 /// Parses a configured base URL once, when the provider is built: per request only segments
 /// are appended to a copy (no re-parsing, no IDNA work on the hot path).
-pub fn parse_base(base: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(base).map_err(|e| format!("bad base URL {base:?}: {e}"))?;
+pub fn parse_base(base: &str) -> Result<Url, String> {
+    let url = Url::parse(base).map_err(|e| format!("bad base URL {base:?}: {e}"))?;
     if url.cannot_be_a_base() {
         return Err(format!("{base:?} cannot be a base URL"));
     }
@@ -234,10 +372,10 @@ pub fn parse_base(base: &str) -> Result<reqwest::Url, String> {
 }
 
 pub fn build_url(
-    base: &reqwest::Url,
+    base: &Url,
     segments: &[&str],
     query: &[(&str, &str)],
-) -> Result<reqwest::Url, GatewayError> {
+) -> Result<Url, GatewayError> {
     let mut url = base.clone();
     url.path_segments_mut()
         .map_err(|()| GatewayError::Internal("base URL cannot have a path".into()))?
@@ -249,16 +387,6 @@ pub fn build_url(
     Ok(url)
 }
 
-fn stream_error(provider: &str, e: &reqwest::Error) -> GatewayError {
-    if e.is_timeout() {
-        return transport_error(provider, e);
-    }
-    GatewayError::UpstreamProtocol {
-        provider: provider.to_owned(),
-        detail: "the event stream broke off".into(),
-    }
-}
-
 /// How much of an upstream error body is read to find its message.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// How much of an upstream's message is passed on.
@@ -267,21 +395,39 @@ const MESSAGE_LIMIT: usize = 500;
 /// Reads a whole body, refusing one larger than `limit` or silent for longer than `idle`.
 pub async fn read_limited(
     provider: &str,
-    mut resp: reqwest::Response,
+    response: UpstreamResponse,
     limit: u64,
     idle: Duration,
 ) -> Result<Bytes, GatewayError> {
-    let mut buf = BytesMut::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+    let announced = response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let mut body = response.into_body();
+    let deadline = body.deadline;
+    let mut buf = BytesMut::with_capacity(announced.min(limit) as usize);
     loop {
-        let chunk = tokio::time::timeout(idle, resp.chunk())
+        // Silence ends at the idle timeout, or at the total deadline if that comes first.
+        let idle_ends = Instant::now() + idle;
+        let (wait_until, phase) = match deadline < idle_ends {
+            true => (deadline, "total"),
+            false => (idle_ends, IDLE),
+        };
+        let frame = tokio::time::timeout_at(wait_until.into(), body.frame())
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 provider: provider.to_owned(),
-                phase: IDLE,
-            })?
-            .map_err(|e| transport_error(provider, &e))?;
-        let Some(chunk) = chunk else {
-            return Ok(buf.freeze());
+                phase,
+            })?;
+        let chunk = match frame {
+            None => return Ok(buf.freeze()),
+            Some(Err(e)) => return Err(body_error(provider, e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(chunk) => chunk,
+                Err(_trailers) => continue,
+            },
         };
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(GatewayError::UpstreamProtocol {
@@ -296,30 +442,40 @@ pub async fn read_limited(
 /// The phase named by idle timeouts.
 pub const IDLE: &str = "idle between chunks";
 
-/// Maps a reqwest failure without leaking its URL (which may carry a key in its query).
-/// reqwest only enforces the total deadline; idle and first-byte timeouts are the gateway's.
-pub fn transport_error(provider: &str, e: &reqwest::Error) -> GatewayError {
-    let provider = provider.to_owned();
-    if e.is_timeout() {
-        GatewayError::UpstreamTimeout {
-            provider,
+fn body_error(provider: &str, error: BodyError) -> GatewayError {
+    match error {
+        BodyError::Deadline => GatewayError::UpstreamTimeout {
+            provider: provider.to_owned(),
             phase: "total",
-        }
-    } else if e.is_connect() {
-        GatewayError::UpstreamUnreachable { provider }
-    } else if e.is_body() || e.is_decode() {
-        GatewayError::UpstreamProtocol {
-            provider,
+        },
+        BodyError::Broken => GatewayError::UpstreamProtocol {
+            provider: provider.to_owned(),
             detail: "the response body broke off".into(),
-        }
-    } else {
-        GatewayError::UpstreamUnreachable { provider }
+        },
     }
+}
+
+/// Maps a failed request without leaking its URL (which may carry a key in its query).
+pub fn transport_error(provider: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
+    let provider = provider.to_owned();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return GatewayError::UpstreamTimeout {
+                provider,
+                phase: "connect",
+            };
+        }
+        source = cause.source();
+    }
+    GatewayError::UpstreamUnreachable { provider }
 }
 
 /// Translates a non-2xx upstream response into an error whose message is the upstream's own
 /// (OpenAI, Ollama and plain-text shapes understood), with `secrets` redacted.
-pub async fn status_error(provider: &str, resp: reqwest::Response) -> GatewayError {
+pub async fn status_error(provider: &str, resp: UpstreamResponse) -> GatewayError {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -461,16 +617,24 @@ mod stream_tests {
 
     /// A response whose body arrives one byte at a time: every event boundary and every
     /// multi-byte character is split.
-    fn byte_by_byte(body: &str) -> reqwest::Response {
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            body.bytes().map(|b| Ok(Bytes::from(vec![b]))).collect();
-        let response = axum::http::Response::builder()
+    fn byte_by_byte(body: &str) -> UpstreamResponse {
+        let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = body
+            .bytes()
+            .map(|b| Ok(http_body::Frame::data(Bytes::from(vec![b]))))
+            .collect();
+        event_stream_response(http_body_util::StreamBody::new(futures_util::stream::iter(
+            chunks,
+        )))
+    }
+
+    fn event_stream_response<B>(body: B) -> UpstreamResponse
+    where
+        B: http_body::Body<Data = Bytes, Error = std::convert::Infallible> + Send + 'static,
+    {
+        axum::http::Response::builder()
             .header("content-type", "text/event-stream")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            )))
-            .unwrap();
-        reqwest::Response::from(response)
+            .body(UpstreamBody::made(body))
+            .unwrap()
     }
 
     fn upstream() -> HttpUpstream {
@@ -567,14 +731,10 @@ mod stream_tests {
             "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6}}\n\n",
             "data: [DONE]\n\n",
         );
-        let whole_response = axum::http::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(reqwest::Body::from(body))
-            .unwrap();
         let at_once = encoded(
             upstream()
                 .event_stream(
-                    reqwest::Response::from(whole_response),
+                    event_stream_response(Full::new(Bytes::from(body))),
                     crate::providers::openai::PassThrough,
                 )
                 .unwrap(),
