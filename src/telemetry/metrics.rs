@@ -3,7 +3,10 @@
 //! the config (route, consumer, model, provider) or a fixed word: nothing a client sends can
 //! create a new series.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 pub use super::sinks::SinkLabel;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -125,6 +128,255 @@ pub struct Metrics {
     limiter_errors_seen: AtomicU64,
     jwks_errors: Counter,
     jwks_errors_seen: AtomicU64,
+    /// Handles by label combination (bounded like the families: every label is a configured
+    /// name or a fixed word), under the hash of their names.
+    series: RwLock<HashMap<u64, Vec<Arc<Series>>>>,
+    series_hasher: RandomState,
+}
+
+/// The labels one request is counted under, borrowed from its record.
+#[derive(Hash)]
+struct SeriesKey<'a> {
+    route: &'a str,
+    consumer: &'a str,
+    model: &'a str,
+    provider: &'a str,
+    endpoint: &'a str,
+    status_class: &'static str,
+    usage_consumer: &'a str,
+}
+
+impl SeriesKey<'_> {
+    fn route_consumer(&self) -> RouteConsumer {
+        RouteConsumer {
+            route: self.route.to_owned(),
+            consumer: self.consumer.to_owned(),
+        }
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        0 => "0xx",
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TokenKind {
+    Prompt,
+    Completion,
+    Cached,
+    Reasoning,
+}
+
+impl TokenKind {
+    fn label(self) -> &'static str {
+        match self {
+            TokenKind::Prompt => "prompt",
+            TokenKind::Completion => "completion",
+            TokenKind::Cached => "cached",
+            TokenKind::Reasoning => "reasoning",
+        }
+    }
+}
+
+/// One label combination's metric handles, each made in its family on first use (a series
+/// appears in the output only once something was counted in it, as with `get_or_create`).
+struct Series {
+    route: String,
+    consumer: String,
+    model: String,
+    provider: String,
+    endpoint: String,
+    status_class: &'static str,
+    usage_consumer: String,
+    requests: OnceLock<Counter>,
+    request_bytes: OnceLock<Counter>,
+    response_bytes: OnceLock<Counter>,
+    duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+    overhead: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+    time_per_output_token: OnceLock<Histogram>,
+    seed_requests: OnceLock<Counter>,
+    seed_prompt: OnceLock<Counter>,
+    seed_completion: OnceLock<Counter>,
+    seed_tokens: OnceLock<Counter>,
+    tokens: [OnceLock<Counter>; 4],
+    cost: OnceLock<FloatCounter>,
+    seed_cost: OnceLock<FloatGauge>,
+}
+
+impl Series {
+    fn new(key: &SeriesKey<'_>) -> Self {
+        Self {
+            route: key.route.to_owned(),
+            consumer: key.consumer.to_owned(),
+            model: key.model.to_owned(),
+            provider: key.provider.to_owned(),
+            endpoint: key.endpoint.to_owned(),
+            status_class: key.status_class,
+            usage_consumer: key.usage_consumer.to_owned(),
+            requests: OnceLock::new(),
+            request_bytes: OnceLock::new(),
+            response_bytes: OnceLock::new(),
+            duration: OnceLock::new(),
+            upstream_duration: OnceLock::new(),
+            overhead: OnceLock::new(),
+            ttft: OnceLock::new(),
+            time_per_output_token: OnceLock::new(),
+            seed_requests: OnceLock::new(),
+            seed_prompt: OnceLock::new(),
+            seed_completion: OnceLock::new(),
+            seed_tokens: OnceLock::new(),
+            tokens: Default::default(),
+            cost: OnceLock::new(),
+            seed_cost: OnceLock::new(),
+        }
+    }
+
+    fn is(&self, key: &SeriesKey<'_>) -> bool {
+        self.route == key.route
+            && self.consumer == key.consumer
+            && self.model == key.model
+            && self.provider == key.provider
+            && self.endpoint == key.endpoint
+            && self.status_class == key.status_class
+            && self.usage_consumer == key.usage_consumer
+    }
+
+    fn request_labels(&self) -> RequestLabels {
+        RequestLabels {
+            route: self.route.clone(),
+            consumer: self.consumer.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+            endpoint: self.endpoint.clone(),
+            status_class: self.status_class.to_owned(),
+        }
+    }
+
+    fn bytes_labels(&self) -> BytesLabels {
+        BytesLabels {
+            route: self.route.clone(),
+            consumer: self.consumer.clone(),
+            provider: self.provider.clone(),
+        }
+    }
+
+    fn model_provider(&self) -> ModelProvider {
+        ModelProvider {
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+        }
+    }
+
+    fn usage_labels(&self) -> UsageLabels {
+        UsageLabels {
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            consumer: self.usage_consumer.clone(),
+        }
+    }
+
+    fn token_labels(&self, kind: TokenKind) -> TokenLabels {
+        TokenLabels {
+            usage: self.usage_labels(),
+            r#type: kind.label().to_owned(),
+        }
+    }
+
+    fn requests(&self, m: &Metrics) -> &Counter {
+        self.requests
+            .get_or_init(|| m.requests.get_or_create_owned(&self.request_labels()))
+    }
+
+    fn request_bytes(&self, m: &Metrics) -> &Counter {
+        self.request_bytes
+            .get_or_init(|| m.request_bytes.get_or_create_owned(&self.bytes_labels()))
+    }
+
+    fn response_bytes(&self, m: &Metrics) -> &Counter {
+        self.response_bytes
+            .get_or_init(|| m.response_bytes.get_or_create_owned(&self.bytes_labels()))
+    }
+
+    fn duration(&self, m: &Metrics) -> &Histogram {
+        self.duration.get_or_init(|| {
+            m.duration.get_or_create_owned(&RouteModelProvider {
+                route: self.route.clone(),
+                model: self.model.clone(),
+                provider: self.provider.clone(),
+            })
+        })
+    }
+
+    fn upstream_duration(&self, m: &Metrics) -> &Histogram {
+        self.upstream_duration.get_or_init(|| {
+            m.upstream_duration
+                .get_or_create_owned(&self.model_provider())
+        })
+    }
+
+    fn overhead(&self, m: &Metrics) -> &Histogram {
+        self.overhead.get_or_init(|| {
+            m.overhead.get_or_create_owned(&RouteLabel {
+                route: self.route.clone(),
+            })
+        })
+    }
+
+    fn ttft(&self, m: &Metrics) -> &Histogram {
+        self.ttft
+            .get_or_init(|| m.ttft.get_or_create_owned(&self.model_provider()))
+    }
+
+    fn time_per_output_token(&self, m: &Metrics) -> &Histogram {
+        self.time_per_output_token.get_or_init(|| {
+            m.time_per_output_token
+                .get_or_create_owned(&self.model_provider())
+        })
+    }
+
+    fn seed_requests(&self, m: &Metrics) -> &Counter {
+        self.seed_requests
+            .get_or_init(|| m.seed_requests.get_or_create_owned(&self.usage_labels()))
+    }
+
+    fn seed_prompt(&self, m: &Metrics) -> &Counter {
+        self.seed_prompt
+            .get_or_init(|| m.seed_prompt.get_or_create_owned(&self.usage_labels()))
+    }
+
+    fn seed_completion(&self, m: &Metrics) -> &Counter {
+        self.seed_completion
+            .get_or_init(|| m.seed_completion.get_or_create_owned(&self.usage_labels()))
+    }
+
+    fn seed_tokens(&self, m: &Metrics) -> &Counter {
+        self.seed_tokens
+            .get_or_init(|| m.seed_tokens.get_or_create_owned(&self.usage_labels()))
+    }
+
+    fn tokens(&self, m: &Metrics, kind: TokenKind) -> &Counter {
+        self.tokens[kind as usize]
+            .get_or_init(|| m.tokens.get_or_create_owned(&self.token_labels(kind)))
+    }
+
+    fn cost(&self, m: &Metrics) -> &FloatCounter {
+        self.cost
+            .get_or_init(|| m.cost.get_or_create_owned(&self.usage_labels()))
+    }
+
+    fn seed_cost(&self, m: &Metrics) -> &FloatGauge {
+        self.seed_cost
+            .get_or_init(|| m.seed_cost.get_or_create_owned(&self.usage_labels()))
+    }
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -195,6 +447,8 @@ impl Metrics {
             limiter_errors_seen: AtomicU64::new(0),
             jwks_errors: Counter::default(),
             jwks_errors_seen: AtomicU64::new(0),
+            series: RwLock::default(),
+            series_hasher: RandomState::new(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -339,11 +593,17 @@ impl Metrics {
 
     /// Counts one finished request.
     pub fn observe(&self, record: &RequestRecord, snapshot: &Snapshot) {
-        let known = |name: &Option<String>, ok: &dyn Fn(&str) -> bool, none: &str| match name {
-            Some(n) if ok(n) => n.clone(),
-            Some(_) => "unknown".to_owned(),
-            None => none.to_owned(),
-        };
+        fn known<'a>(
+            name: &'a Option<String>,
+            ok: &dyn Fn(&str) -> bool,
+            none: &'static str,
+        ) -> &'a str {
+            match name.as_deref() {
+                Some(n) if ok(n) => n,
+                Some(_) => "unknown",
+                None => none,
+            }
+        }
         let route = known(&record.route, &|_| true, "none");
         let consumer = known(&record.consumer, &|_| true, "anonymous");
         let model = known(&record.model, &|m| snapshot.model(m).is_some(), "none");
@@ -352,71 +612,49 @@ impl Metrics {
             &|p| snapshot.provider(p).is_some(),
             "none",
         );
-        let status_class = format!("{}xx", record.status / 100);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.clone(),
-                consumer: consumer.clone(),
-                model: model.clone(),
-                provider: provider.clone(),
-                endpoint: record.endpoint.unwrap_or("other").to_owned(),
-                status_class,
-            })
-            .inc();
-        let rc = RouteConsumer {
-            route: route.clone(),
-            consumer: consumer.clone(),
+        let key = SeriesKey {
+            route,
+            consumer,
+            model,
+            provider,
+            endpoint: record.endpoint.unwrap_or("other"),
+            status_class: status_class(record.status),
+            // Tokens and cost go to the signed-in user where the gateway knows them (a
+            // configured consumer: bounded), else to the consumer whose key was used.
+            usage_consumer: record.acting_as.as_deref().unwrap_or(consumer),
         };
-        let bytes = BytesLabels {
-            route: route.clone(),
-            consumer: consumer.clone(),
-            provider: provider.clone(),
-        };
-        self.request_bytes
-            .get_or_create(&bytes)
-            .inc_by(record.request_bytes);
-        self.response_bytes
-            .get_or_create(&bytes)
-            .inc_by(record.response_bytes);
+        let series = self.series(&key);
+        series.requests(self).inc();
+        series.request_bytes(self).inc_by(record.request_bytes);
+        series.response_bytes(self).inc_by(record.response_bytes);
         match record.error {
-            Some("rate_limit_exceeded") => self.rate_limited.get_or_create(&rc).inc(),
-            Some("prompt_blocked") => self.guard_blocked.get_or_create(&rc).inc(),
+            Some("rate_limit_exceeded") => {
+                self.rate_limited.get_or_create(&key.route_consumer()).inc()
+            }
+            Some("prompt_blocked") => self
+                .guard_blocked
+                .get_or_create(&key.route_consumer())
+                .inc(),
             _ => 0,
         };
         if record.client_disconnected {
-            self.client_disconnects.get_or_create(&rc).inc();
+            self.client_disconnects
+                .get_or_create(&key.route_consumer())
+                .inc();
         }
 
-        let mp = ModelProvider {
-            model: model.clone(),
-            provider: provider.clone(),
-        };
-        self.duration
-            .get_or_create(&RouteModelProvider {
-                route: route.clone(),
-                model: model.clone(),
-                provider: provider.clone(),
-            })
-            .observe(record.latency_ms / 1000.0);
+        series.duration(self).observe(record.latency_ms / 1000.0);
         if let Some(up) = record.upstream_latency_ms {
-            self.upstream_duration
-                .get_or_create(&mp)
-                .observe(up / 1000.0);
+            series.upstream_duration(self).observe(up / 1000.0);
         }
         if let Some(o) = record.overhead_ms {
-            self.overhead
-                .get_or_create(&RouteLabel {
-                    route: route.clone(),
-                })
-                .observe(o / 1000.0);
+            series.overhead(self).observe(o / 1000.0);
         }
         if let Some(ttft) = record.ttft_ms {
-            self.ttft.get_or_create(&mp).observe(ttft / 1000.0);
+            series.ttft(self).observe(ttft / 1000.0);
             if let Some(n) = record.completion_tokens.filter(|n| *n > 1) {
                 let per_token = (record.latency_ms - ttft).max(0.0) / 1000.0 / (n - 1) as f64;
-                self.time_per_output_token
-                    .get_or_create(&mp)
-                    .observe(per_token);
+                series.time_per_output_token(self).observe(per_token);
             }
         }
 
@@ -424,14 +662,14 @@ impl Metrics {
         if tried > 1 {
             self.retries
                 .get_or_create(&ModelLabel {
-                    model: model.clone(),
+                    model: model.to_owned(),
                 })
                 .inc_by(tried - 1);
         }
         if record.status < 400 && record.attempts.iter().any(|a| a.outcome != "ok") {
             self.failovers
                 .get_or_create(&ModelLabel {
-                    model: model.clone(),
+                    model: model.to_owned(),
                 })
                 .inc();
         }
@@ -442,14 +680,7 @@ impl Metrics {
         {
             return;
         }
-        // Tokens and cost go to the signed-in user where the gateway knows them (a configured
-        // consumer: bounded), else to the consumer whose key was used.
-        let usage = UsageLabels {
-            provider,
-            model,
-            consumer: record.acting_as.clone().unwrap_or(consumer),
-        };
-        self.seed_requests.get_or_create(&usage).inc();
+        series.seed_requests(self).inc();
         let end_user = snapshot.metrics_end_users.then(|| {
             record
                 .end_user
@@ -459,39 +690,58 @@ impl Metrics {
                 .unwrap_or_else(|| "unknown".into())
         });
         for (kind, value) in [
-            ("prompt", record.prompt_tokens),
-            ("completion", record.completion_tokens),
-            ("cached", record.cached_tokens),
-            ("reasoning", record.reasoning_tokens),
+            (TokenKind::Prompt, record.prompt_tokens),
+            (TokenKind::Completion, record.completion_tokens),
+            (TokenKind::Cached, record.cached_tokens),
+            (TokenKind::Reasoning, record.reasoning_tokens),
         ] {
             let Some(value) = value else { continue };
-            let labels = TokenLabels {
-                usage: usage.clone(),
-                r#type: kind.to_owned(),
-            };
-            self.tokens.get_or_create(&labels).inc_by(value);
+            series.tokens(self, kind).inc_by(value);
             if let Some(end_user) = &end_user {
                 self.end_user_tokens
                     .get_or_create(&EndUserTokenLabels {
-                        tokens: labels,
+                        tokens: series.token_labels(kind),
                         end_user: end_user.clone(),
                     })
                     .inc_by(value);
             }
         }
-        self.seed_prompt
-            .get_or_create(&usage)
+        series
+            .seed_prompt(self)
             .inc_by(record.prompt_tokens.unwrap_or(0));
-        self.seed_completion
-            .get_or_create(&usage)
+        series
+            .seed_completion(self)
             .inc_by(record.completion_tokens.unwrap_or(0));
-        self.seed_tokens
-            .get_or_create(&usage)
+        series
+            .seed_tokens(self)
             .inc_by(record.total_tokens.unwrap_or(0));
         if let Some(cost) = record.cost_usd {
-            self.cost.get_or_create(&usage).inc_by(cost);
-            self.seed_cost.get_or_create(&usage).inc_by(cost);
+            series.cost(self).inc_by(cost);
+            series.seed_cost(self).inc_by(cost);
         }
+    }
+
+    /// The handles of one label combination: found with one hash of its names instead of a
+    /// label set built (strings cloned) and hashed per family, a dozen times a request.
+    fn series(&self, key: &SeriesKey<'_>) -> Arc<Series> {
+        let hash = self.series_hasher.hash_one(key);
+        if let Some(found) = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&hash)
+            .and_then(|bucket| bucket.iter().find(|s| s.is(key)))
+        {
+            return found.clone();
+        }
+        let mut map = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let bucket = map.entry(hash).or_default();
+        if let Some(found) = bucket.iter().find(|s| s.is(key)) {
+            return found.clone();
+        }
+        let made = Arc::new(Series::new(key));
+        bucket.push(made.clone());
+        made
     }
 
     pub fn reloaded(&self, ok: bool) {
