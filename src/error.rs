@@ -49,7 +49,7 @@ pub enum GatewayError {
     RateLimited {
         message: String,
         retry_after: Duration,
-        headers: Vec<(String, String)>,
+        headers: crate::policy::limits::LimitHeaders,
     },
     /// Rate limits are configured to fail closed and their store cannot be reached.
     #[error("rate limiting is unavailable; try again shortly")]
@@ -267,12 +267,7 @@ impl IntoResponse for GatewayError {
                 h.insert(header::RETRY_AFTER, v);
             }
             for (name, value) in headers {
-                if let (Ok(n), Ok(v)) = (
-                    axum::http::HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
-                ) {
-                    h.insert(n, v);
-                }
+                h.insert(name.clone(), value.clone());
             }
         }
         response

@@ -99,7 +99,7 @@ impl Budget {
     }
 
     /// The rate-limit headers of the tightest counters.
-    pub fn headers(&self) -> Vec<(String, String)> {
+    pub fn headers(&self) -> crate::policy::limits::LimitHeaders {
         self.reservation.headers()
     }
 

@@ -47,6 +47,15 @@ fn anthropic_shape(headers: &HeaderMap) -> bool {
     headers.contains_key("anthropic-version")
 }
 
+/// A fresh request id: a random UUID, written without the formatting machinery.
+fn new_request_id() -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
+}
+
 /// A request in progress and its log record.
 pub struct Exchange {
     pub record: RequestRecord,
@@ -65,15 +74,18 @@ impl Exchange {
                 !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
             })
             .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .unwrap_or_else(new_request_id);
         let path = request.uri().path();
+        let now = SystemTime::now();
+        let started = Instant::now();
         let record = RequestRecord {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: crate::telemetry::clock::rfc3339_millis(now),
             request_id,
-            method: request.method().to_string(),
-            path: path.chars().take(256).collect(),
-            started_at: Some(SystemTime::now()),
-            started_instant: Some(Instant::now()),
+            method: request.method().as_str().to_owned(),
+            // A URI's path is ASCII (anything else is percent-encoded): cut by bytes.
+            path: path.get(..256).unwrap_or(path).to_owned(),
+            started_at: Some(now),
+            started_instant: Some(started),
             traceparent: request
                 .headers()
                 .get("traceparent")
@@ -84,7 +96,7 @@ impl Exchange {
         };
         Self {
             record,
-            started: Instant::now(),
+            started,
             log_response: false,
         }
     }
@@ -166,10 +178,23 @@ impl Drop for Unanswered<'_> {
 }
 
 fn set_overhead_header(response: &mut Response, overhead_ms: f64) {
-    // Milliseconds with three decimals, from integer microseconds (float formatting with a
-    // precision costs thousands of instructions).
+    // Milliseconds with three decimals, from integer microseconds, digits written from the
+    // right into a stack buffer (formatting machinery costs thousands of instructions).
     let micros = (overhead_ms.max(0.0) * 1000.0).round() as u64;
-    if let Ok(v) = HeaderValue::from_str(&format!("{}.{:03}", micros / 1000, micros % 1000)) {
+    let mut text = [0u8; 24];
+    let mut at = text.len();
+    let mut rest = micros;
+    // Three decimals, the point, and at least one whole digit.
+    while at > text.len() - 5 || rest > 0 {
+        at -= 1;
+        if at == text.len() - 4 {
+            text[at] = b'.';
+            continue;
+        }
+        text[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&text[at..]) {
         response.headers_mut().insert(OVERHEAD_HEADER, v);
     }
 }
@@ -179,14 +204,10 @@ enum Reply {
     Streaming(Response),
 }
 
-fn with_headers(mut response: Response, headers: &[(String, String)]) -> Response {
+fn with_headers(mut response: Response, headers: crate::policy::limits::LimitHeaders) -> Response {
+    let map = response.headers_mut();
     for (name, value) in headers {
-        if let (Ok(n), Ok(v)) = (
-            axum::http::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            response.headers_mut().insert(n, v);
-        }
+        map.insert(name, value);
     }
     response
 }
@@ -500,7 +521,7 @@ impl Call<'_> {
                         detail,
                     })?;
                 let response = whole_json(complete, &target, exchange);
-                Ok(Reply::Whole(with_headers(response, &limit_headers)))
+                Ok(Reply::Whole(with_headers(response, limit_headers)))
             }
             Answer::Stream(first, frames) => {
                 let overhead =
@@ -528,7 +549,7 @@ impl Call<'_> {
                     self.snapshot.clone(),
                 );
                 let mut response =
-                    with_headers(with_target_headers(response, &target), &limit_headers);
+                    with_headers(with_target_headers(response, &target), limit_headers);
                 set_overhead_header(&mut response, overhead);
                 Ok(Reply::Streaming(response))
             }
@@ -681,7 +702,7 @@ impl Call<'_> {
             budget.settle_whole(complete.usage.as_ref(), answered.target.price);
         Ok(with_headers(
             whole_json(complete, &answered.target, exchange),
-            &limit_headers,
+            limit_headers,
         ))
     }
 
@@ -928,4 +949,26 @@ fn with_target_headers(mut response: Response, target: &Target) -> Response {
         headers.insert(UPSTREAM_MODEL_HEADER, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_is_written_in_milliseconds_with_three_decimals() {
+        for (ms, text) in [
+            (0.0, "0.000"),
+            (0.005, "0.005"),
+            (0.25, "0.250"),
+            (1.0, "1.000"),
+            (12.3456, "12.346"),
+            (-3.0, "0.000"),
+            (98_765.432_1, "98765.432"),
+        ] {
+            let mut response = Response::new(Body::empty());
+            set_overhead_header(&mut response, ms);
+            assert_eq!(response.headers()[OVERHEAD_HEADER], text, "{ms}");
+        }
+    }
 }

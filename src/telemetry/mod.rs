@@ -1,5 +1,6 @@
 //! What the gateway tells operators: the request log (and later metrics and traces).
 
+pub mod clock;
 pub mod metrics;
 pub mod redact;
 pub mod request_log;

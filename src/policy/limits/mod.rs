@@ -10,6 +10,7 @@
 mod local;
 mod redis;
 
+use axum::http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,47 +310,80 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The rate-limit headers of a response, ready to insert.
+pub type LimitHeaders = Vec<(HeaderName, HeaderValue)>;
+
 /// `X-AI-RateLimit-{Limit,Remaining,Reset}-<window>` (Kong's names): per window, the counter
 /// with the least room left, from the counters' current `values`.
-fn headers_for(counters: &[Counter], values: &[u64]) -> Vec<(String, String)> {
+fn headers_for(counters: &[Counter], values: &[u64]) -> LimitHeaders {
     let now = now_ms();
-    let mut tightest: Vec<(String, u64, u64, u64)> = Vec::new(); // window, max, remaining, reset s
+    let mut tightest: Vec<(Duration, u64, u64, u64)> = Vec::new(); // window, max, remaining, reset s
     for (i, c) in counters.iter().enumerate() {
         let used = values.get(i).copied().unwrap_or(c.amount);
         let remaining = c.max.saturating_sub(used);
         let reset = c.window_end_ms.saturating_sub(now).div_ceil(1000);
-        let window = window_name(c.per);
-        match tightest.iter_mut().find(|t| t.0 == window) {
+        match tightest.iter_mut().find(|t| t.0 == c.per) {
             Some(t) if remaining * t.1.max(1) < t.2 * c.max.max(1) => {
-                *t = (window, c.max, remaining, reset)
+                *t = (c.per, c.max, remaining, reset)
             }
             Some(_) => {}
-            None => tightest.push((window, c.max, remaining, reset)),
+            None => tightest.push((c.per, c.max, remaining, reset)),
         }
     }
-    tightest
-        .into_iter()
-        .flat_map(|(w, max, remaining, reset)| {
-            [
-                (format!("x-ai-ratelimit-limit-{w}"), max.to_string()),
-                (
-                    format!("x-ai-ratelimit-remaining-{w}"),
-                    remaining.to_string(),
-                ),
-                (format!("x-ai-ratelimit-reset-{w}"), reset.to_string()),
-            ]
-        })
-        .collect()
+    let mut headers = Vec::with_capacity(tightest.len() * 3);
+    for (per, max, remaining, reset) in tightest {
+        let [limit, left, resets] = header_names(per);
+        headers.push((limit, HeaderValue::from(max)));
+        headers.push((left, HeaderValue::from(remaining)));
+        headers.push((resets, HeaderValue::from(reset)));
+    }
+    headers
 }
 
-fn window_name(per: Duration) -> String {
+/// The three header names of a window: built in for the named windows, made for others.
+fn header_names(per: Duration) -> [HeaderName; 3] {
+    const fn names(
+        limit: &'static str,
+        left: &'static str,
+        reset: &'static str,
+    ) -> [HeaderName; 3] {
+        [
+            HeaderName::from_static(limit),
+            HeaderName::from_static(left),
+            HeaderName::from_static(reset),
+        ]
+    }
     match per.as_secs() {
-        1 => "second".into(),
-        60 => "minute".into(),
-        3600 => "hour".into(),
-        86_400 => "day".into(),
-        2_592_000 => "month".into(),
-        s => format!("{s}s"),
+        1 => names(
+            "x-ai-ratelimit-limit-second",
+            "x-ai-ratelimit-remaining-second",
+            "x-ai-ratelimit-reset-second",
+        ),
+        60 => names(
+            "x-ai-ratelimit-limit-minute",
+            "x-ai-ratelimit-remaining-minute",
+            "x-ai-ratelimit-reset-minute",
+        ),
+        3600 => names(
+            "x-ai-ratelimit-limit-hour",
+            "x-ai-ratelimit-remaining-hour",
+            "x-ai-ratelimit-reset-hour",
+        ),
+        86_400 => names(
+            "x-ai-ratelimit-limit-day",
+            "x-ai-ratelimit-remaining-day",
+            "x-ai-ratelimit-reset-day",
+        ),
+        2_592_000 => names(
+            "x-ai-ratelimit-limit-month",
+            "x-ai-ratelimit-remaining-month",
+            "x-ai-ratelimit-reset-month",
+        ),
+        s => ["limit", "remaining", "reset"].map(|what| {
+            // Digits and ASCII letters only: always a valid header name.
+            HeaderName::try_from(format!("x-ai-ratelimit-{what}-{s}s"))
+                .unwrap_or(HeaderName::from_static("x-ai-ratelimit-other"))
+        }),
     }
 }
 
@@ -485,7 +519,7 @@ impl Reservation {
     }
 
     /// The rate-limit headers for the response.
-    pub fn headers(&self) -> Vec<(String, String)> {
+    pub fn headers(&self) -> LimitHeaders {
         headers_for(&self.counters, &self.values)
     }
 
