@@ -578,3 +578,74 @@ async fn servers_that_refuse_stream_options_never_get_them() {
     assert!(seen.body.get("stream_options").is_none(), "{}", seen.body);
     assert_eq!(seen.headers["authorization"], "Bearer mk-0123456789abcdef");
 }
+
+/// An `https` upstream is reached through the egress proxy the environment names, with a
+/// CONNECT tunnel (TLS then runs end to end through it); a refused tunnel is a 502 like any
+/// unreachable upstream, and plain-HTTP upstreams (local models) stay direct.
+#[tokio::test]
+async fn https_upstreams_go_through_the_egress_proxy_of_the_environment() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = proxy.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let _ = seen_tx.send(head.lines().next().unwrap_or_default().to_owned());
+                let _ = socket
+                    .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let local = mock_upstream::start().await;
+    let yaml = format!(
+        r#"
+providers:
+  remote: {{type: openai, base_url: "https://api.example.test/v1", api_key: sk-remote-0123456789}}
+  local: {{type: openai, base_url: "{}"}}
+models:
+  far: {{provider: remote}}
+  near: {{provider: local}}
+routes:
+  ai: {{}}
+consumers:
+  dev: {{keys: [dev-key-123456], models: "*"}}
+"#,
+        local.base_url()
+    );
+    let gw = support::GatewayProcess::start_with_env(
+        &yaml,
+        &[("HTTPS_PROXY", &proxy_url), ("HTTP_PROXY", &proxy_url)],
+    )
+    .await;
+    let ask = |model: &str| {
+        client()
+            .post(gw.url("/ai/v1/chat/completions"))
+            .bearer_auth("dev-key-123456")
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let far = ask("far").await.unwrap();
+    assert_eq!(far.status(), 502);
+    let body: Value = far.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "CONNECT api.example.test:443 HTTP/1.1"
+    );
+    let near = ask("near").await.unwrap();
+    assert_eq!(near.status(), 200);
+    assert!(
+        seen.try_recv().is_err(),
+        "a plain-HTTP upstream went through the proxy"
+    );
+}

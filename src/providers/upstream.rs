@@ -6,6 +6,7 @@
 //! per request (two URL parses, a redirect policy) than the rest of the upstream call.
 
 use std::error::Error as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,7 +29,61 @@ use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::telemetry::redact;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<Egress>, Full<Bytes>>;
+
+/// How connections leave the gateway: straight to the upstream, or for `https` upstreams
+/// through the egress proxy the environment names (`HTTPS_PROXY`/`ALL_PROXY`, minus
+/// `NO_PROXY`, read as curl reads them) with a CONNECT tunnel, TLS then running end to end.
+/// Plain-HTTP upstreams (local models) are always reached directly.
+#[derive(Clone)]
+struct Egress {
+    direct: HttpConnector,
+    proxies: Arc<hyper_util::client::proxy::matcher::Matcher>,
+}
+
+type Connecting = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+                    Box<dyn std::error::Error + Send + Sync>,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<Uri> for Egress {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Connecting {
+        let proxy = match dst.scheme_str() {
+            Some("https") => self.proxies.intercept(&dst),
+            _ => None,
+        };
+        match proxy {
+            Some(proxy) => {
+                let mut tunnel = hyper_util::client::legacy::connect::proxy::Tunnel::new(
+                    proxy.uri().clone(),
+                    self.direct.clone(),
+                );
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                Box::pin(async move { tunnel.call(dst).await.map_err(Into::into) })
+            }
+            None => {
+                let mut direct = self.direct.clone();
+                Box::pin(async move { direct.call(dst).await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// An upstream's answer: its head, and a body bounded by the exchange's total deadline.
 pub type UpstreamResponse = Response<UpstreamBody>;
@@ -170,7 +225,10 @@ impl HttpUpstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Egress {
+                direct: tcp,
+                proxies: Arc::new(hyper_util::client::proxy::matcher::Matcher::from_env()),
+            });
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())

@@ -212,6 +212,11 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `tollgate serve` on `yaml` (without `listen`; one is added) and waits for /ready.
     pub async fn start(yaml: &str) -> GatewayProcess {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    /// Like [`Self::start`], with environment variables set for the process.
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let (port, status) = (free_port(), free_port());
         let config_path = dir.path().join("tollgate.yaml");
@@ -223,6 +228,7 @@ impl GatewayProcess {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["serve", "--config", config_path.to_str().unwrap()])
             .env("TOLLGATE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -266,5 +272,19 @@ impl GatewayProcess {
     /// Resets the peak (`VmHWM`) to the current RSS.
     pub fn reset_peak(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.0.id()), "5");
+    }
+}
+
+/// Waits, if need be, until at least `needed` is left in the current clock minute: limits
+/// count in fixed clock windows, and a test that compares counters across several requests
+/// must not see the minute roll over between them.
+pub async fn clear_of_minute_boundary(needed: std::time::Duration) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let into_minute = std::time::Duration::from_millis((since_epoch.as_millis() % 60_000) as u64);
+    let left = std::time::Duration::from_secs(60).saturating_sub(into_minute);
+    if left < needed {
+        tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     }
 }
