@@ -72,6 +72,7 @@ async fn settle() {
 
 #[tokio::test]
 async fn concurrent_requests_never_overrun_a_limit_on_one_node() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(15)).await;
     let up = mock_upstream::start().await;
     let limits = "  policies:\n    cap:\n      limits: [{completion_tokens: 100, per: 1m}, {requests: 50, per: 1m}]";
     let gw = TestGateway::start(&config(&up.base_url(), limits, "")).await;
@@ -110,6 +111,7 @@ async fn concurrent_requests_never_overrun_a_limit_on_one_node() {
 
 #[tokio::test]
 async fn a_refusal_says_why_and_when_with_kong_style_headers() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(15)).await;
     let up = mock_upstream::start().await;
     let limits =
         "  policies:\n    tpm:\n      limits: [{tokens: 10000, per: 1m}, {requests: 2, per: 1h}]";
@@ -159,6 +161,7 @@ async fn a_refusal_says_why_and_when_with_kong_style_headers() {
 
 #[tokio::test]
 async fn reservations_are_reconciled_for_whole_streamed_failed_and_cancelled_requests() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(15)).await;
     let up = mock_upstream::start().await;
     let limits = "  policies:\n    budget:\n      limits: [{completion_tokens: 1000, per: 1m}]";
     let mut gw = TestGateway::start(&config(&up.base_url(), limits, "")).await;
@@ -270,6 +273,7 @@ async fn windows_roll_over() {
 
 #[tokio::test]
 async fn scopes_group_as_a_whole_model_route_provider_and_cost() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(15)).await;
     let up = mock_upstream::start().await;
     let limits = r#"  policies:
     team-total:
@@ -430,6 +434,7 @@ fn unique_prefix() -> String {
 
 #[tokio::test]
 async fn two_gateway_processes_share_an_exact_limit_through_redis() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(30)).await;
     if !redis_available().await {
         return;
     }
@@ -501,6 +506,7 @@ async fn redis_going_away_and_coming_back() {
 /// in Redis to what they generated: nothing stays charged at its reservation.
 #[tokio::test]
 async fn streams_cut_at_shutdown_are_logged_and_settled_in_redis() {
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(30)).await;
     if !redis_available().await {
         return;
     }

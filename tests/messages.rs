@@ -320,6 +320,7 @@ rate_limits:
       limits: [{completion_tokens: 1000, per: 1m}]
 prompt_guard: {deny: ['(?i)ignore\s+previous\s+instructions']}
 "#;
+    support::clear_of_minute_boundary(std::time::Duration::from_secs(10)).await;
     let (mut gw, _up) = setup(extra).await;
     let r = post(
         &gw,
