@@ -95,19 +95,24 @@ pub fn count(text: &str) -> u64 {
                 i += width;
             }
         }
-        tokens += match kind {
-            // Common words are one token (with the space before them); long ones split.
-            Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
-            Class::Digit => run.div_ceil(3),
-            // A single space joins the next word; indentation runs are tokens of their own.
-            Class::Space if run == 1 => 0,
-            Class::Space => run.div_ceil(8),
-            Class::Newline => run.div_ceil(2),
-            Class::Punct => run.div_ceil(2),
-            Class::Wide => 1,
-        };
+        tokens += run_tokens(kind, run, upper_breaks);
     }
     tokens
+}
+
+/// The tokens of a run of `run` characters of one class (`upper_breaks`: camelCase splits).
+fn run_tokens(kind: Class, run: u64, upper_breaks: u64) -> u64 {
+    match kind {
+        // Common words are one token (with the space before them); long ones split.
+        Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
+        Class::Digit => run.div_ceil(3),
+        // A single space joins the next word; indentation runs are tokens of their own.
+        Class::Space if run == 1 => 0,
+        Class::Space => run.div_ceil(8),
+        Class::Newline => run.div_ceil(2),
+        Class::Punct => run.div_ceil(2),
+        Class::Wide => 1,
+    }
 }
 
 /// The prompt tokens of a chat request: messages (text parts counted, images reckoned) and
@@ -210,8 +215,8 @@ mod tests {
         }
     }
 
-    /// The estimate read character by character, as first written: the byte-wise `count`
-    /// must give exactly the same numbers.
+    /// The runs read character by character, as first written: the byte-wise `count` must
+    /// find exactly the same runs.
     fn reference_count(text: &str) -> u64 {
         fn class(c: char) -> Class {
             match c {
@@ -242,15 +247,7 @@ mod tests {
                 run += 1;
                 chars.next();
             }
-            tokens += match kind {
-                Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
-                Class::Digit => run.div_ceil(3),
-                Class::Space if run == 1 => 0,
-                Class::Space => run.div_ceil(8),
-                Class::Newline => run.div_ceil(2),
-                Class::Punct => run.div_ceil(2),
-                Class::Wide => 1,
-            };
+            tokens += run_tokens(kind, run, upper_breaks);
         }
         tokens
     }
