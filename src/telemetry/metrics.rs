@@ -185,6 +185,19 @@ impl TokenKind {
     }
 }
 
+/// Accessors of a [`Series`]' handles: `field: Type = labels;` makes the handle in the
+/// family of the same name, under the labels `labels()` gives, the first time it is asked for.
+macro_rules! series_handles {
+    ($($field:ident: $metric:ty = $labels:ident;)*) => {
+        $(
+            fn $field(&self, m: &Metrics) -> &$metric {
+                self.$field
+                    .get_or_init(|| m.$field.get_or_create_owned(&self.$labels()))
+            }
+        )*
+    };
+}
+
 /// One label combination's metric handles, each made in its family on first use (a series
 /// appears in the output only once something was counted in it, as with `get_or_create`).
 struct Series {
@@ -291,91 +304,40 @@ impl Series {
         }
     }
 
-    fn requests(&self, m: &Metrics) -> &Counter {
-        self.requests
-            .get_or_init(|| m.requests.get_or_create_owned(&self.request_labels()))
+    fn route_model_provider(&self) -> RouteModelProvider {
+        RouteModelProvider {
+            route: self.route.clone(),
+            model: self.model.clone(),
+            provider: self.provider.clone(),
+        }
     }
 
-    fn request_bytes(&self, m: &Metrics) -> &Counter {
-        self.request_bytes
-            .get_or_init(|| m.request_bytes.get_or_create_owned(&self.bytes_labels()))
+    fn route_label(&self) -> RouteLabel {
+        RouteLabel {
+            route: self.route.clone(),
+        }
     }
 
-    fn response_bytes(&self, m: &Metrics) -> &Counter {
-        self.response_bytes
-            .get_or_init(|| m.response_bytes.get_or_create_owned(&self.bytes_labels()))
-    }
-
-    fn duration(&self, m: &Metrics) -> &Histogram {
-        self.duration.get_or_init(|| {
-            m.duration.get_or_create_owned(&RouteModelProvider {
-                route: self.route.clone(),
-                model: self.model.clone(),
-                provider: self.provider.clone(),
-            })
-        })
-    }
-
-    fn upstream_duration(&self, m: &Metrics) -> &Histogram {
-        self.upstream_duration.get_or_init(|| {
-            m.upstream_duration
-                .get_or_create_owned(&self.model_provider())
-        })
-    }
-
-    fn overhead(&self, m: &Metrics) -> &Histogram {
-        self.overhead.get_or_init(|| {
-            m.overhead.get_or_create_owned(&RouteLabel {
-                route: self.route.clone(),
-            })
-        })
-    }
-
-    fn ttft(&self, m: &Metrics) -> &Histogram {
-        self.ttft
-            .get_or_init(|| m.ttft.get_or_create_owned(&self.model_provider()))
-    }
-
-    fn time_per_output_token(&self, m: &Metrics) -> &Histogram {
-        self.time_per_output_token.get_or_init(|| {
-            m.time_per_output_token
-                .get_or_create_owned(&self.model_provider())
-        })
-    }
-
-    fn seed_requests(&self, m: &Metrics) -> &Counter {
-        self.seed_requests
-            .get_or_init(|| m.seed_requests.get_or_create_owned(&self.usage_labels()))
-    }
-
-    fn seed_prompt(&self, m: &Metrics) -> &Counter {
-        self.seed_prompt
-            .get_or_init(|| m.seed_prompt.get_or_create_owned(&self.usage_labels()))
-    }
-
-    fn seed_completion(&self, m: &Metrics) -> &Counter {
-        self.seed_completion
-            .get_or_init(|| m.seed_completion.get_or_create_owned(&self.usage_labels()))
-    }
-
-    fn seed_tokens(&self, m: &Metrics) -> &Counter {
-        self.seed_tokens
-            .get_or_init(|| m.seed_tokens.get_or_create_owned(&self.usage_labels()))
+    series_handles! {
+        requests: Counter = request_labels;
+        request_bytes: Counter = bytes_labels;
+        response_bytes: Counter = bytes_labels;
+        duration: Histogram = route_model_provider;
+        upstream_duration: Histogram = model_provider;
+        overhead: Histogram = route_label;
+        ttft: Histogram = model_provider;
+        time_per_output_token: Histogram = model_provider;
+        seed_requests: Counter = usage_labels;
+        seed_prompt: Counter = usage_labels;
+        seed_completion: Counter = usage_labels;
+        seed_tokens: Counter = usage_labels;
+        cost: FloatCounter = usage_labels;
+        seed_cost: FloatGauge = usage_labels;
     }
 
     fn tokens(&self, m: &Metrics, kind: TokenKind) -> &Counter {
         self.tokens[kind as usize]
             .get_or_init(|| m.tokens.get_or_create_owned(&self.token_labels(kind)))
-    }
-
-    fn cost(&self, m: &Metrics) -> &FloatCounter {
-        self.cost
-            .get_or_init(|| m.cost.get_or_create_owned(&self.usage_labels()))
-    }
-
-    fn seed_cost(&self, m: &Metrics) -> &FloatGauge {
-        self.seed_cost
-            .get_or_init(|| m.seed_cost.get_or_create_owned(&self.usage_labels()))
     }
 }
 
