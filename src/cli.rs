@@ -100,15 +100,24 @@ async fn serve(path: PathBuf) -> ExitCode {
     }
 }
 
+/// Reads, checks and compiles the config exactly as start-up does, off the async workers.
+async fn load_checked(
+    path: &std::path::Path,
+) -> Result<Result<(crate::config::Config, Snapshot), crate::config::ConfigErrors>, ExitCode> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || Snapshot::load(&path, None))
+        .await
+        .map_err(|_| {
+            eprintln!("tollgate: the check did not finish");
+            ExitCode::FAILURE
+        })
+}
+
 /// Compiles the config exactly as start-up does (guards, providers, limits included).
 async fn check(path: PathBuf) -> ExitCode {
-    let loaded = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || Snapshot::load(&path, None)).await
-    };
-    let Ok(loaded) = loaded else {
-        eprintln!("tollgate: the check did not finish");
-        return ExitCode::FAILURE;
+    let loaded = match load_checked(&path).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     match loaded {
         Ok((c, _snapshot)) => {
@@ -140,9 +149,10 @@ async fn openwebui_sync(
     consumer: Option<String>,
     dry_run: bool,
 ) -> ExitCode {
-    let config = match crate::config::load_file(&path) {
-        Ok(c) => c,
-        Err(errors) => {
+    let config = match load_checked(&path).await {
+        Err(code) => return code,
+        Ok(Ok((config, _snapshot))) => config,
+        Ok(Err(errors)) => {
             for e in &errors.0 {
                 eprintln!("{e}");
             }

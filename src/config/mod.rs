@@ -1,17 +1,17 @@
-//! Loading the one YAML configuration file: parse, substitute `${ENV}`, deserialise, validate.
-//! Every error carries the file, line and field path so `tollgate check` can point at it.
+//! Reading the one YAML configuration file: parse, substitute `${ENV}`, deserialise into the
+//! schema. Every error carries the file, line and field path so `tollgate check` can point at
+//! it. What the types cannot say (references between sections, URLs, keys, duplicates) is
+//! checked as the config is compiled (`snapshot::compile`), in the same pass that builds it.
 
 mod env;
 pub mod locate;
 pub mod schema;
-mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use locate::{FieldPath, Location};
 pub use schema::*;
-pub use validate::route_path;
 
 use locate::{Locator, Segment};
 
@@ -54,14 +54,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Reads and validates the file at `path`, substituting variables from the process environment.
-pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read_file(path)?;
-    load_str(&text, &path.display().to_string(), &|name| {
-        std::env::var(name).ok()
-    })
-}
-
 /// The text of a config file, or a located error saying why it cannot be read.
 pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|e| {
@@ -74,19 +66,10 @@ pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
-impl ConfigErrors {
-    /// Names `file` in every error and points each at its line in `text`, for errors found
-    /// after validation (when the config is compiled).
-    pub fn located(mut self, file: &str, text: &str) -> Self {
-        let locator = Locator::new(text);
-        for e in &mut self.0 {
-            e.file = file.to_owned();
-            if e.location.is_none() {
-                e.location = e.path.as_ref().and_then(|p| locator.find(p));
-            }
-        }
-        self
-    }
+/// A route's URL prefix: its `path`, or `/<name>`.
+pub fn route_path(name: &str, path: Option<&str>) -> String {
+    path.map(str::to_owned)
+        .unwrap_or_else(|| format!("/{name}"))
 }
 
 /// The path a relative config path resolves to, for watching.
@@ -94,7 +77,7 @@ pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Parses, substitutes, deserialises and validates `text`; `file` only names it in errors.
+/// Parses, substitutes and deserialises `text`; `file` only names it in errors.
 pub fn load_str(
     text: &str,
     file: &str,
@@ -142,17 +125,7 @@ pub fn load_str(
         ConfigErrors(vec![at(path, message)])
     })?;
 
-    let problems = validate::validate(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(
-            problems
-                .into_iter()
-                .map(|p| at(p.path, p.message))
-                .collect(),
-        ))
-    }
+    Ok(config)
 }
 
 fn substitute_env(
@@ -241,42 +214,6 @@ mod tests {
             errs[0].to_string().contains("models.m.lisetd"),
             "{}",
             errs[0]
-        );
-    }
-
-    #[test]
-    fn every_semantic_problem_is_reported_with_its_line() {
-        let text = "\
-providers:
-  p: {type: mock}
-models:
-  a: {provider: nope}
-routes:
-  r:
-    models: [a, ghost]
-    groups: [nobody]
-consumers:
-  c:
-    keys: [\"sha256:xyz\"]
-";
-        let errs = load_str(text, "t.yaml", &no_env).unwrap_err().0;
-        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errs.len(), 4, "{shown:#?}");
-        assert!(
-            shown[0].starts_with("t.yaml:4:") && shown[0].contains("models.a.provider"),
-            "{shown:#?}"
-        );
-        assert!(
-            shown[1].starts_with("t.yaml:7:") && shown[1].contains("routes.r.models[1]"),
-            "{shown:#?}"
-        );
-        assert!(
-            shown[2].starts_with("t.yaml:8:") && shown[2].contains("unknown group"),
-            "{shown:#?}"
-        );
-        assert!(
-            shown[3].starts_with("t.yaml:11:") && shown[3].contains("consumers.c.keys[0]"),
-            "{shown:#?}"
         );
     }
 

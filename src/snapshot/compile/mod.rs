@@ -1,0 +1,288 @@
+//! From a config to a snapshot in one pass: each section is checked and built together, every
+//! problem collected (not just the first) as a located, typed error, and nothing is dropped
+//! quietly. `tollgate check`, start-up and every reload run exactly this.
+
+mod consumers;
+mod models;
+mod policies;
+mod providers;
+mod routes;
+
+use super::Snapshot;
+use crate::config::locate::Locator;
+use crate::config::{Config, ConfigError, ConfigErrors, FieldPath, ModelList};
+use crate::policy::model_set::ModelSet;
+
+/// Where a config came from, so that each problem is reported where it can be mended.
+pub enum Origin<'a> {
+    /// A YAML file: its name and text (problems point at their line).
+    File { name: &'a str, text: &'a str },
+    /// A config made in code (tests, embedding): problems name their field only.
+    Unnamed,
+}
+
+/// The problems found so far, each located as it is found.
+pub(super) struct Problems {
+    file: String,
+    locator: Option<Locator>,
+    errors: Vec<ConfigError>,
+}
+
+impl Problems {
+    fn new(origin: &Origin<'_>) -> Self {
+        match origin {
+            Origin::File { name, text } => Self {
+                file: (*name).to_owned(),
+                locator: Some(Locator::new(text)),
+                errors: Vec::new(),
+            },
+            Origin::Unnamed => Self {
+                file: String::new(),
+                locator: None,
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    pub(super) fn add(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            location: self.locator.as_ref().and_then(|l| l.find(&path)),
+            path: Some(path),
+            message: message.into(),
+        });
+    }
+
+    /// How many problems were found so far (a section compares before and after).
+    pub(super) fn count(&self) -> usize {
+        self.errors.len()
+    }
+
+    fn into_result<T>(
+        self,
+        value: impl FnOnce() -> Result<T, Problems>,
+    ) -> Result<T, ConfigErrors> {
+        if !self.errors.is_empty() {
+            return Err(ConfigErrors(self.errors));
+        }
+        value().map_err(|p| ConfigErrors(p.errors))
+    }
+}
+
+impl Snapshot {
+    /// Checks and compiles `config`. Providers whose config did not change since `previous`
+    /// are reused (their connection pools stay warm), and so are target health, the limit
+    /// store, the response store and the OIDC key cache where their config is unchanged.
+    pub fn compile(config: &Config, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigErrors> {
+        Self::compile_from(config, previous, &Origin::Unnamed)
+    }
+
+    /// [`Self::compile`], with problems located in `origin`.
+    pub fn compile_from(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        origin: &Origin<'_>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut problems = Problems::new(origin);
+        let root = FieldPath::root();
+
+        // Sections without side effects first, each checked as it is built.
+        let providers = providers::compile(config, previous, &root.key("providers"), &mut problems);
+        let (models, healths) = models::compile(config, &providers, previous, &mut problems);
+        let routes = routes::compile(config, &mut problems);
+        for (name, group) in &config.groups {
+            check_model_list(
+                config,
+                group.models.as_ref(),
+                &root.key("groups").key(name).key("models"),
+                &mut problems,
+            );
+        }
+        let consumers = consumers::compile(config, &root.key("consumers"), &mut problems);
+        policies::check_rate_limits(config, &root.key("rate_limits"), &mut problems);
+        if let Some(oidc) = &config.auth.oidc {
+            policies::check_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
+        }
+
+        // Then what starts connections or tasks, only for a config that is otherwise sound: a
+        // refused config leaves nothing running.
+        problems.into_result(|| {
+            let mut problems = Problems::new(origin);
+            let stores = policies::compile_stores(config, previous, &mut problems);
+            let Some((rate_limits, response_store)) = stores else {
+                return Err(problems);
+            };
+            Ok(Snapshot {
+                listen: config.listen.clone(),
+                limits: config.limits.clone(),
+                log: config.log.clone(),
+                dialects: config.dialects.clone(),
+                response_store,
+                reload: config.reload.clone(),
+                created: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                routes,
+                models,
+                providers,
+                rate_limits,
+                metrics_end_users: config.metrics.end_user_labels,
+                healths,
+                listings: consumers.listings,
+                keys: consumers.keys,
+                emails: consumers.emails,
+                custom_ids: consumers.custom_ids,
+                group_models: config
+                    .groups
+                    .iter()
+                    .map(|(name, g)| (name.clone(), ModelSet::from_list(g.models.as_ref())))
+                    .collect(),
+                oidc: config.auth.oidc.as_ref().map(|c| {
+                    previous
+                        .and_then(|p| p.oidc.clone())
+                        .filter(|v| v.config() == c)
+                        .unwrap_or_else(|| crate::auth::oidc::OidcVerifier::start(c))
+                }),
+                anonymous: config
+                    .auth
+                    .oidc
+                    .as_ref()
+                    .and_then(|c| c.anonymous.as_deref())
+                    .and_then(|n| consumers.by_name.get(n).cloned()),
+            })
+        })
+    }
+}
+
+/// A list of models names only models the config defines.
+fn check_model_list(
+    config: &Config,
+    list: Option<&ModelList>,
+    at: &FieldPath,
+    problems: &mut Problems,
+) {
+    if let Some(ModelList::Only(models)) = list {
+        for (i, model) in models.iter().enumerate() {
+            if !config.models.contains_key(model) {
+                problems.add(at.index(i), format!("unknown model {model:?}"));
+            }
+        }
+    }
+}
+
+/// Each group a list names exists.
+fn check_groups(config: &Config, groups: &[String], at: &FieldPath, problems: &mut Problems) {
+    for (i, group) in groups.iter().enumerate() {
+        if !config.groups.contains_key(group) {
+            problems.add(
+                at.index(i),
+                format!("unknown group {group:?}{}", known(config.groups.keys())),
+            );
+        }
+    }
+}
+
+/// ` (known: "a", "b")`, for an error about an unknown name.
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<_> = names.map(|n| format!("{n:?}")).collect();
+    if names.is_empty() {
+        " (none are defined)".into()
+    } else {
+        format!(" (known: {})", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
+        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        Snapshot::compile_from(
+            &config,
+            None,
+            &Origin::File {
+                name: "t.yaml",
+                text,
+            },
+        )
+    }
+
+    fn shown(errors: ConfigErrors) -> Vec<String> {
+        errors.0.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_line() {
+        let text = "\
+providers:
+  p: {type: mock}
+models:
+  a: {provider: nope}
+routes:
+  r:
+    models: [a, ghost]
+    groups: [nobody]
+consumers:
+  c:
+    keys: [\"sha256:xyz\"]
+";
+        let Err(errors) = compile_text(text) else {
+            panic!("accepted")
+        };
+        let shown = shown(errors);
+        assert_eq!(shown.len(), 4, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("t.yaml:4:") && shown[0].contains("models.a.provider"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("t.yaml:7:") && shown[1].contains("routes.r.models[1]"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("t.yaml:8:") && shown[2].contains("unknown group"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[3].starts_with("t.yaml:11:") && shown[3].contains("consumers.c.keys[0]"),
+            "{shown:#?}"
+        );
+    }
+
+    /// What only building finds (a key a header cannot carry, a guard that is no regular
+    /// expression) is reported together with what a look at the references finds, each at
+    /// its line: one pass, nothing dropped.
+    #[test]
+    fn problems_found_while_building_come_with_the_rest() {
+        let text = "\
+providers:
+  p: {type: openai, base_url: \"http://h/v1\", api_key: \"sk-\\u0007bell\"}
+routes:
+  r: {models: [ghost]}
+prompt_guard: {deny: ['(unclosed']}
+";
+        let Err(errors) = compile_text(text) else {
+            panic!("accepted")
+        };
+        let shown = shown(errors);
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("t.yaml:2:") && shown[0].contains("providers.p"),
+            "{shown:#?}"
+        );
+        assert!(
+            !shown[0].contains("bell"),
+            "the key is not echoed: {shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("t.yaml:5:") && shown[1].contains("prompt_guard.deny[0]"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("t.yaml:4:") && shown[2].contains("routes.r.models[0]"),
+            "{shown:#?}"
+        );
+    }
+}
