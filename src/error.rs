@@ -13,6 +13,12 @@ pub enum GatewayError {
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,
+    #[error("this API key has expired")]
+    KeyExpired,
+    #[error("this API key has been revoked")]
+    KeyRevoked,
+    #[error("this API key was rotated and its grace period is over: use the new secret")]
+    KeyRotated,
     /// The reason (expired, bad signature, wrong audience, ...) is for the log, not the client.
     #[error("invalid or expired bearer token")]
     InvalidToken(String),
@@ -96,9 +102,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey | InvalidToken(_) | InvalidSignedUser(_) => {
-                StatusCode::UNAUTHORIZED
-            }
+            MissingKey | InvalidKey | KeyExpired | KeyRevoked | KeyRotated | InvalidToken(_)
+            | InvalidSignedUser(_) => StatusCode::UNAUTHORIZED,
             RouteForbidden { .. } | ModelForbidden(_) => StatusCode::FORBIDDEN,
             ModelNotFound(_) | NotFound(_) => StatusCode::NOT_FOUND,
             ModelMissing | InvalidRequest(_) | ContentFiltered(_) | PromptBlocked(_) => {
@@ -125,9 +130,8 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         use GatewayError::*;
         match self {
-            MissingKey | InvalidKey | InvalidToken(_) | InvalidSignedUser(_) => {
-                "authentication_error"
-            }
+            MissingKey | InvalidKey | KeyExpired | KeyRevoked | KeyRotated | InvalidToken(_)
+            | InvalidSignedUser(_) => "authentication_error",
             RouteForbidden { .. } | ModelForbidden(_) => "permission_error",
             ModelNotFound(_)
             | NotFound(_)
@@ -167,6 +171,9 @@ impl GatewayError {
         match self {
             MissingKey => "missing_api_key",
             InvalidKey => "invalid_api_key",
+            KeyExpired => "api_key_expired",
+            KeyRevoked => "api_key_revoked",
+            KeyRotated => "api_key_rotated",
             InvalidToken(_) => "invalid_token",
             InvalidSignedUser(_) => "invalid_user_token",
             RouteForbidden { .. } => "route_forbidden",

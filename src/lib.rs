@@ -1,6 +1,7 @@
 //! Tollgate: an AI gateway. One OpenAI-compatible entry point in front of every LLM, with
 //! consumers, keys, groups and per-consumer model access. See `shared/design.md` for the map.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 
 pub use error::GatewayError;

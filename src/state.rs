@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use std::sync::Mutex;
+
 use crate::config::{self, ConfigErrors};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ConfigSource, Snapshot};
+use crate::store::sync::StoreSync;
+use crate::store::{Changes, StoreContents};
 use crate::telemetry::metrics::{Metrics, SinkLabel};
 use crate::telemetry::request_log::{RequestLogger, RequestRecord};
 use crate::telemetry::traces::Traces;
@@ -26,6 +30,19 @@ pub struct AppState {
     pub(crate) ready: AtomicBool,
     /// The grace period is over: what is still running is being cut by the gateway.
     pub(crate) cutting: AtomicBool,
+    /// What the snapshot is compiled from: the config file and the store's contents. Held
+    /// while compiling (on a blocking thread), so that a file reload and a store change
+    /// never compile over each other.
+    pub(crate) sources: Mutex<Sources>,
+    /// The store this node follows, when the config names one.
+    pub store: Option<Arc<StoreSync>>,
+    /// The latest requests, for the admin API (only when it is on).
+    pub recent: Option<crate::telemetry::recent::RecentRequests>,
+}
+
+pub(crate) struct Sources {
+    pub file: ConfigSource,
+    pub store: StoreContents,
 }
 
 impl AppState {
@@ -48,6 +65,9 @@ impl AppState {
         self.metrics.observe(&record, snapshot);
         if let Some(traces) = &self.traces {
             traces.record(&record);
+        }
+        if let Some(recent) = &self.recent {
+            recent.push(&record);
         }
         self.logger.emit(record);
     }
@@ -84,9 +104,16 @@ impl AppState {
     }
 
     fn try_reload(&self) -> Result<(), ConfigErrors> {
+        let file = ConfigSource::read(&self.config_path)?;
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.snapshot();
-        let (config, next) = Snapshot::load(&self.config_path, Some(&current))?;
-        if config.traces != self.traces_config {
+        let next = Snapshot::compile_with_store(
+            &file.config,
+            &sources.store,
+            Some(&current),
+            &file.origin(),
+        )?;
+        if file.config.traces != self.traces_config {
             tracing::warn!("`traces` changed: the new settings take effect only after a restart");
         }
         if next.log != current.log {
@@ -95,8 +122,56 @@ impl AppState {
         if next.listen != current.listen {
             tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
         }
+        if file.config.store != sources.file.config.store
+            || file.config.admin != sources.file.config.admin
+        {
+            tracing::warn!(
+                "`store` or `admin` changed: the new settings take effect only after a restart"
+            );
+        }
+        sources.file = file;
         retire(self.snapshot.swap(Arc::new(next)));
         Ok(())
+    }
+
+    /// The store revision this node has read.
+    pub fn store_revision(&self) -> i64 {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .revision
+    }
+
+    /// Applies what the store says changed and compiles it in, off the async workers. A
+    /// change that does not compile (a record the file's config no longer allows) is
+    /// reported with the record's id and the running snapshot stays.
+    pub async fn apply_store_changes(self: &Arc<Self>, changes: Changes) {
+        let state = self.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let mut sources = state.sources.lock().unwrap_or_else(|p| p.into_inner());
+            sources.store.apply(changes);
+            let current = state.snapshot();
+            let next = Snapshot::compile_with_store(
+                &sources.file.config,
+                &sources.store,
+                Some(&current),
+                &sources.file.origin(),
+            )?;
+            retire(state.snapshot.swap(Arc::new(next)));
+            Ok::<i64, ConfigErrors>(sources.store.revision)
+        })
+        .await;
+        match compiled {
+            Ok(Ok(revision)) => tracing::debug!(revision, "store changes compiled in"),
+            Ok(Err(errors)) => {
+                for e in &errors.0 {
+                    tracing::error!("{e}");
+                }
+                tracing::error!("store changes NOT applied: the running snapshot stays in force");
+            }
+            Err(e) => tracing::error!(error = %e, "compiling the store's changes did not finish"),
+        }
     }
 }
 

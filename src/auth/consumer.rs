@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::HeaderName;
 
 use crate::auth::signed_user::SignedUserHeader;
+use crate::policy::limits::Budgets;
 use crate::policy::model_set::ModelSet;
 
 #[derive(Debug)]
@@ -22,6 +23,10 @@ pub struct Consumer {
     pub acts_for: Option<Vec<String>>,
     /// For trusted consumers: the user must be signed (OpenWebUI's user JWT).
     pub signed_user: Option<Arc<SignedUserHeader>>,
+    /// Its own limits (`budgets`), if any.
+    pub budgets: Option<Arc<Budgets>>,
+    /// Managed through the admin API (kept in the store), not written in the config file.
+    pub from_store: bool,
 }
 
 impl Consumer {

@@ -4,8 +4,74 @@
 //! API keys are long random tokens, so a fast unsalted hash is the right tool (as for GitHub or
 //! Stripe tokens): it keeps clear keys out of memory dumps and config backups.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::auth::consumer::Consumer;
+use crate::error::GatewayError;
+use crate::policy::limits::Budgets;
+
+/// What a key digest opens: its consumer (narrowed by the key's own settings, for a stored
+/// key that has them), the stored key, and how the key stands.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub consumer: Arc<Consumer>,
+    /// For keys from the store; `None` for keys in the config file.
+    pub managed: Option<Arc<ManagedKey>>,
+    pub standing: KeyStanding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStanding {
+    /// The key's current secret.
+    Current,
+    /// The secret before the last rotation: valid until the grace period ends.
+    Previous,
+    /// Revoked: refused with its own error code.
+    Revoked,
+}
+
+/// A key from the store, as requests see it.
+#[derive(Debug)]
+pub struct ManagedKey {
+    /// Stable across rotations.
+    pub id: String,
+    pub expires_at_ms: Option<i64>,
+    /// When the previous secret stops working.
+    pub previous_until_ms: Option<i64>,
+    pub budgets: Option<Arc<Budgets>>,
+    /// When it last authenticated a request (Unix ms): carried from snapshot to snapshot and
+    /// written to the store now and then, never on the request path.
+    pub last_used_ms: Arc<AtomicI64>,
+}
+
+impl KeyEntry {
+    /// Refuses an expired, revoked or rotated-out key, each with its own error; marks the
+    /// key as used.
+    pub fn admit(&self, now_ms: i64) -> Result<(), GatewayError> {
+        let Some(key) = &self.managed else {
+            return Ok(());
+        };
+        match self.standing {
+            KeyStanding::Revoked => return Err(GatewayError::KeyRevoked),
+            KeyStanding::Previous if key.previous_until_ms.is_none_or(|t| now_ms >= t) => {
+                return Err(GatewayError::KeyRotated);
+            }
+            _ => {}
+        }
+        if key.expires_at_ms.is_some_and(|t| now_ms >= t) {
+            return Err(GatewayError::KeyExpired);
+        }
+        // To the second is enough: most requests only read the shared line.
+        if now_ms - key.last_used_ms.load(Ordering::Relaxed) >= 1000 {
+            key.last_used_ms.store(now_ms, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy, Eq)]
 pub struct KeyDigest([u8; 32]);
@@ -42,7 +108,19 @@ impl KeyDigest {
 
     /// `sha256:<hex>`, the form `tollgate hash-key` prints for the config.
     pub fn to_config_string(&self) -> String {
-        format!("{PREFIX}{}", hex::encode(self.0))
+        format!("{PREFIX}{}", self.to_hex())
+    }
+
+    /// The digest in hex, as the store keeps it.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A digest the store kept (64 hex digits).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(Self(out))
     }
 }
 

@@ -14,7 +14,7 @@ use axum::http::header::AUTHORIZATION;
 use crate::error::GatewayError;
 use crate::policy::model_set::ModelSet;
 use crate::snapshot::{Consumer, Snapshot};
-use keys::KeyDigest;
+use keys::{KeyDigest, ManagedKey};
 
 /// The authenticated identity of one request.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct Caller {
     pub consumer: Arc<Consumer>,
     /// The end user a trusted consumer asserted, if any.
     pub end_user: Option<EndUser>,
+    /// The stored key that authenticated the request, if it came from the store.
+    pub key: Option<Arc<ManagedKey>>,
 }
 
 impl Caller {
@@ -133,14 +135,17 @@ pub async fn authenticate(
         return Ok(Caller {
             consumer: snapshot.with_token_groups(consumer, &identity.groups),
             end_user: None,
+            key: None,
         });
     }
     let key = presented_key(headers)
         .filter(|k| !k.is_empty())
         .ok_or(GatewayError::MissingKey)?;
-    let consumer = snapshot
-        .consumer_by_key(&KeyDigest::of(key))
+    let entry = snapshot
+        .key_entry(&KeyDigest::of(key))
         .ok_or(GatewayError::InvalidKey)?;
+    entry.admit(crate::policy::limits::now_ms() as i64)?;
+    let consumer = entry.consumer.clone();
 
     let end_user = named_user(&consumer, headers)?
         .filter(|email| !email.is_empty() && email.len() <= 320)
@@ -151,7 +156,11 @@ pub async fn authenticate(
                 .filter(|user| consumer.may_act_for(user)),
             email,
         });
-    Ok(Caller { consumer, end_user })
+    Ok(Caller {
+        consumer,
+        end_user,
+        key: entry.managed.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -268,6 +268,7 @@ async fn dispatch(
     let caller = auth::authenticate(snapshot, request.headers()).await?;
     exchange.record.consumer = Some(caller.consumer.name.clone());
     exchange.record.custom_id = caller.consumer.custom_id.clone();
+    exchange.record.key_id = caller.key.as_ref().map(|k| k.id.clone());
     exchange.record.end_user = caller.end_user.as_ref().map(|u| u.email.clone());
     exchange.record.acting_as = caller
         .end_user
@@ -766,6 +767,7 @@ impl Call<'_> {
             consumer: self.caller.acting(),
             route: &self.route.name,
             model: &model.name,
+            key_budgets: self.caller.key.as_ref().and_then(|k| k.budgets.as_deref()),
         }
     }
 

@@ -23,7 +23,8 @@ pub mod conn;
 pub use crate::state::AppState;
 
 use crate::config::{self, ConfigErrors};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ConfigSource, Snapshot};
+use crate::store::sync::StoreSync;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::request_log::{LogSink, RequestLogger};
 use crate::telemetry::traces::Traces;
@@ -37,6 +38,11 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("store {url}: {source}")]
+    Store {
+        url: String,
+        source: crate::store::StoreError,
+    },
 }
 
 /// A gateway whose listeners are bound, ready to [`run`](Gateway::run).
@@ -44,6 +50,8 @@ pub struct Gateway {
     state: Arc<AppState>,
     proxy: TcpListener,
     status: TcpListener,
+    /// The admin API, when `listen.admin` is set.
+    admin: Option<TcpListener>,
     /// Stops the reload watchers (and the servers) at shutdown.
     stop: CancellationToken,
     /// Watching from the moment the config is loaded, so no edit falls in between.
@@ -54,7 +62,9 @@ impl Gateway {
     /// Loads the config file, binds the listeners it names and starts the request log.
     pub async fn bind(config_path: &Path, sink: LogSink) -> Result<Gateway, StartError> {
         conn::raise_fd_limit();
-        let (config, snapshot) = Snapshot::load(config_path, None)?;
+        let source = ConfigSource::read(config_path)?;
+        let snapshot = Snapshot::compile_from(&source.config, None, &source.origin())?;
+        let config = &source.config;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -62,6 +72,23 @@ impl Gateway {
         };
         let proxy = bind(snapshot.listen.proxy).await?;
         let status = bind(snapshot.listen.status).await?;
+        let admin = match snapshot.listen.admin {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let store = match store_config(config, config_path) {
+            Some(store_config) => {
+                let store =
+                    crate::store::Store::open(&store_config.url)
+                        .await
+                        .map_err(|source| StartError::Store {
+                            url: crate::store::redact_url(&store_config.url),
+                            source,
+                        })?;
+                Some(Arc::new(StoreSync::new(store, store_config.poll_interval)))
+            }
+            None => None,
+        };
         let metrics = Metrics::new();
         let logger = RequestLogger::start(sink, &snapshot.log, &metrics.sink_dropped).map_err(
             |message| {
@@ -93,13 +120,32 @@ impl Gateway {
             config_path: config::absolute(config_path),
             ready: AtomicBool::new(false),
             cutting: AtomicBool::new(false),
+            store: store.clone(),
+            recent: admin
+                .is_some()
+                .then(crate::telemetry::recent::RecentRequests::default),
+            sources: std::sync::Mutex::new(crate::state::Sources {
+                file: source,
+                store: Default::default(),
+            }),
         });
         let stop = CancellationToken::new();
+        if let Some(sync) = store {
+            // Start with the store's contents compiled in: keys it holds work from the start.
+            sync.catch_up(&state)
+                .await
+                .map_err(|source| StartError::Store {
+                    url: sync.store.display_url().to_owned(),
+                    source,
+                })?;
+            crate::store::sync::spawn(state.clone(), sync, stop.clone());
+        }
         let watcher = crate::reload::spawn(state.clone(), stop.clone());
         Ok(Gateway {
             state,
             proxy,
             status,
+            admin,
             stop,
             watcher,
         })
@@ -115,6 +161,10 @@ impl Gateway {
         self.status
             .local_addr()
             .unwrap_or(self.state.snapshot().listen.status)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -164,8 +214,25 @@ impl Gateway {
             graceful: stop.clone(),
             hard: CancellationToken::new(),
         };
+        let admin = self.admin.map(|listener| {
+            let app = crate::admin::router(state.clone());
+            conn::serve(
+                "admin",
+                listener,
+                app,
+                status_limits,
+                cut.clone(),
+                connections.clone(),
+            )
+        });
         let accepting = async {
+            let admin = async {
+                if let Some(admin) = admin {
+                    admin.await;
+                }
+            };
             tokio::join!(
+                admin,
                 conn::serve(
                     "proxy",
                     self.proxy,
@@ -260,7 +327,11 @@ async fn metrics(
 /// The health of every model's targets: state of the circuit (and until when it is open),
 /// requests in flight, latency estimate, recent failures.
 async fn targets(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let snapshot = state.snapshot();
+    axum::Json(targets_report(&state.snapshot()))
+}
+
+/// What `/targets` shows (and the admin API's targets view).
+pub(crate) fn targets_report(snapshot: &Snapshot) -> serde_json::Value {
     let now = std::time::Instant::now();
     let models: serde_json::Map<String, serde_json::Value> = snapshot
         .models()
@@ -288,7 +359,28 @@ async fn targets(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             )
         })
         .collect();
-    axum::Json(json!({ "models": models }))
+    json!({ "models": models })
+}
+
+/// The store to follow: the one named, or with the admin API on, an SQLite file next to
+/// the config. A relative SQLite path is taken from the config file's directory.
+fn store_config(config: &config::Config, config_path: &Path) -> Option<config::StoreConfig> {
+    let mut store = match (&config.store, config.listen.admin) {
+        (Some(store), _) => store.clone(),
+        (None, Some(_)) => config::StoreConfig::default_sqlite(),
+        (None, None) => return None,
+    };
+    if let Some(path) = store.url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or(path);
+        if !file.is_empty() && !file.starts_with(':') && Path::new(file).is_relative() {
+            let dir = config::absolute(config_path)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            store.url = format!("sqlite://{}", dir.join(path).display());
+        }
+    }
+    Some(store)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 mod compile;
 
 pub use crate::auth::consumer::Consumer;
-use crate::auth::keys::KeyDigest;
+use crate::auth::keys::{KeyDigest, KeyEntry, ManagedKey};
 use crate::auth::oidc::OidcVerifier;
 use crate::config::{
     Config, ConfigErrors, Limits, Listen, LogConfig, PromptDecoratorConfig, ProviderConfig,
@@ -21,7 +21,31 @@ use crate::policy::model_set::ModelSet;
 use crate::providers::Provider;
 use crate::routing::Pool;
 use crate::routing::health::TargetHealth;
-pub use compile::Origin;
+pub use compile::{Origin, limit_problems};
+
+/// A config file as read: parsed, with its name and text (to locate problems in it).
+#[derive(Debug)]
+pub struct ConfigSource {
+    pub config: Config,
+    pub name: String,
+    pub text: String,
+}
+
+impl ConfigSource {
+    pub fn read(path: &std::path::Path) -> Result<Self, ConfigErrors> {
+        let text = crate::config::read_file(path)?;
+        let name = path.display().to_string();
+        let config = crate::config::load_str(&text, &name, &|var| std::env::var(var).ok())?;
+        Ok(Self { config, name, text })
+    }
+
+    pub fn origin(&self) -> Origin<'_> {
+        Origin::File {
+            name: &self.name,
+            text: &self.text,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Model {
@@ -69,9 +93,14 @@ pub struct Snapshot {
     pub metrics_end_users: bool,
     /// Health by (provider, upstream model), for reuse by the next snapshot.
     healths: HashMap<(String, String), Arc<TargetHealth>>,
-    keys: HashMap<KeyDigest, Arc<Consumer>>,
+    keys: HashMap<KeyDigest, KeyEntry>,
+    /// The store's keys by id.
+    managed_keys: HashMap<String, Arc<ManagedKey>>,
+    /// The store revision compiled in (0 without a store).
+    pub store_revision: i64,
     emails: HashMap<String, Arc<Consumer>>,
     custom_ids: HashMap<String, Arc<Consumer>>,
+    consumer_names: HashMap<String, Arc<Consumer>>,
     /// Each group's models, for groups a token adds.
     group_models: HashMap<String, ModelSet>,
     /// What trusted front ends with `list_union` list: the union of their users' models.
@@ -80,6 +109,17 @@ pub struct Snapshot {
     /// change it, with its key cache).
     pub oidc: Option<Arc<OidcVerifier>>,
     anonymous: Option<Arc<Consumer>>,
+    /// Who may use the admin API.
+    pub admin: AdminAccess,
+}
+
+/// The admin API's credentials: hashed tokens by digest (with their names, for the audit
+/// log), and the OIDC group whose members are admins.
+#[derive(Debug, Default)]
+pub struct AdminAccess {
+    pub tokens: HashMap<KeyDigest, String>,
+    pub oidc_group: Option<String>,
+    pub max_body: u64,
 }
 
 impl Snapshot {
@@ -90,18 +130,9 @@ impl Snapshot {
         path: &std::path::Path,
         previous: Option<&Snapshot>,
     ) -> Result<(Config, Self), ConfigErrors> {
-        let text = crate::config::read_file(path)?;
-        let name = path.display().to_string();
-        let config = crate::config::load_str(&text, &name, &|var| std::env::var(var).ok())?;
-        let snapshot = Self::compile_from(
-            &config,
-            previous,
-            &Origin::File {
-                name: &name,
-                text: &text,
-            },
-        )?;
-        Ok((config, snapshot))
+        let source = ConfigSource::read(path)?;
+        let snapshot = Self::compile_from(&source.config, previous, &source.origin())?;
+        Ok((source.config, snapshot))
     }
 
     /// The route serving `path`, and the rest of the path after its prefix.
@@ -121,8 +152,36 @@ impl Snapshot {
         self.models.values()
     }
 
-    pub fn consumer_by_key(&self, digest: &KeyDigest) -> Option<Arc<Consumer>> {
-        self.keys.get(digest).cloned()
+    pub fn key_entry(&self, digest: &KeyDigest) -> Option<&KeyEntry> {
+        self.keys.get(digest)
+    }
+
+    /// A key from the store, by its id.
+    pub fn managed_key(&self, id: &str) -> Option<&Arc<ManagedKey>> {
+        self.managed_keys.get(id)
+    }
+
+    /// The store's keys.
+    pub fn managed_keys(&self) -> impl Iterator<Item = &Arc<ManagedKey>> {
+        self.managed_keys.values()
+    }
+
+    /// Whether the consumer of this name is kept in the store (not in the config file).
+    pub fn is_store_consumer(&self, name: &str) -> bool {
+        self.consumer_names.get(name).is_some_and(|c| c.from_store)
+    }
+
+    pub fn consumer_by_name(&self, name: &str) -> Option<&Arc<Consumer>> {
+        self.consumer_names.get(name)
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        self.group_models.contains_key(group)
+    }
+
+    /// Whether a consumer of this name comes from the config file or the store.
+    pub fn has_consumer(&self, name: &str) -> bool {
+        self.consumer_names.contains_key(name)
     }
 
     pub fn consumer_by_custom_id(&self, id: &str) -> Option<Arc<Consumer>> {
@@ -159,6 +218,8 @@ impl Snapshot {
             user_header: consumer.user_header.clone(),
             acts_for: consumer.acts_for.clone(),
             signed_user: consumer.signed_user.clone(),
+            budgets: consumer.budgets.clone(),
+            from_store: consumer.from_store,
         })
     }
 
@@ -238,7 +299,10 @@ mod tests {
             "providers: {p: {type: mock}}\nmodels: {a: {provider: p}, b: {provider: p}, c: {provider: p}}\n\
              groups: {g: {models: [a]}}\nconsumers: {u: {keys: [key-12345678], groups: [g], models: [b]}}\n",
         );
-        let u = s.consumer_by_key(&KeyDigest::of("key-12345678")).unwrap();
+        let u = &s
+            .key_entry(&KeyDigest::of("key-12345678"))
+            .unwrap()
+            .consumer;
         assert!(u.models.contains("a") && u.models.contains("b") && !u.models.contains("c"));
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod metrics;
+pub mod recent;
 pub mod redact;
 pub mod request_log;
 pub mod sinks;

@@ -29,6 +29,9 @@ pub struct RequestRecord {
     pub route: Option<String>,
     pub consumer: Option<String>,
     pub custom_id: Option<String>,
+    /// The id of the stored key that authenticated the request (keys from the admin API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// The end user a trusted consumer named (e.g. OpenWebUI's user email).
     pub end_user: Option<String>,
     /// The configured consumer that end user is, when the front end may act for them: whose

@@ -61,6 +61,10 @@ pub struct ConsumerConfig {
     /// the users it may act as to members of those groups.
     #[serde(default)]
     pub trust_user_header: Option<TrustUserHeader>,
+    /// Limits of this consumer alone (tokens, requests, cost per window, e.g. 30 days),
+    /// counted by the limit engine like a policy's.
+    #[serde(default)]
+    pub budgets: Vec<LimitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 mod access;
+mod admin;
 mod dialects;
 mod models;
 mod policies;
@@ -14,6 +15,7 @@ mod server;
 mod telemetry;
 
 pub use access::*;
+pub use admin::*;
 pub use dialects::*;
 pub use models::*;
 pub use policies::*;
@@ -54,6 +56,12 @@ pub struct Config {
     pub groups: IndexMap<String, GroupConfig>,
     #[serde(default)]
     pub consumers: IndexMap<String, ConsumerConfig>,
+    /// Who may use the admin API (`listen.admin`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where consumers and keys managed through the admin API live.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// How client dialects other than OpenAI chat are read.
     #[serde(default)]
     pub dialects: DialectsConfig,

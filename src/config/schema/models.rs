@@ -194,7 +194,7 @@ impl Default for CircuitConfig {
 }
 
 /// A list of model names, or `"*"` for every model.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum ModelList {
     All(AllModels),
@@ -202,8 +202,14 @@ pub enum ModelList {
 }
 
 /// The literal string `"*"`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AllModels;
+
+impl serde::Serialize for AllModels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("*")
+    }
+}
 
 impl<'de> Deserialize<'de> for AllModels {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -18,6 +18,10 @@ pub struct Listen {
     /// Health, readiness (and later metrics) on their own port, so they can stay internal.
     #[serde(default = "Listen::default_status")]
     pub status: SocketAddr,
+    /// The admin API (keys and consumers at run time): off unless given. Keep it on a
+    /// loopback or internal address.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 impl Listen {
@@ -34,6 +38,7 @@ impl Default for Listen {
         Self {
             proxy: Self::default_proxy(),
             status: Self::default_status(),
+            admin: None,
         }
     }
 }

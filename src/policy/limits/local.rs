@@ -51,6 +51,21 @@ impl LocalStore {
         Outcome::Granted(values)
     }
 
+    pub fn read(&self, counters: &[Counter]) -> Vec<u64> {
+        let now = now_ms();
+        let store = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .iter()
+            .map(|c| {
+                store
+                    .values
+                    .get(&c.key)
+                    .filter(|(_, exp)| *exp > now)
+                    .map_or(0, |(v, _)| *v)
+            })
+            .collect()
+    }
+
     pub fn adjust(&self, deltas: &[(String, i64)]) {
         let mut store = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for (key, delta) in deltas {

@@ -102,6 +102,49 @@ pub struct RequestFacts<'a> {
     pub consumer: &'a Consumer,
     pub route: &'a str,
     pub model: &'a str,
+    /// The budgets of the stored key that authenticated the request, if it has any.
+    pub key_budgets: Option<&'a Budgets>,
+}
+
+impl RequestFacts<'_> {
+    /// The consumer's and the key's own limits.
+    fn budgets(&self) -> impl Iterator<Item = &Budgets> {
+        self.consumer
+            .budgets
+            .as_deref()
+            .into_iter()
+            .chain(self.key_budgets)
+    }
+}
+
+/// The limits of one consumer or one key alone (their `budgets`): counted by the same engine,
+/// in the same store, as a policy's, under counters of their own.
+#[derive(Debug)]
+pub struct Budgets {
+    /// `consumer:<name>` or `key:<id>`: what the counters are named by.
+    owner: String,
+    limits: Vec<Limit>,
+}
+
+impl Budgets {
+    /// `None` when there are no limits (so requests skip them without a look).
+    pub fn compile(owner: String, limits: &[LimitConfig]) -> Option<Arc<Budgets>> {
+        let limits: Vec<Limit> = limits.iter().filter_map(limit_of).collect();
+        (!limits.is_empty()).then(|| Arc::new(Budgets { owner, limits }))
+    }
+}
+
+/// How much of one budget is used in its current window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Spend {
+    pub metric: &'static str,
+    /// In the metric's unit (USD for cost).
+    pub limit: f64,
+    pub used: f64,
+    pub remaining: f64,
+    pub per_seconds: u64,
+    /// When the current window ends (Unix ms).
+    pub resets_at: u64,
 }
 
 /// One counter a request touches, with its share.
@@ -153,9 +196,36 @@ impl RateLimits {
         }
     }
 
-    /// Whether any policy applies to this request (before the provider is known).
+    /// Whether any policy or budget applies to this request (before the provider is known).
     pub fn applies(&self, facts: &RequestFacts<'_>) -> bool {
-        self.policies.iter().any(|p| p.matches(facts))
+        facts.budgets().next().is_some() || self.policies.iter().any(|p| p.matches(facts))
+    }
+
+    /// What is used of each of `budgets` in its current window (on every node, with Redis).
+    pub async fn spend(&self, budgets: &Budgets) -> Result<Vec<Spend>, StoreError> {
+        let now_ms = now_ms();
+        let counters: Vec<Counter> = budgets
+            .limits
+            .iter()
+            .map(|limit| counter_of(limit, "budget", &budgets.owner, &Amounts::default(), now_ms))
+            .collect();
+        let values = self.limiter.read(&counters).await?;
+        let unit = |metric: Metric, n: u64| match metric {
+            Metric::CostMicroUsd => n as f64 / 1e6,
+            _ => n as f64,
+        };
+        Ok(counters
+            .iter()
+            .zip(values)
+            .map(|(c, used)| Spend {
+                metric: c.metric.name(),
+                limit: unit(c.metric, c.max),
+                used: unit(c.metric, used),
+                remaining: unit(c.metric, c.max.saturating_sub(used)),
+                per_seconds: c.per.as_secs(),
+                resets_at: c.window_end_ms,
+            })
+            .collect())
     }
 
     /// The counters of the policies that do not depend on the provider.
@@ -199,24 +269,20 @@ impl RateLimits {
             };
             for scope_key in &scope_keys {
                 for limit in &policy.limits {
-                    let per_ms = limit.per.as_millis().max(1) as u64;
-                    let window_start = now_ms / per_ms * per_ms;
-                    out.push(Counter {
-                        key: format!(
-                            "{}:{}:{}:{}:{}",
-                            policy.name,
-                            limit.metric.name(),
-                            per_ms,
-                            scope_key,
-                            window_start
-                        ),
-                        metric: limit.metric,
-                        amount: limit.metric.amount(estimate),
-                        max: limit.max,
-                        per: limit.per,
-                        window_end_ms: window_start + per_ms,
-                        policy: policy.name.clone(),
-                    });
+                    out.push(counter_of(limit, &policy.name, scope_key, estimate, now_ms));
+                }
+            }
+        }
+        if provider.is_none() {
+            for budgets in facts.budgets() {
+                for limit in &budgets.limits {
+                    out.push(counter_of(
+                        limit,
+                        "budget",
+                        &budgets.owner,
+                        estimate,
+                        now_ms,
+                    ));
                 }
             }
         }
@@ -262,6 +328,35 @@ impl RateLimits {
                 }
             },
         }
+    }
+}
+
+/// The counter of `limit` for `scope_key` in the window around `now_ms`: windows are aligned
+/// to multiples of their length, so every node names the same counter.
+fn counter_of(
+    limit: &Limit,
+    policy: &str,
+    scope_key: &str,
+    estimate: &Amounts,
+    now_ms: u64,
+) -> Counter {
+    let per_ms = limit.per.as_millis().max(1) as u64;
+    let window_start = now_ms / per_ms * per_ms;
+    Counter {
+        key: format!(
+            "{policy}:{}:{per_ms}:{scope_key}:{window_start}",
+            limit.metric.name(),
+        ),
+        metric: limit.metric,
+        amount: limit.metric.amount(estimate),
+        max: limit.max,
+        per: limit.per,
+        window_end_ms: window_start + per_ms,
+        policy: if policy == "budget" {
+            format!("budget of {scope_key}")
+        } else {
+            policy.to_owned()
+        },
     }
 }
 
@@ -469,6 +564,14 @@ impl Limiter {
         match &self.store {
             Store::Local(l) => Ok(l.reserve(counters)),
             Store::Redis(r) => r.reserve(counters).await,
+        }
+    }
+
+    /// The current values of `counters` (0 for those not yet counted).
+    async fn read(&self, counters: &[Counter]) -> Result<Vec<u64>, StoreError> {
+        match &self.store {
+            Store::Local(l) => Ok(l.read(counters)),
+            Store::Redis(r) => r.read(counters).await,
         }
     }
 

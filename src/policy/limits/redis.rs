@@ -140,6 +140,28 @@ impl RedisStore {
         }
     }
 
+    pub async fn read(&self, counters: &[Counter]) -> Result<Vec<u64>, StoreError> {
+        let keys: Vec<String> = counters.iter().map(|c| self.key(c)).collect();
+        let run = async {
+            let mut conn = self.connection().await?;
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async::<Vec<Option<i64>>>(&mut conn)
+                .await
+                .map_err(|e| StoreError(e.to_string()))
+        };
+        let values = self.count(
+            tokio::time::timeout(self.config.timeout, run)
+                .await
+                .map_err(|_| StoreError("Redis timed out".into()))
+                .and_then(|r| r),
+        )?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.unwrap_or(0).max(0) as u64)
+            .collect())
+    }
+
     pub async fn adjust(&self, deltas: &[(String, i64)]) -> Result<(), StoreError> {
         let mut invocation = self.adjust.prepare_invoke();
         for (key, delta) in deltas {

@@ -13,6 +13,8 @@ fn consumer(name: &str, groups: &[&str]) -> Consumer {
         user_header: None,
         acts_for: None,
         signed_user: None,
+        budgets: None,
+        from_store: false,
     }
 }
 
@@ -65,6 +67,7 @@ fn facts<'a>(c: &'a Consumer) -> RequestFacts<'a> {
         consumer: c,
         route: "ai",
         model: "m",
+        key_budgets: None,
     }
 }
 

@@ -12,6 +12,8 @@ use super::Snapshot;
 use crate::config::locate::Locator;
 use crate::config::{Config, ConfigError, ConfigErrors, FieldPath, ModelList};
 use crate::policy::model_set::ModelSet;
+use crate::store::StoreContents;
+pub(super) use policies::check_limits;
 
 /// Where a config came from, so that each problem is reported where it can be mended.
 pub enum Origin<'a> {
@@ -53,6 +55,15 @@ impl Problems {
         });
     }
 
+    /// Runs `f` with problems reported against the store (`store: <path>`, no line).
+    pub(super) fn in_store(&mut self, f: impl FnOnce(&mut Problems)) {
+        let file = std::mem::replace(&mut self.file, "store".into());
+        let locator = self.locator.take();
+        f(self);
+        self.file = file;
+        self.locator = locator;
+    }
+
     /// How many problems were found so far (a section compares before and after).
     pub(super) fn count(&self) -> usize {
         self.errors.len()
@@ -83,6 +94,16 @@ impl Snapshot {
         previous: Option<&Snapshot>,
         origin: &Origin<'_>,
     ) -> Result<Snapshot, ConfigErrors> {
+        Self::compile_with_store(config, &StoreContents::default(), previous, origin)
+    }
+
+    /// Compiles the config file's `config` together with the store's `store` contents.
+    pub fn compile_with_store(
+        config: &Config,
+        store: &StoreContents,
+        previous: Option<&Snapshot>,
+        origin: &Origin<'_>,
+    ) -> Result<Snapshot, ConfigErrors> {
         let mut problems = Problems::new(origin);
         let root = FieldPath::root();
 
@@ -98,8 +119,15 @@ impl Snapshot {
                 &mut problems,
             );
         }
-        let consumers = consumers::compile(config, &root.key("consumers"), &mut problems);
+        let consumers = consumers::compile(
+            config,
+            store,
+            previous,
+            &root.key("consumers"),
+            &mut problems,
+        );
         policies::check_rate_limits(config, &root.key("rate_limits"), &mut problems);
+        let admin = admin_access(config, &root.key("admin"), &mut problems);
         if let Some(oidc) = &config.auth.oidc {
             policies::check_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
         }
@@ -131,6 +159,8 @@ impl Snapshot {
                 healths,
                 listings: consumers.listings,
                 keys: consumers.keys,
+                managed_keys: consumers.managed_keys,
+                store_revision: store.revision,
                 emails: consumers.emails,
                 custom_ids: consumers.custom_ids,
                 group_models: config
@@ -150,9 +180,53 @@ impl Snapshot {
                     .as_ref()
                     .and_then(|c| c.anonymous.as_deref())
                     .and_then(|n| consumers.by_name.get(n).cloned()),
+                consumer_names: consumers.by_name,
+                admin,
             })
         })
     }
+}
+
+/// The admin tokens, hashed (a clear token is hashed here and never kept).
+fn admin_access(config: &Config, at: &FieldPath, problems: &mut Problems) -> super::AdminAccess {
+    let mut tokens = std::collections::HashMap::new();
+    for (name, token) in &config.admin.tokens {
+        match crate::auth::keys::KeyDigest::from_config(token) {
+            Ok(digest) => {
+                tokens.insert(digest, name.clone());
+            }
+            Err(e) => problems.add(at.key("tokens").key(name), e),
+        }
+    }
+    if config.admin.oidc_group.is_some() && config.auth.oidc.is_none() {
+        problems.add(at.key("oidc_group"), "needs auth.oidc");
+    }
+    if config.listen.admin.is_some() && tokens.is_empty() && config.admin.oidc_group.is_none() {
+        problems.add(
+            at.key("tokens"),
+            "listen.admin is set but no admin token (or oidc_group) can sign in",
+        );
+    }
+    super::AdminAccess {
+        tokens,
+        oidc_group: config.admin.oidc_group.clone(),
+        max_body: config.admin.max_body.as_u64(),
+    }
+}
+
+/// What is wrong with a list of limits (a budget sent to the admin API), each as
+/// `<field>[i]...: message`, by the same rules as the config's.
+pub fn limit_problems(field: &str, limits: &[crate::config::LimitConfig]) -> Vec<String> {
+    let mut problems = Problems::new(&Origin::Unnamed);
+    check_limits(limits, &FieldPath::root().key(field), &mut problems);
+    problems
+        .errors
+        .into_iter()
+        .map(|e| match e.path {
+            Some(path) => format!("{path}: {}", e.message),
+            None => e.message,
+        })
+        .collect()
 }
 
 /// A list of models names only models the config defines.

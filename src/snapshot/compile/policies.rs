@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::Problems;
 use crate::config::{
-    Config, FieldPath, LimitBackend, OidcConfig, PromptDecoratorConfig, PromptGuardConfig,
+    Config, FieldPath, LimitBackend, LimitConfig, OidcConfig, PromptDecoratorConfig,
+    PromptGuardConfig,
 };
 use crate::dialect::responses::store::ResponseStore;
 use crate::policy::guard::PromptGuard;
@@ -28,30 +29,7 @@ pub(super) fn check_rate_limits(config: &Config, at: &FieldPath, problems: &mut 
         if policy.limits.is_empty() {
             problems.add(at.key("limits"), "a policy needs at least one limit");
         }
-        for (i, l) in policy.limits.iter().enumerate() {
-            let amounts = [
-                l.tokens.is_some(),
-                l.prompt_tokens.is_some(),
-                l.completion_tokens.is_some(),
-                l.requests.is_some(),
-                l.cost_usd.is_some(),
-            ];
-            if amounts.iter().filter(|a| **a).count() != 1 {
-                problems.add(at.key("limits").index(i), "give exactly one of tokens, prompt_tokens, completion_tokens, requests, cost_usd");
-            }
-            if l.per < std::time::Duration::from_secs(1) {
-                problems.add(
-                    at.key("limits").index(i).key("per"),
-                    "the window must be at least 1s",
-                );
-            }
-            if l.cost_usd.is_some_and(|c| c < 0.0) {
-                problems.add(
-                    at.key("limits").index(i).key("cost_usd"),
-                    "cannot be negative",
-                );
-            }
-        }
+        check_limits(&policy.limits, &at.key("limits"), problems);
         let defined: [(&str, &Vec<String>, IsDefined); 4] = [
             ("consumers", &policy.consumers, &|n| {
                 config.consumers.contains_key(n)
@@ -69,6 +47,31 @@ pub(super) fn check_rate_limits(config: &Config, at: &FieldPath, problems: &mut 
                     );
                 }
             }
+        }
+    }
+}
+
+/// Each limit names exactly one amount, a window of at least a second, no negative cost.
+pub(crate) fn check_limits(limits: &[LimitConfig], at: &FieldPath, problems: &mut Problems) {
+    for (i, l) in limits.iter().enumerate() {
+        let amounts = [
+            l.tokens.is_some(),
+            l.prompt_tokens.is_some(),
+            l.completion_tokens.is_some(),
+            l.requests.is_some(),
+            l.cost_usd.is_some(),
+        ];
+        if amounts.iter().filter(|a| **a).count() != 1 {
+            problems.add(
+                at.index(i),
+                "give exactly one of tokens, prompt_tokens, completion_tokens, requests, cost_usd",
+            );
+        }
+        if l.per < std::time::Duration::from_secs(1) {
+            problems.add(at.index(i).key("per"), "the window must be at least 1s");
+        }
+        if l.cost_usd.is_some_and(|c| c < 0.0) {
+            problems.add(at.index(i).key("cost_usd"), "cannot be negative");
         }
     }
 }
