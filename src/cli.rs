@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `hash-key`.
+//! The command line: `serve`, `check`, `hash-key`, `openwebui sync`, and `keys`, `consumers`,
+//! `export` over the admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::client::{AdminTarget, ConsumersCommand, KeysCommand};
 use crate::auth::keys::KeyDigest;
 use crate::server::{Gateway, shutdown_signal};
 use crate::snapshot::Snapshot;
@@ -39,6 +41,25 @@ pub enum Command {
     /// OpenWebUI as the front end: make its groups and model grants match the config.
     #[command(subcommand)]
     Openwebui(OpenWebUiCommand),
+    /// Keys in the store, through the admin API.
+    Keys {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Consumers in the store, through the admin API.
+    Consumers {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: ConsumersCommand,
+    },
+    /// Print the store's consumers and keys (as digests) as a `consumers:` config section.
+    Export {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Print the `sha256:...` form of an API key, to put in the config instead of the key.
     HashKey {
         /// The key; read from standard input when omitted (keeps it out of shell history).
@@ -80,6 +101,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Check { config } => check(config).await,
         Command::HashKey { key } => hash_key(key),
+        Command::Keys { target, command } => crate::admin::client::keys(&target, command).await,
+        Command::Consumers { target, command } => {
+            crate::admin::client::consumers(&target, command).await
+        }
+        Command::Export { target } => crate::admin::client::export(&target).await,
     }
 }
 

@@ -7,6 +7,7 @@
 //! the audit log. Writes go to the database and are then compiled into this node's snapshot
 //! before the answer, so a key created here works here as soon as it is returned.
 
+pub mod client;
 mod consumers;
 mod keys;
 mod views;

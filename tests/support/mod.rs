@@ -205,6 +205,8 @@ pub struct GatewayProcess {
     pub child: ChildGuard,
     pub addr: SocketAddr,
     pub status_addr: SocketAddr,
+    /// The admin listener (only with [`Self::start_with_admin`]).
+    pub admin_addr: SocketAddr,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -217,12 +219,26 @@ impl GatewayProcess {
 
     /// Like [`Self::start`], with environment variables set for the process.
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_listening(yaml, env, false).await
+    }
+
+    /// Like [`Self::start`], with the admin listener on a free port too.
+    pub async fn start_with_admin(yaml: &str) -> GatewayProcess {
+        Self::start_listening(yaml, &[], true).await
+    }
+
+    async fn start_listening(yaml: &str, env: &[(&str, &str)], admin: bool) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
-        let (port, status) = (free_port(), free_port());
+        let (port, status, admin_port) = (free_port(), free_port(), free_port());
         let config_path = dir.path().join("tollgate.yaml");
+        let admin_listen = if admin {
+            format!(", admin: 127.0.0.1:{admin_port}")
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config_path,
-            format!("listen: {{proxy: 127.0.0.1:{port}, status: 127.0.0.1:{status}}}\n{yaml}"),
+            format!("listen: {{proxy: 127.0.0.1:{port}, status: 127.0.0.1:{status}{admin_listen}}}\n{yaml}"),
         )
         .unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -236,6 +252,7 @@ impl GatewayProcess {
             child: ChildGuard(child),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             status_addr: SocketAddr::from(([127, 0, 0, 1], status)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             config_path,
             _dir: dir,
         };

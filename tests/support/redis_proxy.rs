@@ -1,6 +1,6 @@
-//! A TCP proxy in front of the real Redis that a test can cut and restore, to show what the
-//! gateway does when Redis goes away and comes back (without restarting the machine's Redis,
-//! which other tests use).
+//! A TCP proxy in front of a real server (Redis, PostgreSQL) that a test can cut and
+//! restore, to show what the gateway does when the server goes away and comes back (without
+//! restarting the machine's server, which other tests use).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -25,16 +25,30 @@ pub async fn redis_available() -> bool {
     }
 }
 
-pub struct RedisProxy {
+/// The proxy in front of the real Redis.
+pub type RedisProxy = TcpProxy;
+
+pub struct TcpProxy {
     pub addr: SocketAddr,
+    target: &'static str,
     stop: Option<CancellationToken>,
 }
 
-impl RedisProxy {
-    pub async fn start() -> RedisProxy {
+impl TcpProxy {
+    /// A proxy to the real Redis.
+    pub async fn start() -> TcpProxy {
+        Self::start_to(REDIS).await
+    }
+
+    /// A proxy to `target` (`host:port`).
+    pub async fn start_to(target: &'static str) -> TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut proxy = RedisProxy { addr, stop: None };
+        let mut proxy = TcpProxy {
+            addr,
+            target,
+            stop: None,
+        };
         proxy.serve(listener);
         proxy
     }
@@ -46,6 +60,7 @@ impl RedisProxy {
     fn serve(&mut self, listener: TcpListener) {
         let stop = CancellationToken::new();
         self.stop = Some(stop.clone());
+        let target = self.target;
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -57,7 +72,7 @@ impl RedisProxy {
                 };
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(REDIS).await else {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {

@@ -359,4 +359,84 @@ prompt_guard: {deny: ['(unclosed']}
             "{shown:#?}"
         );
     }
+
+    /// A store record that does not compile is reported like a file's problem, but by the
+    /// record's name or id (no line), and the whole snapshot is refused.
+    #[test]
+    fn store_records_are_checked_and_reported_by_id() {
+        use crate::store::{ConsumerRecord, ConsumerSpec, KeyRecord, KeySpec, StoreContents};
+        let text = "providers: {p: {type: mock}}\nmodels: {a: {provider: p}}\ngroups: {g: {models: [a]}}\n\
+                    consumers: {filer: {keys: [file-key-123]}}\n";
+        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let consumer = |name: &str, groups: &[&str]| ConsumerRecord {
+            name: name.into(),
+            spec: ConsumerSpec {
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..ConsumerSpec::default()
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        let key = |id: &str, consumer: &str, secret: &str, models: Option<Vec<String>>| KeyRecord {
+            id: id.into(),
+            consumer: consumer.into(),
+            name: None,
+            prefix: String::new(),
+            digest: crate::auth::keys::KeyDigest::of(secret).to_hex(),
+            previous_digest: None,
+            previous_until: None,
+            spec: KeySpec {
+                models,
+                ..KeySpec::default()
+            },
+            created_at: 0,
+            rotated_at: None,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let mut store = StoreContents::default();
+        for c in [
+            consumer("filer", &[]),
+            consumer("ok", &["g"]),
+            consumer("bad", &["nope"]),
+        ] {
+            store.consumers.insert(c.name.clone(), c);
+        }
+        for k in [
+            key("key_1", "ok", "store-key-1", Some(vec!["a".into()])),
+            key("key_2", "ok", "file-key-123", None),
+            key("key_3", "ghost", "store-key-3", None),
+        ] {
+            store.keys.insert(k.id.clone(), k);
+        }
+        let origin = Origin::File {
+            name: "t.yaml",
+            text,
+        };
+        let Err(errors) = Snapshot::compile_with_store(&config, &store, None, &origin) else {
+            panic!("accepted")
+        };
+        let mut shown = shown(errors);
+        shown.sort();
+        assert_eq!(
+            shown,
+            [
+                "store: consumers.bad.groups[0]: unknown group \"nope\" (known: \"g\")",
+                "store: consumers.filer: the config file has a consumer of this name",
+                "store: keys.key_2: this key is already given to consumer \"filer\"",
+                "store: keys.key_3.consumer: no consumer \"ghost\" in the store",
+            ]
+        );
+        // Without the bad records it compiles, and the stored key works.
+        store.consumers.remove("bad");
+        store.consumers.remove("filer");
+        store.keys.retain(|id, _| id == "key_1");
+        let snapshot = Snapshot::compile_with_store(&config, &store, None, &origin).unwrap();
+        let entry = snapshot
+            .key_entry(&crate::auth::keys::KeyDigest::of("store-key-1"))
+            .unwrap();
+        assert_eq!(entry.consumer.name, "ok");
+        assert!(entry.consumer.models.contains("a") && entry.managed.is_some());
+    }
 }
