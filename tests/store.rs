@@ -16,9 +16,15 @@ const ADMIN_TOKEN: &str = "admin-token-for-tests";
 const POSTGRES: &str = "127.0.0.1:5432";
 
 fn config(store: &str, extra: &str) -> String {
+    config_polling(store, "500ms", extra)
+}
+
+/// With a long `poll`, changes can only arrive in time through PostgreSQL's notifications or
+/// the SQLite file's change events.
+fn config_polling(store: &str, poll: &str, extra: &str) -> String {
     format!(
         r#"
-store: {{url: "{store}", poll_interval: 500ms}}
+store: {{url: "{store}", poll_interval: {poll}}}
 admin:
   tokens: {{ops: {ADMIN_TOKEN}}}
 providers: {{mock: {{type: mock}}}}
@@ -362,8 +368,9 @@ async fn two_nodes_on_one_postgres() {
     let prefix = format!("tg-store-{}", uuid::Uuid::new_v4().simple());
     let limits =
         format!("rate_limits: {{backend: redis, redis: {{prefix: {prefix}, on_error: closed}}}}");
-    let a = GatewayProcess::start_with_admin(&config(&store, &limits)).await;
-    let b = GatewayProcess::start_with_admin(&config(&store, &limits)).await;
+    // Polling every minute: within 2 s only LISTEN/NOTIFY can bring the changes.
+    let a = GatewayProcess::start_with_admin(&config_polling(&store, "60s", &limits)).await;
+    let b = GatewayProcess::start_with_admin(&config_polling(&store, "60s", &limits)).await;
     let admin_a = Admin::of(&a);
 
     admin_a
@@ -423,6 +430,25 @@ async fn two_nodes_on_one_postgres() {
         gone.is_some(),
         "node B still took the revoked key after 2 s"
     );
+}
+
+/// Two processes on one SQLite file: a change by one reaches the other by the file's change
+/// events, well before the (minute-long) poll.
+#[tokio::test]
+async fn sqlite_changes_reach_another_process_by_file_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let a = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
+    let b = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
+    let admin = Admin::of(&a);
+    admin.post("/consumers", json!({"name": "ivan", "groups": ["g1"]})).await;
+    let (_, key) = admin.post("/consumers/ivan/keys", json!({})).await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let seen = eventually(Duration::from_secs(2), || async {
+        chat(&b, &secret, "m1").await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(seen.is_some(), "the other process did not see the key within 2 s");
 }
 
 /// PostgreSQL cut off mid-load: requests with existing keys keep succeeding, admin writes

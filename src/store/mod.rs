@@ -125,6 +125,13 @@ impl Store {
         &self.url
     }
 
+    /// The file of an SQLite store.
+    pub(crate) fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let rest = self.url.strip_prefix("sqlite://")?;
+        let file = rest.split('?').next()?;
+        (!file.is_empty() && !file.starts_with(':')).then(|| file.into())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

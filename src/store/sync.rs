@@ -95,7 +95,13 @@ pub fn spawn(state: Arc<AppState>, sync: Arc<StoreSync>, stop: CancellationToken
     if sync.store.kind() == StoreKind::Postgres {
         tokio::spawn(listen(sync.clone(), stop.clone()));
     }
+    let watcher = match sync.store.kind() {
+        StoreKind::Sqlite => watch_sqlite_file(&sync),
+        StoreKind::Postgres => None,
+    };
     tokio::spawn(async move {
+        // Watching as long as following.
+        let _watcher = watcher;
         let mut was_down = false;
         let mut flushed = std::collections::HashMap::new();
         let mut last_flush = tokio::time::Instant::now();
@@ -129,6 +135,35 @@ pub fn spawn(state: Arc<AppState>, sync: Arc<StoreSync>, stop: CancellationToken
             }
         }
     });
+}
+
+/// SQLite: a commit by another process on the same file (its write-ahead log changes) wakes
+/// the poll loop at once.
+fn watch_sqlite_file(sync: &Arc<StoreSync>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let path = sync.store.sqlite_path()?;
+    let dir = path.parent()?.to_path_buf();
+    let name = path.file_name()?.to_os_string();
+    let waker = sync.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let ours = event.is_ok_and(|e| {
+            !e.kind.is_access()
+                && e.paths.iter().any(|p| {
+                    p.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(&*name.to_string_lossy()))
+                })
+        });
+        if ours {
+            waker.wake.notify_one();
+        }
+    })
+    .inspect_err(|e| tracing::debug!(error = %e, "cannot watch the SQLite store; polling only"))
+    .ok()?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .inspect_err(|e| tracing::debug!(error = %e, "cannot watch the SQLite store; polling only"))
+        .ok()?;
+    Some(watcher)
 }
 
 /// PostgreSQL `LISTEN`: every commit of another node wakes the poll loop at once. Reconnects
