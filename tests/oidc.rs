@@ -323,3 +323,63 @@ async fn key_rotation_is_picked_up_and_cached_keys_outlive_the_provider() {
         .unwrap();
     assert!(metrics.contains("tollgate_oidc_jwks_errors_total"));
 }
+
+/// The admin API takes OIDC tokens of members of `admin.oidc_group` (and names them in the
+/// audit log); other users' valid tokens get 403.
+#[tokio::test]
+async fn admins_sign_in_to_the_admin_api_with_oidc() {
+    if !provider_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let op = start_provider(free_port(), &dir.path().join("keys.json"), 300).await;
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let node = support::GatewayProcess::start_with_admin(&format!(
+        r#"
+store: "{store}"
+admin: {{oidc_group: admins}}
+auth:
+  oidc:
+    issuer: "http://127.0.0.1:{port}"
+    audiences: ["{AUDIENCE}"]
+    groups_claim: groups
+providers: {{demo: {{type: mock}}}}
+models: {{m1: {{provider: demo}}}}
+routes: {{ai: {{}}}}
+groups: {{admins: {{models: "*"}}}}
+"#,
+        port = op.port
+    ))
+    .await;
+    let admin_api = |path: &str| format!("http://{}/admin/v1{path}", node.admin_addr);
+    let admin = token(&op, "admin-client", AUDIENCE).await;
+    let dev = token(&op, "dev-client", AUDIENCE).await;
+    let created = client()
+        .post(admin_api("/consumers"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "via-oidc"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let refused: Value = client()
+        .get(admin_api("/consumers"))
+        .bearer_auth(&dev)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], "not_admin");
+    let audit: Value = client()
+        .get(admin_api("/audit"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["data"][0]["actor"], "oidc:admin");
+}
