@@ -113,7 +113,7 @@ LUA = WORK / "post.lua"
 LUA.write_text("""
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
-wrk.headers["authorization"] = "Bearer bench-key-12345"
+wrk.headers["authorization"] = "Bearer " .. (os.getenv("BENCH_KEY") or "bench-key-12345")
 local f = io.open(os.getenv("BODY_FILE"), "rb"); wrk.body = f:read("*a"); f:close()
 """)
 
@@ -123,12 +123,12 @@ def to_ms(v):
     return n / 1000 if v.endswith("us") else n * 1000 if v.endswith("s") and not v.endswith("ms") else n
 
 
-def wrk(url, payload, connections, duration=DURATION, pid=None):
+def wrk(url, payload, connections, duration=DURATION, pid=None, key="bench-key-12345"):
     body_file = WORK / f"body-{abs(hash(payload))}.json"
     body_file.write_text(payload)
     before = cpu_ticks(pid) if pid else 0
     out = subprocess.run(["wrk", "-t2" if connections > 1 else "-t1", f"-c{connections}", f"-d{duration}",
-                          "--latency", "-s", str(LUA), url], env={**os.environ, "BODY_FILE": str(body_file)},
+                          "--latency", "-s", str(LUA), url], env={**os.environ, "BODY_FILE": str(body_file), "BENCH_KEY": key},
                          capture_output=True, text=True).stdout
     after = cpu_ticks(pid) if pid else 0
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -228,10 +228,51 @@ def main():
     one_m = wrk("http://127.0.0.1:18187/ai/v1/chat/completions", plain, 16, pid=p1m.pid)
     p1m.terminate()
 
-    report(results, ir, start_s, rss_1m, one_m)
+    store_1m = store_million(up)
+    report(results, ir, start_s, rss_1m, one_m, store_1m)
 
 
-def report(r, ir, start_s, rss_1m, one_m):
+def store_million(up):
+    """1M keys in an SQLite store (1,000 consumers with 1,000 keys each): start-up, RSS and
+    the cost of a request authenticated by one of them."""
+    import hashlib
+    import sqlite3
+    db = WORK / "store-1m.db"
+    for f in WORK.glob("store-1m.db*"):
+        f.unlink()
+    cfg = WORK / "gw-store.yaml"
+    gateway_config(cfg, up, 18189, 18190, f'store: "sqlite://{db}"')
+    # A first start makes the schema (the gateway's own migrations), then the rows go in.
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http("http://127.0.0.1:18190/ready")
+    p.terminate()
+    p.wait()
+    con = sqlite3.connect(db)
+    now = int(time.time() * 1000)
+    con.executemany("INSERT INTO tollgate_consumers (name, spec, created_at, updated_at, revision) VALUES (?, ?, ?, ?, 1)",
+                    ((f"s{c}", '{"models": "*"}', now, now) for c in range(1000)))
+    def keys():
+        for c in range(1000):
+            for k in range(1000):
+                secret = f"tg_bench-{c:04d}-{k:04d}-0123456789abcdef"
+                yield (f"key_{c:04d}{k:04d}", f"s{c}", secret[:10], hashlib.sha256(secret.encode()).hexdigest(), "{}", now)
+    con.executemany("INSERT INTO tollgate_keys (id, consumer, prefix, digest, spec, created_at, revision) VALUES (?, ?, ?, ?, ?, ?, 1)", keys())
+    con.execute("UPDATE tollgate_revision SET revision = 1")
+    con.commit()
+    con.close()
+    started = time.time()
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http("http://127.0.0.1:18190/ready", timeout=600)
+    start_s = time.time() - started
+    time.sleep(1)
+    rss = peak_rss_mib(p.pid)
+    url = "http://127.0.0.1:18189/ai/v1/chat/completions"
+    stored = wrk(url, body(PROMPT), 16, pid=p.pid, key="tg_bench-0500-0500-0123456789abcdef")
+    p.terminate()
+    return {"start_s": start_s, "rss": rss, "run": stored}
+
+
+def report(r, ir, start_s, rss_1m, one_m, store_1m):
     def row(label, key, field, fmt="{:,.0f}"):
         cells = []
         for name in ("direct", "nginx", "tollgate"):
@@ -270,6 +311,9 @@ def report(r, ir, start_s, rss_1m, one_m):
     print(f"1M consumers with keys: start-up {start_s:.1f} s, RSS {rss_1m:.0f} MiB, "
           f"{one_m['rps']:,.0f} req/s at c=16 ({one_m['cpu_us']:.1f} µs CPU/request; 1 consumer: "
           f"{r['tollgate']['c16']['rps']:,.0f} req/s, {r['tollgate']['c16']['cpu_us']:.1f} µs)")
+    st = store_1m
+    print(f"1M keys in the store (SQLite, 1,000 consumers): start-up {st['start_s']:.1f} s, RSS {st['rss']:.0f} MiB, "
+          f"{st['run']['rps']:,.0f} req/s at c=16 with a stored key ({st['run']['cpu_us']:.1f} µs CPU/request)")
     failed = [(n, k) for n in r for k, v in r[n].items() if isinstance(v, dict) and v.get("errors")]
     if failed:
         print(f"\nnon-2xx answers in: {failed}")

@@ -150,14 +150,28 @@ impl AppState {
         let state = self.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             let mut sources = state.sources.lock().unwrap_or_else(|p| p.into_inner());
-            sources.store.apply(changes);
+            let touched = changes.touched();
             let current = state.snapshot();
-            let next = Snapshot::compile_with_store(
-                &sources.file.config,
-                &sources.store,
-                Some(&current),
-                &sources.file.origin(),
-            )?;
+            // A few changes are taken into the current snapshot; many (the first load) are
+            // compiled with everything else.
+            let incremental = current.store_revision > 0 && touched.len() <= INCREMENTAL_MAX;
+            let old = incremental.then(|| sources.store.subset(&touched));
+            sources.store.apply(changes);
+            let next = match old {
+                Some(old) => Snapshot::with_store_change(
+                    &current,
+                    &sources.file.config,
+                    &sources.store,
+                    &old,
+                    &touched,
+                )?,
+                None => Snapshot::compile_with_store(
+                    &sources.file.config,
+                    &sources.store,
+                    Some(&current),
+                    &sources.file.origin(),
+                )?,
+            };
             retire(state.snapshot.swap(Arc::new(next)));
             Ok::<i64, ConfigErrors>(sources.store.revision)
         })
@@ -174,6 +188,9 @@ impl AppState {
         }
     }
 }
+
+/// Past this many touched records a store change is compiled in full.
+const INCREMENTAL_MAX: usize = 10_000;
 
 /// Frees a replaced snapshot on a thread of its own once no request holds it any more: a
 /// large config (100k consumers) takes a million frees, which must not land on the async

@@ -441,14 +441,19 @@ async fn sqlite_changes_reach_another_process_by_file_change() {
     let a = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
     let b = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
     let admin = Admin::of(&a);
-    admin.post("/consumers", json!({"name": "ivan", "groups": ["g1"]})).await;
+    admin
+        .post("/consumers", json!({"name": "ivan", "groups": ["g1"]}))
+        .await;
     let (_, key) = admin.post("/consumers/ivan/keys", json!({})).await;
     let secret = key["secret"].as_str().unwrap().to_owned();
     let seen = eventually(Duration::from_secs(2), || async {
         chat(&b, &secret, "m1").await.0 == StatusCode::OK
     })
     .await;
-    assert!(seen.is_some(), "the other process did not see the key within 2 s");
+    assert!(
+        seen.is_some(),
+        "the other process did not see the key within 2 s"
+    );
 }
 
 /// PostgreSQL cut off mid-load: requests with existing keys keep succeeding, admin writes

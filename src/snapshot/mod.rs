@@ -72,7 +72,7 @@ pub struct Route {
     pub log_payloads: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub listen: Listen,
     pub limits: Limits,
@@ -115,7 +115,7 @@ pub struct Snapshot {
 
 /// The admin API's credentials: hashed tokens by digest (with their names, for the audit
 /// log), and the OIDC group whose members are admins.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AdminAccess {
     pub tokens: HashMap<KeyDigest, String>,
     pub oidc_group: Option<String>,

@@ -1,7 +1,7 @@
 //! What the store holds: consumers and keys managed at run time, as the admin API shows them
 //! and the snapshot compiles them. A key's secret is never held: only its SHA-256 digest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -123,7 +123,65 @@ pub struct Changes {
     pub deleted_keys: Vec<String>,
 }
 
+/// The records a set of changes touches: consumers by name, keys by id.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub consumers: HashSet<String>,
+    pub keys: HashSet<String>,
+}
+
+impl Touched {
+    pub fn len(&self) -> usize {
+        self.consumers.len() + self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Changes {
+    pub fn touched(&self) -> Touched {
+        Touched {
+            consumers: self
+                .consumers
+                .iter()
+                .map(|c| c.name.clone())
+                .chain(self.deleted_consumers.iter().cloned())
+                .collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| k.id.clone())
+                .chain(self.deleted_keys.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
 impl StoreContents {
+    /// The records `touched` names, and the keys of the consumers it names, as they are now
+    /// (what a snapshot must forget before it takes their new versions).
+    pub fn subset(&self, touched: &Touched) -> StoreContents {
+        StoreContents {
+            revision: self.revision,
+            consumers: touched
+                .consumers
+                .iter()
+                .filter_map(|name| self.consumers.get_key_value(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            keys: self
+                .keys
+                .iter()
+                .filter(|(id, k)| {
+                    touched.keys.contains(*id) || touched.consumers.contains(&k.consumer)
+                })
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect(),
+        }
+    }
+
     /// Applies changes read from the store; true if anything changed.
     pub fn apply(&mut self, changes: Changes) -> bool {
         let changed = !(changes.consumers.is_empty()

@@ -79,14 +79,14 @@ pub fn micro(usd: f64) -> u64 {
     (usd * 1e6).round().max(0.0) as u64
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Limit {
     metric: Metric,
     max: u64,
     per: Duration,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Policy {
     name: String,
     scope: LimitScope,
@@ -167,7 +167,7 @@ impl Counter {
 }
 
 /// The compiled limit policies and the store their counters live in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimits {
     policies: Vec<Policy>,
     pub default_completion_tokens: u64,

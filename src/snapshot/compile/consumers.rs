@@ -17,7 +17,7 @@ use crate::config::{Config, ConsumerConfig, FieldPath, ModelList};
 use crate::policy::limits::Budgets;
 use crate::policy::model_set::ModelSet;
 use crate::snapshot::Snapshot;
-use crate::store::{KeyRecord, KeySpec, StoreContents};
+use crate::store::{KeyRecord, KeySpec, StoreContents, Touched};
 
 /// The compiled consumers, by each way a request names one.
 pub(super) struct Consumers {
@@ -104,6 +104,91 @@ pub(super) fn compile(
     });
     built.listings = listings(config, &built);
     built
+}
+
+/// Takes a store change into `built` (the current snapshot's consumers): forgets what `old`
+/// says the touched records were (and every key of a touched consumer), then adds their
+/// new versions from `store` through the same checks as a full compile. Work in proportion to
+/// the change (and one scan of the keys), not to the store: a change among a million keys
+/// reaches requests in well under a second.
+pub(super) fn update(
+    built: &mut Consumers,
+    config: &Config,
+    store: &StoreContents,
+    old: &StoreContents,
+    touched: &Touched,
+    previous: &Snapshot,
+    problems: &mut Problems,
+) {
+    let ours = |c: &Arc<Consumer>, name: &str| c.from_store && c.name == name;
+    for (name, record) in &old.consumers {
+        if built.by_name.get(name).is_some_and(|c| ours(c, name)) {
+            built.by_name.remove(name);
+        }
+        for email in &record.spec.emails {
+            let email = email.trim().to_ascii_lowercase();
+            if built.emails.get(&email).is_some_and(|c| ours(c, name)) {
+                built.emails.remove(&email);
+            }
+        }
+        if let Some(id) = &record.spec.custom_id
+            && built.custom_ids.get(id).is_some_and(|c| ours(c, name))
+        {
+            built.custom_ids.remove(id);
+        }
+    }
+    for record in old.keys.values() {
+        let digests = [Some(&record.digest), record.previous_digest.as_ref()];
+        for digest in digests
+            .into_iter()
+            .flatten()
+            .filter_map(|d| KeyDigest::from_hex(d))
+        {
+            let this_key = built
+                .keys
+                .get(&digest)
+                .and_then(|e| e.managed.as_ref())
+                .is_some_and(|m| m.id == record.id);
+            if this_key {
+                built.keys.remove(&digest);
+            }
+        }
+        built.managed_keys.remove(&record.id);
+    }
+    let mut model_sets = HashMap::new();
+    problems.in_store(|problems| {
+        let root = FieldPath::root();
+        for name in &touched.consumers {
+            let Some(record) = store.consumers.get(name) else {
+                continue;
+            };
+            let at = root.key("consumers").key(name);
+            if config.consumers.contains_key(name) {
+                problems.add(at, "the config file has a consumer of this name");
+                continue;
+            }
+            let cc = record.spec.to_config();
+            add_consumer(
+                config,
+                name,
+                &cc,
+                &at,
+                true,
+                &mut model_sets,
+                built,
+                problems,
+            );
+        }
+        let changed = store
+            .keys
+            .values()
+            .filter(|k| touched.keys.contains(&k.id) || touched.consumers.contains(&k.consumer));
+        for record in changed {
+            let at = root.key("keys").key(&record.id);
+            add_stored_key(config, store, record, Some(previous), &at, built, problems);
+        }
+    });
+    built.listings = listings(config, built);
 }
 
 /// Checks and builds one consumer, and files it under its name, custom id and emails.

@@ -12,7 +12,7 @@ use super::Snapshot;
 use crate::config::locate::Locator;
 use crate::config::{Config, ConfigError, ConfigErrors, FieldPath, ModelList};
 use crate::policy::model_set::ModelSet;
-use crate::store::StoreContents;
+use crate::store::{StoreContents, Touched};
 pub(super) use policies::check_limits;
 
 /// Where a config came from, so that each problem is reported where it can be mended.
@@ -184,6 +184,56 @@ impl Snapshot {
                 admin,
             })
         })
+    }
+}
+
+impl Snapshot {
+    /// `current` with a store change taken in: only the touched records are checked and
+    /// rebuilt (see [`consumers::update`]); the file's part is shared as it is. `old` holds
+    /// the touched records as they were, `store` the contents after the change.
+    pub fn with_store_change(
+        current: &Snapshot,
+        config: &Config,
+        store: &StoreContents,
+        old: &StoreContents,
+        touched: &Touched,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut next = current.clone();
+        let mut built = consumers::Consumers {
+            keys: std::mem::take(&mut next.keys),
+            managed_keys: std::mem::take(&mut next.managed_keys),
+            emails: std::mem::take(&mut next.emails),
+            custom_ids: std::mem::take(&mut next.custom_ids),
+            by_name: std::mem::take(&mut next.consumer_names),
+            listings: std::mem::take(&mut next.listings),
+        };
+        let mut problems = Problems::new(&Origin::Unnamed);
+        consumers::update(
+            &mut built,
+            config,
+            store,
+            old,
+            touched,
+            current,
+            &mut problems,
+        );
+        if !problems.errors.is_empty() {
+            return Err(ConfigErrors(problems.errors));
+        }
+        next.anonymous = config
+            .auth
+            .oidc
+            .as_ref()
+            .and_then(|c| c.anonymous.as_deref())
+            .and_then(|n| built.by_name.get(n).cloned());
+        next.keys = built.keys;
+        next.managed_keys = built.managed_keys;
+        next.emails = built.emails;
+        next.custom_ids = built.custom_ids;
+        next.consumer_names = built.by_name;
+        next.listings = built.listings;
+        next.store_revision = store.revision;
+        Ok(next)
     }
 }
 
@@ -438,5 +488,114 @@ prompt_guard: {deny: ['(unclosed']}
             .unwrap();
         assert_eq!(entry.consumer.name, "ok");
         assert!(entry.consumer.models.contains("a") && entry.managed.is_some());
+    }
+
+    /// A store change taken into the current snapshot gives exactly what compiling
+    /// everything again gives: the same keys (to the same consumers, standing and stored
+    /// key), emails and custom ids.
+    #[test]
+    fn a_store_change_taken_in_equals_a_full_compile() {
+        use crate::store::{Changes, ConsumerRecord, ConsumerSpec, KeyRecord, StoreContents};
+        let text = "providers: {p: {type: mock}}\nmodels: {a: {provider: p}, b: {provider: p}}\n\
+                    groups: {g: {models: [a]}, h: {models: [b]}}\nconsumers: {filer: {keys: [file-key-123]}}\n";
+        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let consumer = |name: &str, groups: &[&str], email: &str| ConsumerRecord {
+            name: name.into(),
+            spec: ConsumerSpec {
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                emails: vec![email.into()],
+                custom_id: Some(format!("id-{name}")),
+                ..ConsumerSpec::default()
+            },
+            created_at: 0,
+            updated_at: 0,
+        };
+        let key = |id: &str, consumer: &str, secret: &str| KeyRecord {
+            id: id.into(),
+            consumer: consumer.into(),
+            name: None,
+            prefix: String::new(),
+            digest: crate::auth::keys::KeyDigest::of(secret).to_hex(),
+            previous_digest: None,
+            previous_until: None,
+            spec: Default::default(),
+            created_at: 0,
+            rotated_at: None,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let mut store = StoreContents::default();
+        store.apply(Changes {
+            head: 1,
+            consumers: vec![
+                consumer("a", &["g"], "a@x.io"),
+                consumer("b", &["g"], "b@x.io"),
+            ],
+            keys: vec![
+                key("k1", "a", "secret-a-1"),
+                key("k2", "a", "secret-a-2"),
+                key("k3", "b", "secret-b-1"),
+            ],
+            ..Changes::default()
+        });
+        let origin = Origin::Unnamed;
+        let current = Snapshot::compile_with_store(&config, &store, None, &origin).unwrap();
+
+        // a moves to group h, b is deleted (its key with it), k2 is rotated, k4 is new.
+        let mut rotated = key("k2", "a", "secret-a-2-new");
+        rotated.previous_digest = Some(crate::auth::keys::KeyDigest::of("secret-a-2").to_hex());
+        rotated.previous_until = Some(i64::MAX);
+        let changes = Changes {
+            head: 2,
+            consumers: vec![consumer("a", &["h"], "a2@x.io")],
+            deleted_consumers: vec!["b".into()],
+            keys: vec![rotated, key("k4", "a", "secret-a-4")],
+            deleted_keys: vec!["k3".into()],
+        };
+        let touched = changes.touched();
+        let old = store.subset(&touched);
+        store.apply(changes);
+        let taken_in =
+            Snapshot::with_store_change(&current, &config, &store, &old, &touched).unwrap();
+        let full = Snapshot::compile_with_store(&config, &store, None, &origin).unwrap();
+
+        let keys = |s: &Snapshot| {
+            let mut v: Vec<String> = s
+                .keys
+                .iter()
+                .map(|(d, e)| {
+                    format!(
+                        "{}={} {:?} {:?} {:?}",
+                        d.to_hex(),
+                        e.consumer.name,
+                        e.consumer.groups,
+                        e.standing,
+                        e.managed.as_ref().map(|m| m.id.clone())
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let names = |m: &std::collections::HashMap<
+            String,
+            std::sync::Arc<crate::auth::consumer::Consumer>,
+        >| {
+            let mut v: Vec<String> = m.iter().map(|(k, c)| format!("{k}={}", c.name)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(keys(&taken_in), keys(&full));
+        assert_eq!(taken_in.keys.len(), 5, "filer, k1, k2 (two secrets), k4");
+        assert_eq!(names(&taken_in.emails), names(&full.emails));
+        assert_eq!(names(&taken_in.custom_ids), names(&full.custom_ids));
+        assert_eq!(names(&taken_in.consumer_names), names(&full.consumer_names));
+        assert!(taken_in.consumer_by_email("a@x.io").is_none());
+        assert!(
+            taken_in
+                .key_entry(&crate::auth::keys::KeyDigest::of("secret-b-1"))
+                .is_none()
+        );
     }
 }
