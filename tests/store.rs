@@ -36,12 +36,11 @@ consumers: {{filer: {{keys: [file-key-12345]}}}}
     )
 }
 
-/// A fresh database on the machine's PostgreSQL; `None` (skip) when it is unreachable,
-/// unless `CI` is set, when that fails the test.
-async fn fresh_postgres() -> Option<String> {
-    let server = format!("postgres://postgres@{POSTGRES}");
-    let mut conn = match sqlx::postgres::PgConnection::connect(&format!("{server}/postgres")).await
-    {
+/// A fresh database on the machine's PostgreSQL, dropped when the test ends (however it
+/// ends); `None` (skip) when the server is unreachable, unless `CI` is set, when that fails
+/// the test.
+async fn fresh_postgres() -> Option<TestDatabase> {
+    let mut conn = match sqlx::postgres::PgConnection::connect(&maintenance_url()).await {
         Ok(c) => c,
         Err(e) if std::env::var_os("CI").is_some() => {
             panic!("PostgreSQL at {POSTGRES} is unreachable and CI is set: {e}")
@@ -56,7 +55,49 @@ async fn fresh_postgres() -> Option<String> {
         .execute(&mut conn)
         .await
         .unwrap();
-    Some(format!("{server}/{name}"))
+    Some(TestDatabase {
+        url: format!("postgres://postgres@{POSTGRES}/{name}"),
+        name,
+    })
+}
+
+fn maintenance_url() -> String {
+    format!("postgres://postgres@{POSTGRES}/postgres")
+}
+
+struct TestDatabase {
+    url: String,
+    name: String,
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // On a thread of its own: a test's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) =
+                    sqlx::postgres::PgConnection::connect(&maintenance_url()).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 struct Admin {
@@ -116,10 +157,28 @@ impl Admin {
     }
 }
 
+/// A consumer in groups `g1` and a key of it, through `admin`: the key's secret.
+async fn consumer_with_key(admin: &Admin, name: &str) -> String {
+    let (status, body) = admin
+        .post("/consumers", json!({"name": name, "groups": ["g1"]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, key) = admin
+        .post(&format!("/consumers/{name}/keys"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    key["secret"].as_str().unwrap().to_owned()
+}
+
 /// A chat request with `key` for `model`: the status and the error code, if any.
 async fn chat(node: &GatewayProcess, key: &str, model: &str) -> (StatusCode, String) {
+    chat_at(node.url(""), key.to_owned(), model).await
+}
+
+/// [`chat`] to the gateway at `base` (owned arguments, to spawn it).
+async fn chat_at(base: String, key: String, model: &str) -> (StatusCode, String) {
     let response = client()
-        .post(node.url("/ai/v1/chat/completions"))
+        .post(format!("{base}/ai/v1/chat/completions"))
         .bearer_auth(key)
         .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -395,22 +454,12 @@ async fn two_nodes_on_one_postgres() {
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let node_url = if i % 2 == 0 { a.url("") } else { b.url("") };
-            let secret = secret.clone();
-            tokio::spawn(async move {
-                client()
-                    .post(format!("{node_url}/ai/v1/chat/completions"))
-                    .bearer_auth(secret)
-                    .json(&json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
+            tokio::spawn(chat_at(node_url, secret.clone(), "m1"))
         })
         .collect();
     let mut ok = 0;
     for t in tasks {
-        if t.await.unwrap() == StatusCode::OK {
+        if t.await.unwrap().0 == StatusCode::OK {
             ok += 1;
         }
     }
@@ -440,12 +489,7 @@ async fn sqlite_changes_reach_another_process_by_file_change() {
     let store = format!("sqlite://{}", dir.path().join("store.db").display());
     let a = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
     let b = GatewayProcess::start_with_admin(&config_polling(&store, "60s", "")).await;
-    let admin = Admin::of(&a);
-    admin
-        .post("/consumers", json!({"name": "ivan", "groups": ["g1"]}))
-        .await;
-    let (_, key) = admin.post("/consumers/ivan/keys", json!({})).await;
-    let secret = key["secret"].as_str().unwrap().to_owned();
+    let secret = consumer_with_key(&Admin::of(&a), "ivan").await;
     let seen = eventually(Duration::from_secs(2), || async {
         chat(&b, &secret, "m1").await.0 == StatusCode::OK
     })
@@ -464,46 +508,24 @@ async fn postgres_going_away_and_coming_back() {
         return;
     };
     let mut proxy = TcpProxy::start_to(POSTGRES).await;
-    let through_proxy = store.replace(POSTGRES, &proxy.addr.to_string());
+    let through_proxy = store.url.replace(POSTGRES, &proxy.addr.to_string());
     let node = GatewayProcess::start_with_admin(&config(&through_proxy, "")).await;
     let other = GatewayProcess::start_with_admin(&config(&store, "")).await;
     let admin = Admin::of(&node);
-    admin
-        .post("/consumers", json!({"name": "erin", "groups": ["g1"]}))
-        .await;
-    let (_, key) = admin.post("/consumers/erin/keys", json!({})).await;
-    let secret = key["secret"].as_str().unwrap().to_owned();
+    let secret = consumer_with_key(&admin, "erin").await;
 
     proxy.cut();
     let load: Vec<_> = (0..50)
-        .map(|_| {
-            let url = node.url("/ai/v1/chat/completions");
-            let secret = secret.clone();
-            tokio::spawn(async move {
-                client()
-                    .post(url)
-                    .bearer_auth(secret)
-                    .json(&json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
+        .map(|_| tokio::spawn(chat_at(node.url(""), secret.clone(), "m1")))
         .collect();
     let (status, refused) = admin.post("/consumers", json!({"name": "frank"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
     assert_eq!(refused["error"]["code"], "store_unavailable");
     for request in load {
-        assert_eq!(request.await.unwrap(), StatusCode::OK);
+        assert_eq!(request.await.unwrap().0, StatusCode::OK);
     }
     // Meanwhile another node (still connected) writes.
-    let other_admin = Admin::of(&other);
-    other_admin
-        .post("/consumers", json!({"name": "gina", "groups": ["g1"]}))
-        .await;
-    let (_, gina_key) = other_admin.post("/consumers/gina/keys", json!({})).await;
-    let gina = gina_key["secret"].as_str().unwrap().to_owned();
+    let gina = consumer_with_key(&Admin::of(&other), "gina").await;
     assert_eq!(chat(&node, &gina, "m1").await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(chat(&node, &secret, "m1").await.0, StatusCode::OK);
 

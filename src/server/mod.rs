@@ -73,7 +73,12 @@ impl Gateway {
         let proxy = bind(snapshot.listen.proxy).await?;
         let status = bind(snapshot.listen.status).await?;
         let admin = match snapshot.listen.admin {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(%addr, "the admin API listens beyond this machine: keep that address internal");
+                }
+                Some(bind(addr).await?)
+            }
             None => None,
         };
         let store = match store_config(config, config_path) {

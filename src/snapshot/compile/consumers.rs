@@ -17,7 +17,7 @@ use crate::config::{Config, ConsumerConfig, FieldPath, ModelList};
 use crate::policy::limits::Budgets;
 use crate::policy::model_set::ModelSet;
 use crate::snapshot::Snapshot;
-use crate::store::{KeyRecord, KeySpec, StoreContents, Touched};
+use crate::store::{ConsumerRecord, KeyRecord, KeySpec, StoreContents, Touched};
 
 /// The compiled consumers, by each way a request names one.
 pub(super) struct Consumers {
@@ -72,23 +72,8 @@ pub(super) fn compile(
     }
     problems.in_store(|problems| {
         let root = FieldPath::root();
-        for (name, record) in &store.consumers {
-            let at = root.key("consumers").key(name);
-            if config.consumers.contains_key(name) {
-                problems.add(at, "the config file has a consumer of this name");
-                continue;
-            }
-            let cc = record.spec.to_config();
-            add_consumer(
-                config,
-                name,
-                &cc,
-                &at,
-                true,
-                &mut model_sets,
-                &mut built,
-                problems,
-            );
+        for record in store.consumers.values() {
+            add_store_consumer(config, record, &mut model_sets, &mut built, problems);
         }
         for record in store.keys.values() {
             add_stored_key(
@@ -159,25 +144,9 @@ pub(super) fn update(
     problems.in_store(|problems| {
         let root = FieldPath::root();
         for name in &touched.consumers {
-            let Some(record) = store.consumers.get(name) else {
-                continue;
-            };
-            let at = root.key("consumers").key(name);
-            if config.consumers.contains_key(name) {
-                problems.add(at, "the config file has a consumer of this name");
-                continue;
+            if let Some(record) = store.consumers.get(name) {
+                add_store_consumer(config, record, &mut model_sets, built, problems);
             }
-            let cc = record.spec.to_config();
-            add_consumer(
-                config,
-                name,
-                &cc,
-                &at,
-                true,
-                &mut model_sets,
-                built,
-                problems,
-            );
         }
         let changed = store
             .keys
@@ -189,6 +158,32 @@ pub(super) fn update(
         }
     });
     built.listings = listings(config, built);
+}
+
+/// A store consumer, unless the file has one of that name.
+fn add_store_consumer(
+    config: &Config,
+    record: &ConsumerRecord,
+    model_sets: &mut HashMap<String, Arc<ModelSet>>,
+    built: &mut Consumers,
+    problems: &mut Problems,
+) {
+    let at = FieldPath::root().key("consumers").key(&record.name);
+    if config.consumers.contains_key(&record.name) {
+        problems.add(at, "the config file has a consumer of this name");
+        return;
+    }
+    let cc = record.spec.to_config();
+    add_consumer(
+        config,
+        &record.name,
+        &cc,
+        &at,
+        true,
+        model_sets,
+        built,
+        problems,
+    );
 }
 
 /// Checks and builds one consumer, and files it under its name, custom id and emails.

@@ -410,24 +410,26 @@ prompt_guard: {deny: ['(unclosed']}
         );
     }
 
-    /// A store record that does not compile is reported like a file's problem, but by the
-    /// record's name or id (no line), and the whole snapshot is refused.
-    #[test]
-    fn store_records_are_checked_and_reported_by_id() {
-        use crate::store::{ConsumerRecord, ConsumerSpec, KeyRecord, KeySpec, StoreContents};
-        let text = "providers: {p: {type: mock}}\nmodels: {a: {provider: p}}\ngroups: {g: {models: [a]}}\n\
-                    consumers: {filer: {keys: [file-key-123]}}\n";
-        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let consumer = |name: &str, groups: &[&str]| ConsumerRecord {
+    fn stored_consumer(
+        name: &str,
+        groups: &[&str],
+        email: Option<&str>,
+    ) -> crate::store::ConsumerRecord {
+        crate::store::ConsumerRecord {
             name: name.into(),
-            spec: ConsumerSpec {
+            spec: crate::store::ConsumerSpec {
                 groups: groups.iter().map(|g| g.to_string()).collect(),
-                ..ConsumerSpec::default()
+                emails: email.into_iter().map(String::from).collect(),
+                custom_id: email.map(|_| format!("id-{name}")),
+                ..Default::default()
             },
             created_at: 0,
             updated_at: 0,
-        };
-        let key = |id: &str, consumer: &str, secret: &str, models: Option<Vec<String>>| KeyRecord {
+        }
+    }
+
+    fn stored_key(id: &str, consumer: &str, secret: &str) -> crate::store::KeyRecord {
+        crate::store::KeyRecord {
             id: id.into(),
             consumer: consumer.into(),
             name: None,
@@ -435,15 +437,28 @@ prompt_guard: {deny: ['(unclosed']}
             digest: crate::auth::keys::KeyDigest::of(secret).to_hex(),
             previous_digest: None,
             previous_until: None,
-            spec: KeySpec {
-                models,
-                ..KeySpec::default()
-            },
+            spec: Default::default(),
             created_at: 0,
             rotated_at: None,
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+        }
+    }
+
+    /// A store record that does not compile is reported like a file's problem, but by the
+    /// record's name or id (no line), and the whole snapshot is refused.
+    #[test]
+    fn store_records_are_checked_and_reported_by_id() {
+        use crate::store::StoreContents;
+        let text = "providers: {p: {type: mock}}\nmodels: {a: {provider: p}}\ngroups: {g: {models: [a]}}\n\
+                    consumers: {filer: {keys: [file-key-123]}}\n";
+        let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
+        let consumer = |name: &str, groups: &[&str]| stored_consumer(name, groups, None);
+        let key = |id: &str, consumer: &str, secret: &str, models: Option<Vec<String>>| {
+            let mut k = stored_key(id, consumer, secret);
+            k.spec.models = models;
+            k
         };
         let mut store = StoreContents::default();
         for c in [
@@ -495,36 +510,13 @@ prompt_guard: {deny: ['(unclosed']}
     /// key), emails and custom ids.
     #[test]
     fn a_store_change_taken_in_equals_a_full_compile() {
-        use crate::store::{Changes, ConsumerRecord, ConsumerSpec, KeyRecord, StoreContents};
+        use crate::store::{Changes, StoreContents};
         let text = "providers: {p: {type: mock}}\nmodels: {a: {provider: p}, b: {provider: p}}\n\
                     groups: {g: {models: [a]}, h: {models: [b]}}\nconsumers: {filer: {keys: [file-key-123]}}\n";
         let config = crate::config::load_str(text, "t.yaml", &|_| None).unwrap();
-        let consumer = |name: &str, groups: &[&str], email: &str| ConsumerRecord {
-            name: name.into(),
-            spec: ConsumerSpec {
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                emails: vec![email.into()],
-                custom_id: Some(format!("id-{name}")),
-                ..ConsumerSpec::default()
-            },
-            created_at: 0,
-            updated_at: 0,
-        };
-        let key = |id: &str, consumer: &str, secret: &str| KeyRecord {
-            id: id.into(),
-            consumer: consumer.into(),
-            name: None,
-            prefix: String::new(),
-            digest: crate::auth::keys::KeyDigest::of(secret).to_hex(),
-            previous_digest: None,
-            previous_until: None,
-            spec: Default::default(),
-            created_at: 0,
-            rotated_at: None,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-        };
+        let consumer =
+            |name: &str, groups: &[&str], email: &str| stored_consumer(name, groups, Some(email));
+        let key = stored_key;
         let mut store = StoreContents::default();
         store.apply(Changes {
             head: 1,
