@@ -209,15 +209,7 @@ impl<T: serde::de::DeserializeOwned> FromRequest<Arc<AppState>> for Body<T> {
             raw
         };
         let mut de = serde_json::Deserializer::from_slice(&raw);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if path == "." {
-                AdminError::Invalid(format!("invalid body: {inner}"))
-            } else {
-                AdminError::Invalid(format!("invalid body at {path}: {inner}"))
-            }
-        })?;
+        let value = serde_path_to_error::deserialize(&mut de).map_err(invalid_body)?;
         Ok(Body { value, raw })
     }
 }
@@ -337,13 +329,16 @@ impl Idempotent {
 
 /// A JSON value into `T`, with the path of the field that is wrong on an error.
 fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, AdminError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            AdminError::Invalid(format!("invalid body: {inner}"))
-        } else {
-            AdminError::Invalid(format!("invalid body at {path}: {inner}"))
-        }
-    })
+    serde_path_to_error::deserialize(value).map_err(invalid_body)
+}
+
+/// A body that does not read, with the path of the field at fault.
+fn invalid_body<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> AdminError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if path == "." {
+        AdminError::Invalid(format!("invalid body: {inner}"))
+    } else {
+        AdminError::Invalid(format!("invalid body at {path}: {inner}"))
+    }
 }
