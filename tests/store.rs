@@ -269,6 +269,30 @@ async fn key_lifecycle(store: &str) {
         chat(&node, narrow_secret, "m1").await.0,
         StatusCode::FORBIDDEN
     );
+    // A retried rotation (same Idempotency-Key) rotates once.
+    let narrow_id = narrow["id"].as_str().unwrap();
+    let twice = [("idempotency-key", "rotate-narrow-1")];
+    let rotate = format!("/keys/{narrow_id}/rotate");
+    let (_, r1) = admin
+        .call_with(
+            reqwest::Method::POST,
+            &rotate,
+            Some(json!({"grace": "0s"})),
+            &twice,
+        )
+        .await;
+    let (_, r2) = admin
+        .call_with(
+            reqwest::Method::POST,
+            &rotate,
+            Some(json!({"grace": "0s"})),
+            &twice,
+        )
+        .await;
+    assert_eq!(r1["prefix"], r2["prefix"], "{r1} {r2}");
+    assert!(r2["secret"].is_null());
+    let rotated_narrow = r1["secret"].as_str().unwrap();
+    assert_eq!(chat(&node, rotated_narrow, "m2").await.0, StatusCode::OK);
 
     // Rotation: both secrets during the grace, then only the new one, under the same id.
     let (status, rotated) = admin
