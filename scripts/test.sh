@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (some against the local Redis and a
-# real OIDC provider run with node), then the official OpenAI Python SDK against the real
+# real OIDC provider run with node, the admin console in Debian's Chromium), then the official OpenAI Python SDK against the real
 # binary (openai and anthropic SDKs), then the Claude Code CLI. Works on a fresh machine: it
 # installs the npm packages and makes its own virtualenv.
 set -euo pipefail
@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 
 # The real OpenID Connect provider the OIDC tests run against (npm package oidc-provider).
 (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+# The console's browser test: Debian's Chromium, driven by playwright-core.
+if [ ! -x /usr/bin/chromium ]; then
+  (apt-get install -y -qq chromium >/dev/null 2>&1 ||
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null))
+fi
+(cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
 
 cargo build --bins --examples
 cargo test --all-targets

@@ -8,6 +8,7 @@
 //! before the answer, so a key created here works here as soon as it is returned.
 
 pub mod client;
+mod console;
 mod consumers;
 mod keys;
 mod views;
@@ -53,6 +54,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/usage", get(views::usage))
         .route("/admin/v1/audit", get(views::audit))
         .route("/admin/v1/export", get(views::export))
+        .route("/admin/v1/overview", get(console::overview))
+        .route("/admin/v1/logs", get(console::logs))
+        .route("/admin/v1/usage/daily", get(console::usage_by_day))
+        .route("/admin/v1/playground", post(console::playground))
+        .route("/admin/v1/catalog", get(console::catalog))
+        .route("/", get(|| console::asset(None)))
+        .route("/console/{file}", get(|p| console::asset(Some(p))))
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
         .with_state(state)
 }

@@ -143,6 +143,29 @@ impl Snapshot {
         })
     }
 
+    /// The URL prefix of the route of this name.
+    pub fn route_prefix(&self, name: &str) -> Option<String> {
+        self.routes
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.prefix.clone())
+    }
+
+    /// The prefix of the first route by name (the playground's default).
+    pub fn first_route_prefix(&self) -> Option<String> {
+        self.routes
+            .iter()
+            .min_by(|a, b| a.name.cmp(&b.name))
+            .map(|r| r.prefix.clone())
+    }
+
+    /// Route names, in name order.
+    pub fn route_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.routes.iter().map(|r| r.name.clone()).collect();
+        names.sort();
+        names
+    }
+
     pub fn model(&self, name: &str) -> Option<Arc<Model>> {
         self.models.get(name).cloned()
     }
@@ -173,6 +196,18 @@ impl Snapshot {
 
     pub fn consumer_by_name(&self, name: &str) -> Option<&Arc<Consumer>> {
         self.consumer_names.get(name)
+    }
+
+    /// Every consumer, file and store, in no order.
+    pub fn consumers(&self) -> impl Iterator<Item = &Arc<Consumer>> {
+        self.consumer_names.values()
+    }
+
+    /// Group names, in name order.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.group_models.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     pub fn has_group(&self, group: &str) -> bool {

@@ -8,12 +8,19 @@ use serde::Serialize;
 
 use crate::telemetry::request_log::RequestRecord;
 
-/// How many requests are kept.
-pub const CAPACITY: usize = 10_000;
+/// How many requests are kept (about 25 MB at most), and how many of them keep their
+/// payloads (only routes with payload logging have any).
+pub const CAPACITY: usize = 100_000;
+pub const PAYLOADS: usize = 1_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RecentRequest {
+    /// Its place in the ring's history (newer is larger): pages are cut by it.
+    pub seq: u64,
     pub time: String,
+    /// `time` as Unix ms, for windows.
+    #[serde(skip)]
+    pub at_ms: i64,
     pub request_id: String,
     pub route: Option<String>,
     pub consumer: Option<String>,
@@ -27,16 +34,36 @@ pub struct RecentRequest {
     pub completion_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub latency_ms: f64,
+    pub stream: bool,
+    pub endpoint: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<std::sync::Arc<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 #[derive(Debug, Default)]
 pub struct RecentRequests {
-    ring: Mutex<VecDeque<RecentRequest>>,
+    ring: Mutex<Ring>,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    entries: VecDeque<RecentRequest>,
+    next_seq: u64,
+    /// Entries holding payloads, oldest first (by seq).
+    with_payloads: VecDeque<u64>,
 }
 
 impl RecentRequests {
     pub fn push(&self, r: &RequestRecord) {
-        let entry = RecentRequest {
+        let at_ms = r
+            .started_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(crate::store::now_ms, |d| d.as_millis() as i64);
+        let mut entry = RecentRequest {
+            seq: 0,
+            at_ms,
             time: r.time.clone(),
             request_id: r.request_id.clone(),
             route: r.route.clone(),
@@ -51,17 +78,73 @@ impl RecentRequests {
             completion_tokens: r.completion_tokens,
             cost_usd: r.cost_usd,
             latency_ms: r.latency_ms,
+            stream: r.stream,
+            endpoint: r.endpoint,
+            request_body: r.request_body.clone().map(std::sync::Arc::new),
+            response_body: r.response_body.clone().map(std::sync::Arc::new),
         };
+        let has_payload = entry.request_body.is_some() || entry.response_body.is_some();
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        if ring.len() == CAPACITY {
-            ring.pop_front();
+        entry.seq = ring.next_seq;
+        ring.next_seq += 1;
+        if ring.entries.len() == CAPACITY {
+            ring.entries.pop_front();
         }
-        ring.push_back(entry);
+        if has_payload {
+            ring.with_payloads.push_back(entry.seq);
+            if ring.with_payloads.len() > PAYLOADS
+                && let Some(oldest) = ring.with_payloads.pop_front()
+            {
+                let first = ring.entries.front().map_or(0, |e| e.seq);
+                if let Some(e) = oldest
+                    .checked_sub(first)
+                    .and_then(|i| ring.entries.get_mut(i as usize))
+                {
+                    e.request_body = None;
+                    e.response_body = None;
+                }
+            }
+        }
+        ring.entries.push_back(entry);
+    }
+
+    /// Up to `limit` kept requests older than `before` (a `seq`) that `keep` selects,
+    /// newest first. The lock is held for one walk over at most the ring, no copying of
+    /// what is not returned.
+    pub fn page(
+        &self,
+        before: u64,
+        limit: usize,
+        keep: impl Fn(&RecentRequest) -> bool,
+    ) -> Vec<RecentRequest> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.entries
+            .iter()
+            .rev()
+            .filter(|r| r.seq < before && keep(r))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Folds the kept requests that arrived since `since_ms` (oldest first) into `acc`.
+    pub fn fold_since<A>(
+        &self,
+        since_ms: i64,
+        acc: A,
+        f: impl FnMut(A, &RecentRequest) -> A,
+    ) -> A {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        // Records arrive in completion order, so arrival times are only nearly sorted:
+        // every entry is looked at.
+        ring.entries
+            .iter()
+            .filter(|r| r.at_ms >= since_ms)
+            .fold(acc, f)
     }
 
     /// The kept requests that `keep` selects, newest first.
     pub fn select(&self, keep: impl Fn(&RecentRequest) -> bool) -> Vec<RecentRequest> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().rev().filter(|r| keep(r)).cloned().collect()
+        self.page(u64::MAX, usize::MAX, keep)
     }
 }

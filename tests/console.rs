@@ -1,0 +1,113 @@
+//! The admin console in a real browser (Debian's Chromium, driven by playwright-core from
+//! tests/console/console.test.mjs) against the real gateway with mock traffic. Screenshots of
+//! every page go to docs/console/ (shown in the README).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::{GatewayProcess, client};
+
+const ADMIN_TOKEN: &str = "console-admin-token";
+
+/// Whether node, the test's npm packages and Chromium are there; with `CI` set, their absence
+/// fails the test.
+fn browser_available() -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let package = dir.join("node_modules/playwright-core").exists();
+    let chromium =
+        Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some();
+    if node && package && chromium {
+        return true;
+    }
+    let why = "node, tests/console/node_modules or /usr/bin/chromium is missing (scripts/test.sh installs them)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+#[tokio::test]
+async fn the_console_in_a_browser() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    let node = GatewayProcess::start_with_admin(&format!(
+        r#"
+store: "{store}"
+admin: {{tokens: {{ops: {ADMIN_TOKEN}}}}}
+providers: {{mock: {{type: mock}}}}
+models:
+  m1: {{provider: mock, pricing: {{input: 1.0, output: 2.0}}}}
+  m2: {{provider: mock}}
+groups: {{g1: {{models: [m1]}}}}
+routes:
+  ai: {{log_payloads: true}}
+consumers:
+  file-team: {{keys: [file-team-key-123], groups: [g1]}}
+"#
+    ))
+    .await;
+    let admin = format!("http://{}", node.admin_addr);
+    let http = client();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{admin}/admin/v1{path}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        post("/consumers", json!({"name": "web", "groups": ["g1"]}))
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    // Mock traffic: answers, a stream, a forbidden model, a wrong key.
+    for (key, model, stream) in [
+        ("file-team-key-123", "m1", false),
+        ("file-team-key-123", "m1", true),
+        ("file-team-key-123", "m1", false),
+        ("file-team-key-123", "m2", false),
+        ("no-such-key-123", "m1", false),
+    ] {
+        let response = http
+            .post(node.url("/ai/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello there, gateway"}]}))
+            .send()
+            .await
+            .unwrap();
+        let _ = response.bytes().await;
+    }
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.test.mjs"))
+        .args([
+            admin.as_str(),
+            ADMIN_TOKEN,
+            &node.url(""),
+            &format!("http://{}", node.status_addr),
+            shots.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
