@@ -376,25 +376,62 @@ pub async fn playground(
     Ok(response)
 }
 
-/// What the console's forms choose from: routes, models, groups, and every consumer's name
-/// with where it is kept (file consumers are shown read-only).
+/// What the console's forms choose from: routes, models and groups.
 pub async fn catalog(_admin: Admin, State(state): State<Arc<AppState>>) -> Response {
     let snapshot = state.snapshot();
     let models: Vec<&str> = snapshot.models().map(|m| m.name.as_str()).collect();
-    let mut consumers: Vec<Value> = snapshot
+    axum::Json(json!({
+        "routes": snapshot.route_names(),
+        "models": models,
+        "groups": snapshot.group_names(),
+        "store": state.store.is_some(),
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryQuery {
+    /// Names containing this (case-insensitive).
+    #[serde(default)]
+    q: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// Every consumer, file and store, in name order, filtered and paginated, with where it is
+/// kept (file consumers are shown read-only).
+pub async fn directory(
+    _admin: Admin,
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DirectoryQuery>,
+) -> Result<Response, AdminError> {
+    let limit = page_limit(q.limit)? as usize;
+    let snapshot = state.snapshot();
+    let needle = q.q.unwrap_or_default().to_lowercase();
+    let after = q.after.unwrap_or_default();
+    let mut names: Vec<&Arc<crate::snapshot::Consumer>> = snapshot
         .consumers()
+        .filter(|c| c.name.as_str() > after.as_str())
+        .filter(|c| needle.is_empty() || c.name.to_lowercase().contains(&needle))
+        .collect();
+    let end = limit.min(names.len());
+    if end < names.len() {
+        names.select_nth_unstable_by(end, |a, b| a.name.cmp(&b.name));
+    }
+    names.truncate(end);
+    names.sort_by(|a, b| a.name.cmp(&b.name));
+    let data: Vec<Value> = names
+        .iter()
         .map(|c| {
             json!({"name": c.name, "source": if c.from_store { "store" } else { "file" },
                    "groups": c.groups, "custom_id": c.custom_id})
         })
         .collect();
-    consumers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    axum::Json(json!({
-        "routes": snapshot.route_names(),
-        "models": models,
-        "groups": snapshot.group_names(),
-        "consumers": consumers,
-        "store": state.store.is_some(),
-    }))
-    .into_response()
+    let next = (data.len() == limit)
+        .then(|| names.last().map(|c| c.name.clone()))
+        .flatten();
+    Ok(axum::Json(json!({"data": data, "next": next})).into_response())
 }

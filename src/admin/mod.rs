@@ -59,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/usage/daily", get(console::usage_by_day))
         .route("/admin/v1/playground", post(console::playground))
         .route("/admin/v1/catalog", get(console::catalog))
+        .route("/admin/v1/directory", get(console::directory))
         .route("/", get(|| console::asset(None)))
         .route("/console/{file}", get(|p| console::asset(Some(p))))
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })

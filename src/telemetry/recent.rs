@@ -128,12 +128,7 @@ impl RecentRequests {
     }
 
     /// Folds the kept requests that arrived since `since_ms` (oldest first) into `acc`.
-    pub fn fold_since<A>(
-        &self,
-        since_ms: i64,
-        acc: A,
-        f: impl FnMut(A, &RecentRequest) -> A,
-    ) -> A {
+    pub fn fold_since<A>(&self, since_ms: i64, acc: A, f: impl FnMut(A, &RecentRequest) -> A) -> A {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         // Records arrive in completion order, so arrival times are only nearly sorted:
         // every entry is looked at.

@@ -104,12 +104,27 @@ const pages = {
     const catalog = await api("/catalog");
     const detail = el("div");
     const list = el("div", { class: "card" });
-    const consumers = catalog.consumers;
     const show = (c) => showConsumer(c, detail).catch((e) => detail.replaceChildren(errorBox(e)));
-    list.append(el("h3", {}, "Consumers"), table([
-      ["name", (c) => el("a", { href: "#keys", onclick: (ev) => { ev.preventDefault(); show(c); } }, c.name)],
-      ["kept in", (c) => c.source === "file" ? "config file (read-only)" : "store"],
-      ["groups", (c) => c.groups.join(", ")]], consumers));
+    const search = el("input", { id: "consumer-search", placeholder: "search consumers" });
+    const rows = el("div");
+    const more = el("button", { class: "plain" }, "More");
+    let next = null;
+    // One page of consumers at a time (the store may hold many thousands).
+    const load = async (append) => {
+      const q = new URLSearchParams({ limit: "100", q: search.value });
+      if (append && next) q.set("after", next);
+      const page = await api(`/directory?${q}`);
+      next = page.next;
+      more.hidden = !next;
+      const t = table([
+        ["name", (c) => el("a", { href: "#keys", "data-consumer": c.name, onclick: (ev) => { ev.preventDefault(); show(c); } }, c.name)],
+        ["kept in", (c) => c.source === "file" ? "config file (read-only)" : "store"],
+        ["groups", (c) => c.groups.join(", ")]], page.data);
+      if (append) rows.append(t); else rows.replaceChildren(t);
+    };
+    search.addEventListener("input", () => load(false).catch((e) => rows.replaceChildren(errorBox(e))));
+    more.addEventListener("click", () => load(true).catch((e) => rows.append(errorBox(e))));
+    list.append(el("h3", {}, "Consumers"), search, rows, more);
     const form = el("form", { class: "card", id: "new-consumer" },
       el("h3", {}, "New consumer"),
       el("div", { class: "row" }, el("input", { name: "name", placeholder: "name", required: true }),
@@ -127,6 +142,7 @@ const pages = {
       } catch (e) { form.querySelector(".error").textContent = e.message; }
     });
     root.append(el("h1", {}, "Keys and consumers"), catalog.store ? form : el("p", { class: "muted" }, "No store configured: consumers come from the config file only."), list, detail);
+    await load(false);
   },
 
   async models(root) {
@@ -164,6 +180,7 @@ const pages = {
         ["payload", (r) => r.request_body || r.response_body ? el("details", {}, el("summary", {}, "show"),
           el("pre", {}, JSON.stringify({ request: r.request_body, response: r.response_body }, null, 2))) : ""]], page.data);
       if (append) body.append(rows); else body.replaceChildren(rows);
+      body.dataset.query = q.toString();
     };
     filters.addEventListener("submit", (ev) => { ev.preventDefault(); load(false).catch((e) => body.replaceChildren(errorBox(e))); });
     more.addEventListener("click", () => load(true).catch((e) => body.append(errorBox(e))));
@@ -174,9 +191,15 @@ const pages = {
   async playground(root) {
     const catalog = await api("/catalog");
     const answer = el("div", { class: "answer card", id: "answer" });
+    const names = el("datalist", { id: "consumer-names" });
+    const consumer = el("input", { name: "consumer", list: "consumer-names", placeholder: "consumer", required: true });
+    // Suggestions from the directory as the name is typed (never the whole list).
+    consumer.addEventListener("input", async () => {
+      const page = await api(`/directory?limit=20&q=${encodeURIComponent(consumer.value)}`);
+      names.replaceChildren(...page.data.map((c) => el("option", { value: c.name })));
+    });
     const form = el("form", { class: "card", id: "playground" },
-      el("div", { class: "row" },
-        el("select", { name: "consumer" }, catalog.consumers.map((c) => el("option", { value: c.name }, c.name))),
+      el("div", { class: "row" }, consumer, names,
         el("select", { name: "route" }, catalog.routes.map((r) => el("option", { value: r }, r))),
         el("select", { name: "model" }, catalog.models.map((m) => el("option", { value: m }, m)))),
       el("textarea", { name: "prompt", rows: 4, cols: 80, placeholder: "Say something" }),
