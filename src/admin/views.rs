@@ -106,7 +106,7 @@ pub struct UsageQuery {
     limit: Option<i64>,
 }
 
-/// Totals per consumer and model over the latest requests this node served (up to 10,000),
+/// Totals per consumer and model over the latest requests this node served (up to 100,000),
 /// and the latest of them.
 pub async fn usage(
     _admin: Admin,
@@ -117,27 +117,29 @@ pub async fn usage(
     let Some(recent) = &state.recent else {
         return Ok(axum::Json(json!({"totals": [], "requests": []})).into_response());
     };
-    let selected = recent.select(|r| {
-        q.consumer
-            .as_ref()
-            .is_none_or(|c| r.consumer.as_ref() == Some(c))
+    let keep = |r: &crate::telemetry::recent::RecentRequest| {
+        q.consumer.as_ref().is_none_or(|c| r.consumer.as_ref() == Some(c))
             && q.key.as_ref().is_none_or(|k| r.key_id.as_ref() == Some(k))
             && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
-    });
-    let mut totals: BTreeMap<(String, String), [f64; 5]> = BTreeMap::new();
-    for r in &selected {
-        let t = totals
-            .entry((
-                r.consumer.clone().unwrap_or_default(),
-                r.model.clone().unwrap_or_default(),
-            ))
-            .or_default();
-        t[0] += 1.0;
-        t[1] += f64::from(u8::from(r.status >= 400));
-        t[2] += r.prompt_tokens.unwrap_or(0) as f64;
-        t[3] += r.completion_tokens.unwrap_or(0) as f64;
-        t[4] += r.cost_usd.unwrap_or(0.0);
-    }
+    };
+    // Totals over every kept request, folded in place; only the listed ones are copied.
+    let totals: BTreeMap<(String, String), [f64; 5]> =
+        recent.fold_since(i64::MIN, BTreeMap::new(), |mut totals, r| {
+            if keep(r) {
+                let t = totals
+                    .entry((
+                        r.consumer.clone().unwrap_or_default(),
+                        r.model.clone().unwrap_or_default(),
+                    ))
+                    .or_insert([0.0; 5]);
+                t[0] += 1.0;
+                t[1] += f64::from(u8::from(r.status >= 400));
+                t[2] += r.prompt_tokens.unwrap_or(0) as f64;
+                t[3] += r.completion_tokens.unwrap_or(0) as f64;
+                t[4] += r.cost_usd.unwrap_or(0.0);
+            }
+            totals
+        });
     let totals: Vec<Value> = totals
         .into_iter()
         .map(|((consumer, model), t)| {
@@ -145,7 +147,7 @@ pub async fn usage(
                    "prompt_tokens": t[2] as u64, "completion_tokens": t[3] as u64, "cost_usd": t[4]})
         })
         .collect();
-    let requests: Vec<_> = selected.into_iter().take(limit).collect();
+    let requests = recent.page(u64::MAX, limit, keep);
     Ok(axum::Json(json!({"totals": totals, "requests": requests})).into_response())
 }
 

@@ -1,5 +1,6 @@
-//! The latest requests in memory (a bounded ring), for the admin API's usage view: who used
-//! which model, how much, with what outcome. Kept only when the admin API is on.
+//! The latest requests in memory (a bounded ring), for the admin API and console (usage,
+//! overview, logs): who used which model, how much, with what outcome. Kept only when the
+//! admin API is on.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -136,10 +137,5 @@ impl RecentRequests {
             .iter()
             .filter(|r| r.at_ms >= since_ms)
             .fold(acc, f)
-    }
-
-    /// The kept requests that `keep` selects, newest first.
-    pub fn select(&self, keep: impl Fn(&RecentRequest) -> bool) -> Vec<RecentRequest> {
-        self.page(u64::MAX, usize::MAX, keep)
     }
 }
