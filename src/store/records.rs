@@ -182,12 +182,8 @@ impl StoreContents {
         }
     }
 
-    /// Applies changes read from the store; true if anything changed.
-    pub fn apply(&mut self, changes: Changes) -> bool {
-        let changed = !(changes.consumers.is_empty()
-            && changes.deleted_consumers.is_empty()
-            && changes.keys.is_empty()
-            && changes.deleted_keys.is_empty());
+    /// Applies changes read from the store.
+    pub fn apply(&mut self, changes: Changes) {
         for c in changes.consumers {
             self.consumers.insert(c.name.clone(), c);
         }
@@ -201,7 +197,6 @@ impl StoreContents {
             self.keys.remove(&id);
         }
         self.revision = self.revision.max(changes.head);
-        changed
     }
 }
 
