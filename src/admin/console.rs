@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{Admin, AdminError, page_limit};
 use crate::state::AppState;
 use crate::store::now_ms;
-use crate::telemetry::recent::RecentRequest;
+use crate::telemetry::recent::{RecentRequest, Sums};
 
 /// The console's files, embedded at build time.
 const FILES: [(&str, &str, &str); 3] = [
@@ -72,23 +72,16 @@ pub struct OverviewQuery {
     window: Option<String>,
 }
 
+/// Sums and the latencies behind the percentiles.
 #[derive(Default)]
 struct Tally {
-    requests: u64,
-    errors: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    cost_usd: f64,
+    sums: Sums,
     latencies: Vec<f64>,
 }
 
 impl Tally {
     fn add(&mut self, r: &RecentRequest) {
-        self.requests += 1;
-        self.errors += u64::from(r.status >= 400);
-        self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
-        self.completion_tokens += r.completion_tokens.unwrap_or(0);
-        self.cost_usd += r.cost_usd.unwrap_or(0.0);
+        self.sums.add(r);
         self.latencies.push(r.latency_ms);
     }
 
@@ -98,15 +91,10 @@ impl Tally {
             let n = self.latencies.len();
             (n > 0).then(|| self.latencies[((n as f64 * p).ceil() as usize).clamp(1, n) - 1])
         };
-        json!({
-            "requests": self.requests,
-            "errors": self.errors,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
-        })
+        let mut report = json!(self.sums);
+        report["p50_ms"] = json!(pct(0.50));
+        report["p99_ms"] = json!(pct(0.99));
+        report
     }
 }
 
@@ -260,20 +248,15 @@ pub async fn usage_by_day(
         return Ok(axum::Json(json!({"data": []})).into_response());
     };
     type Row = (String, String, String, String);
-    let rows: BTreeMap<Row, [f64; 5]> = recent.fold_since(i64::MIN, BTreeMap::new(), |mut m, r| {
-        let t = m
-            .entry((
-                r.time.get(..10).unwrap_or_default().to_owned(),
-                r.consumer.clone().unwrap_or_default(),
-                r.key_id.clone().unwrap_or_default(),
-                r.model.clone().unwrap_or_default(),
-            ))
-            .or_insert([0.0; 5]);
-        t[0] += 1.0;
-        t[1] += f64::from(u8::from(r.status >= 400));
-        t[2] += r.prompt_tokens.unwrap_or(0) as f64;
-        t[3] += r.completion_tokens.unwrap_or(0) as f64;
-        t[4] += r.cost_usd.unwrap_or(0.0);
+    let rows: BTreeMap<Row, Sums> = recent.fold_since(i64::MIN, BTreeMap::new(), |mut m, r| {
+        m.entry((
+            r.time.get(..10).unwrap_or_default().to_owned(),
+            r.consumer.clone().unwrap_or_default(),
+            r.key_id.clone().unwrap_or_default(),
+            r.model.clone().unwrap_or_default(),
+        ))
+        .or_default()
+        .add(r);
         m
     });
     match q.format.as_deref().unwrap_or("json") {
@@ -287,11 +270,11 @@ pub async fn usage_by_day(
                     csv_field(consumer),
                     csv_field(key),
                     csv_field(model),
-                    t[0] as u64,
-                    t[1] as u64,
-                    t[2] as u64,
-                    t[3] as u64,
-                    t[4]
+                    t.requests,
+                    t.errors,
+                    t.prompt_tokens,
+                    t.completion_tokens,
+                    t.cost_usd
                 ));
             }
             Ok((
@@ -310,9 +293,12 @@ pub async fn usage_by_day(
             let data: Vec<Value> = rows
                 .into_iter()
                 .map(|((day, consumer, key, model), t)| {
-                    json!({"day": day, "consumer": consumer, "key": key, "model": model,
-                           "requests": t[0] as u64, "errors": t[1] as u64, "prompt_tokens": t[2] as u64,
-                           "completion_tokens": t[3] as u64, "cost_usd": t[4]})
+                    let mut row = json!(t);
+                    row["day"] = json!(day);
+                    row["consumer"] = json!(consumer);
+                    row["key"] = json!(key);
+                    row["model"] = json!(model);
+                    row
                 })
                 .collect();
             Ok(axum::Json(json!({"data": data})).into_response())

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{Admin, AdminError, page_limit, store_of};
 use crate::state::AppState;
 use crate::store::now_ms;
+use crate::telemetry::recent::Sums;
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -118,33 +119,33 @@ pub async fn usage(
         return Ok(axum::Json(json!({"totals": [], "requests": []})).into_response());
     };
     let keep = |r: &crate::telemetry::recent::RecentRequest| {
-        q.consumer.as_ref().is_none_or(|c| r.consumer.as_ref() == Some(c))
+        q.consumer
+            .as_ref()
+            .is_none_or(|c| r.consumer.as_ref() == Some(c))
             && q.key.as_ref().is_none_or(|k| r.key_id.as_ref() == Some(k))
             && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
     };
     // Totals over every kept request, folded in place; only the listed ones are copied.
-    let totals: BTreeMap<(String, String), [f64; 5]> =
+    let totals: BTreeMap<(String, String), Sums> =
         recent.fold_since(i64::MIN, BTreeMap::new(), |mut totals, r| {
             if keep(r) {
-                let t = totals
+                totals
                     .entry((
                         r.consumer.clone().unwrap_or_default(),
                         r.model.clone().unwrap_or_default(),
                     ))
-                    .or_insert([0.0; 5]);
-                t[0] += 1.0;
-                t[1] += f64::from(u8::from(r.status >= 400));
-                t[2] += r.prompt_tokens.unwrap_or(0) as f64;
-                t[3] += r.completion_tokens.unwrap_or(0) as f64;
-                t[4] += r.cost_usd.unwrap_or(0.0);
+                    .or_default()
+                    .add(r);
             }
             totals
         });
     let totals: Vec<Value> = totals
         .into_iter()
-        .map(|((consumer, model), t)| {
-            json!({"consumer": consumer, "model": model, "requests": t[0] as u64, "errors": t[1] as u64,
-                   "prompt_tokens": t[2] as u64, "completion_tokens": t[3] as u64, "cost_usd": t[4]})
+        .map(|((consumer, model), sums)| {
+            let mut row = json!(sums);
+            row["consumer"] = json!(consumer);
+            row["model"] = json!(model);
+            row
         })
         .collect();
     let requests = recent.page(u64::MAX, limit, keep);

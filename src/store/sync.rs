@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::{CHANNEL, Store, StoreError, StoreKind};
 use crate::state::AppState;
 
+/// How long after a wake that found nothing to look once more.
+const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(100);
+
 /// How often last-used times go to the store.
 const LAST_USED_EVERY: Duration = Duration::from_secs(10);
 
@@ -105,8 +108,18 @@ pub fn spawn(state: Arc<AppState>, sync: Arc<StoreSync>, stop: CancellationToken
         let mut was_down = false;
         let mut flushed = std::collections::HashMap::new();
         let mut last_flush = tokio::time::Instant::now();
+        // After a wake that found nothing new, one more look a moment later: SQLite's
+        // writer touches the log file (the event) just before it publishes the commit to
+        // readers (in the shared-memory index, which makes no event).
+        let mut look_again = false;
         loop {
+            let before = state.store_revision();
             match sync.catch_up(&state).await {
+                Ok(head) if look_again && head == before => {
+                    tokio::time::sleep(LOOK_AGAIN_AFTER).await;
+                    look_again = false;
+                    continue;
+                }
                 Ok(_) if was_down => {
                     was_down = false;
                     tracing::info!(
@@ -125,8 +138,9 @@ pub fn spawn(state: Arc<AppState>, sync: Arc<StoreSync>, stop: CancellationToken
                 sync.flush_last_used(&state, &mut flushed).await;
                 last_flush = tokio::time::Instant::now();
             }
+            look_again = false;
             tokio::select! {
-                () = sync.wake.notified() => {}
+                () = sync.wake.notified() => look_again = true,
                 () = tokio::time::sleep(sync.poll) => {}
                 () = stop.cancelled() => {
                     sync.flush_last_used(&state, &mut flushed).await;

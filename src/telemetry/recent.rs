@@ -139,3 +139,23 @@ impl RecentRequests {
             .fold(acc, f)
     }
 }
+
+/// What a set of requests added up to.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Sums {
+    pub requests: u64,
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Sums {
+    pub fn add(&mut self, r: &RecentRequest) {
+        self.requests += 1;
+        self.errors += u64::from(r.status >= 400);
+        self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
+        self.completion_tokens += r.completion_tokens.unwrap_or(0);
+        self.cost_usd += r.cost_usd.unwrap_or(0.0);
+    }
+}
