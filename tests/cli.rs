@@ -226,11 +226,17 @@ fn serve_logs_json_lines_reloads_on_sighup_and_stops_on_sigterm() {
 
 #[test]
 fn the_readme_quickstart_curl_works_against_the_shipped_quickstart_config() {
-    let (port, status_port) = (free_port(), free_port());
+    let (port, status_port, admin_port) = (free_port(), free_port(), free_port());
+    let store = tempfile::tempdir().unwrap();
     let mut child = tollgate()
         .args(["serve", "--config", &example("quickstart.yaml")])
         .env("TOLLGATE_PROXY_ADDR", format!("127.0.0.1:{port}"))
         .env("TOLLGATE_STATUS_ADDR", format!("127.0.0.1:{status_port}"))
+        .env("TOLLGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))
+        .env(
+            "TOLLGATE_STORE",
+            format!("sqlite://{}", store.path().join("store.db").display()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -261,9 +267,29 @@ fn the_readme_quickstart_curl_works_against_the_shipped_quickstart_config() {
         ])
         .output()
         .unwrap();
+    // The console the README points at answers, and its API takes the demo token.
+    let console = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{admin_port}/")])
+        .output()
+        .unwrap();
+    let catalog = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Authorization: Bearer demo-admin-token",
+            &format!("http://127.0.0.1:{admin_port}/admin/v1/catalog"),
+        ])
+        .output()
+        .unwrap();
     signal(child.id(), "-TERM");
     let _ = child.wait();
     assert!(ready, "the quickstart gateway did not come up");
+    assert!(String::from_utf8_lossy(&console.stdout).contains("Tollgate console"));
+    assert!(
+        String::from_utf8_lossy(&catalog.stdout).contains("\"echo\""),
+        "{}",
+        String::from_utf8_lossy(&catalog.stdout)
+    );
     let reply: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(reply["choices"][0]["message"]["content"], "Hello, gateway");
