@@ -247,17 +247,38 @@ impl OpenAiProvider {
         idle: std::time::Duration,
     ) -> Result<Complete, GatewayError> {
         let body = self.http.read_body(response, limit, idle).await?;
-        #[derive(Deserialize)]
-        struct UsagePeek {
-            usage: Option<WireUsage>,
-        }
-        let usage = serde_json::from_slice::<UsagePeek>(&body)
-            .map_err(|_| self.http.protocol_error("the response is not JSON"))?;
+        let usage = answer_usage(&body)
+            .ok_or_else(|| self.http.protocol_error("the response is not JSON"))?;
         Ok(Complete {
             body,
-            usage: usage.usage.map(Usage::from),
+            usage: usage.map(Usage::from),
         })
     }
+}
+
+/// The usage of a whole chat answer. It stands last in the answers of OpenAI, vLLM, Ollama and
+/// llama.cpp, so it is read where the last `"usage":` stands (those bytes cannot occur inside
+/// a JSON string, where the quotes would be escaped) and the rest is passed through unparsed.
+/// An answer written another way, or without usage, is parsed whole, which also refuses one
+/// that is not JSON (`None`).
+fn answer_usage(body: &[u8]) -> Option<Option<WireUsage>> {
+    use memchr::memmem::FinderRev;
+    use std::sync::LazyLock;
+    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\":"));
+    let looks_like_object = body.trim_ascii().first() == Some(&b'{');
+    if looks_like_object && let Some(at) = USAGE.rfind(body) {
+        let mut de = serde_json::Deserializer::from_slice(&body[at + USAGE.needle().len()..]);
+        if let Ok(Some(usage)) = Option::<WireUsage>::deserialize(&mut de) {
+            return Some(Some(usage));
+        }
+    }
+    #[derive(Deserialize)]
+    struct UsagePeek {
+        usage: Option<WireUsage>,
+    }
+    serde_json::from_slice::<UsagePeek>(body)
+        .ok()
+        .map(|peek| peek.usage)
 }
 
 fn endpoint(base: &url::Url, segments: &[&str]) -> Result<url::Url, String> {
@@ -492,6 +513,18 @@ fn peek_chunk(data: String) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_usage_of_a_whole_answer_is_read_where_it_stands() {
+        let answer = br#"{"id":"c1","choices":[{"message":{"content":"say \"usage\": 99"}}],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+        let usage = answer_usage(answer).unwrap().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 3));
+        // Written with spaces, or with usage first: parsed whole, same result.
+        let spaced = br#"{"usage" : {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}, "choices": []}"#;
+        assert_eq!(answer_usage(spaced).unwrap().unwrap().completion_tokens, 2);
+        assert!(answer_usage(br#"{"choices":[]}"#).unwrap().is_none());
+        assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
+    }
 
     #[test]
     fn peeks_usage_and_output() {
