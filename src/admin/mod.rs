@@ -147,7 +147,16 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, kind, code) = self.status_and_code();
         let body = json!({"error": {"message": self.to_string(), "type": kind, "code": code}});
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(self, AdminError::TooLarge(_)) {
+            // The rest of the body was not read: this connection ends with the answer, and
+            // says so, so that the client does not send its next request into it.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
