@@ -133,7 +133,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Ok(Reply::Streaming(response)) => (response, false),
         Err(error) => {
             exchange.fail(&error);
-            (dialect.error_response(error), true)
+            let unread_body = matches!(
+                error,
+                GatewayError::BodyTooLarge { .. } | GatewayError::BodyTimeout(_)
+            );
+            let mut response = dialect.error_response(error);
+            if unread_body {
+                // The rest of the request body was never read: the connection ends with this
+                // answer, and says so, so that the client opens a new one for its next request.
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            (response, true)
         }
     };
     if log_now {
