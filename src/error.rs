@@ -246,6 +246,15 @@ fn upstream_status_for_client(status: u16) -> StatusCode {
     }
 }
 
+/// Marks `response` as the last on its connection (`Connection: close`): for answers given
+/// before the request body was read whole, so that the client sends its next request on a
+/// new connection rather than into one that is being closed.
+pub fn close_connection(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();

@@ -122,12 +122,9 @@ impl AppState {
         if next.listen != current.listen {
             tracing::warn!("`listen` changed: the new addresses take effect only after a restart");
         }
-        if file.config.store != sources.file.config.store
-            || file.config.admin != sources.file.config.admin
-        {
-            tracing::warn!(
-                "`store` or `admin` changed: the new settings take effect only after a restart"
-            );
+        // (`admin` is compiled into the snapshot and reloads with it; the store does not.)
+        if file.config.store != sources.file.config.store {
+            tracing::warn!("`store` changed: the new store is used only after a restart");
         }
         sources.file = file;
         retire(self.snapshot.swap(Arc::new(next)));

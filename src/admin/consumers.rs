@@ -76,7 +76,10 @@ pub async fn create(
     check_name(&name)?;
     let spec: ConsumerSpec = from_value(Value::Object(fields))?;
     let snapshot = state.snapshot();
-    if snapshot.has_consumer(&name) && !snapshot.is_store_consumer(&name) {
+    if snapshot
+        .consumer_by_name(&name)
+        .is_some_and(|c| !c.from_store)
+    {
         return Err(AdminError::Conflict(format!(
             "consumer {name:?} is defined in the config file"
         )));

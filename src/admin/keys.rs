@@ -253,7 +253,10 @@ fn shown(snapshot: &Snapshot, record: &KeyRecord) -> Value {
             .filter(|t| *t > 0)
             .max(record.last_used_at);
         if let Some(t) = seen {
-            object.insert("last_used_at".into(), json!(rfc3339(t)));
+            object.insert(
+                "last_used_at".into(),
+                json!(crate::telemetry::clock::rfc3339_of_unix_ms(t)),
+            );
         }
     }
     value
@@ -347,10 +350,4 @@ fn timestamp(field: &str, text: &str) -> Result<i64, AdminError> {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
-}
-
-pub(super) fn rfc3339(ms: i64) -> String {
-    crate::telemetry::clock::rfc3339_millis(
-        UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    )
 }

@@ -149,12 +149,7 @@ impl IntoResponse for AdminError {
         let body = json!({"error": {"message": self.to_string(), "type": kind, "code": code}});
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(self, AdminError::TooLarge(_)) {
-            // The rest of the body was not read: this connection ends with the answer, and
-            // says so, so that the client does not send its next request into it.
-            response.headers_mut().insert(
-                header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
+            crate::error::close_connection(&mut response);
         }
         response
     }

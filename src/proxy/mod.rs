@@ -139,12 +139,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             );
             let mut response = dialect.error_response(error);
             if unread_body {
-                // The rest of the request body was never read: the connection ends with this
-                // answer, and says so, so that the client opens a new one for its next request.
-                response.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
+                crate::error::close_connection(&mut response);
             }
             (response, true)
         }

@@ -189,11 +189,6 @@ impl Snapshot {
         self.managed_keys.values()
     }
 
-    /// Whether the consumer of this name is kept in the store (not in the config file).
-    pub fn is_store_consumer(&self, name: &str) -> bool {
-        self.consumer_names.get(name).is_some_and(|c| c.from_store)
-    }
-
     pub fn consumer_by_name(&self, name: &str) -> Option<&Arc<Consumer>> {
         self.consumer_names.get(name)
     }
@@ -212,11 +207,6 @@ impl Snapshot {
 
     pub fn has_group(&self, group: &str) -> bool {
         self.group_models.contains_key(group)
-    }
-
-    /// Whether a consumer of this name comes from the config file or the store.
-    pub fn has_consumer(&self, name: &str) -> bool {
-        self.consumer_names.contains_key(name)
     }
 
     pub fn consumer_by_custom_id(&self, id: &str) -> Option<Arc<Consumer>> {

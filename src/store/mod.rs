@@ -132,10 +132,6 @@ impl Store {
         (!file.is_empty() && !file.starts_with(':')).then(|| file.into())
     }
 
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     /// The latest revision written.
     pub async fn revision(&self) -> Result<i64, StoreError> {
         Ok(

@@ -207,13 +207,7 @@ pub fn now_ms() -> i64 {
 
 /// Times are kept as Unix ms and shown as RFC 3339.
 mod times {
-    use std::time::{Duration, UNIX_EPOCH};
-
-    fn text(ms: i64) -> String {
-        crate::telemetry::clock::rfc3339_millis(
-            UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-        )
-    }
+    use crate::telemetry::clock::rfc3339_of_unix_ms as text;
 
     pub fn one<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&text(*ms))

@@ -10,6 +10,11 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
+/// [`rfc3339_millis`] of a time kept as Unix milliseconds (the store's times).
+pub fn rfc3339_of_unix_ms(ms: i64) -> String {
+    rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
 /// `2026-12-04T18:45:12.123Z`, as `humantime::format_rfc3339_millis` writes it.
 pub fn rfc3339_millis(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
