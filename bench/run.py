@@ -3,7 +3,9 @@ itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the
 at 1 connection, CPU microseconds per request of the proxy process, instructions per request
 (valgrind callgrind: repeatable on a noisy shared machine), and peak RSS; streaming (20
 chunks), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
-the same run. Started by bench/run.sh, which installs and builds what is missing."""
+the same run. Then the console's admin calls over a full request ring of 10,000 consumers
+(`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
+builds what is missing."""
 import json
 import os
 import re
@@ -229,7 +231,9 @@ def main():
     p1m.terminate()
 
     store_1m = store_million(up)
+    console = console_load(up)
     report(results, ir, start_s, rss_1m, one_m, store_1m)
+    report_console(console)
 
 
 def store_million(up):
@@ -270,6 +274,122 @@ def store_million(up):
     stored = wrk(url, body(PROMPT), 16, pid=p.pid, key="tg_bench-0500-0500-0123456789abcdef")
     p.terminate()
     return {"start_s": start_s, "rss": rss, "run": stored}
+
+
+ROTATING_LUA = WORK / "rotating.lua"
+ROTATING_LUA.write_text("""
+local f = io.open(os.getenv("BODY_FILE"), "rb"); local body = f:read("*a"); f:close()
+local n = tonumber(os.getenv("KEYS"))
+request = function()
+  local key = string.format("tg_console-%05d-0123456789abcdef", math.random(0, n - 1))
+  return wrk.format("POST", nil, {["Host"] = wrk.host, ["content-type"] = "application/json",
+    ["authorization"] = "Bearer " .. key}, body)
+end
+""")
+
+
+def console_load(up):
+    """The console's queries over a full request ring (about 100,000 requests from 10,000
+    consumers kept in the store): the time of each admin call (median and max of 10), and the
+    proxy's p99 alone and while the day's overview is asked for in a loop."""
+    import hashlib
+    import sqlite3
+    import statistics
+    import threading
+    consumers = 10_000
+    db = WORK / "store-console.db"
+    for f in WORK.glob("store-console.db*"):
+        f.unlink()
+    cfg = WORK / "gw-console.yaml"
+    token = "bench-admin-token-0123456789"
+    gateway_config(cfg, up, 18195, 18196, f'store: "sqlite://{db}"\nadmin: {{tokens: {{bench: {token}}}}}')
+    cfg.write_text(cfg.read_text().replace('status: "127.0.0.1:18196"', 'status: "127.0.0.1:18196", admin: "127.0.0.1:18197"'))
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http("http://127.0.0.1:18196/ready")
+    p.terminate()
+    p.wait()
+    con = sqlite3.connect(db)
+    now = int(time.time() * 1000)
+    con.executemany("INSERT INTO tollgate_consumers (name, spec, created_at, updated_at, revision) VALUES (?, ?, ?, ?, 1)",
+                    ((f"s{c:05d}", '{"models": "*"}', now, now) for c in range(consumers)))
+    con.executemany("INSERT INTO tollgate_keys (id, consumer, prefix, digest, spec, created_at, revision) VALUES (?, ?, ?, ?, ?, ?, 1)",
+                    ((f"key_{c:05d}", f"s{c:05d}", "tg_console", hashlib.sha256(f"tg_console-{c:05d}-0123456789abcdef".encode()).hexdigest(), "{}", now)
+                     for c in range(consumers)))
+    con.execute("UPDATE tollgate_revision SET revision = 1")
+    con.commit()
+    con.close()
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http("http://127.0.0.1:18196/ready", timeout=300)
+    url = "http://127.0.0.1:18195/ai/v1/chat/completions"
+    body_file = WORK / "console-body.json"
+    body_file.write_text(body(PROMPT))
+    env = {**os.environ, "BODY_FILE": str(body_file), "KEYS": str(consumers)}
+
+    def admin(path):
+        req = urllib.request.Request(f"http://127.0.0.1:18197/admin/v1{path}", headers={"authorization": f"Bearer {token}"})
+        started = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=60) as r:
+            data = r.read()
+        return (time.perf_counter() - started) * 1000, len(data)
+
+    # Fill the ring: 110,000 requests spread over the 10,000 consumers' keys.
+    sent = 0
+    while sent < 110_000:
+        out = subprocess.run(["wrk", "-t2", "-c16", "-d5s", "-s", str(ROTATING_LUA), url], env=env,
+                             capture_output=True, text=True).stdout
+        sent += int(re.search(r"(\d+) requests in", out).group(1))
+    calls = {
+        "overview, last hour": "/overview?window=1h",
+        "overview, last day": "/overview?window=1d",
+        "logs, first page (100)": "/logs?limit=100",
+        "logs, one consumer": "/logs?limit=100&consumer=s04242",
+        "usage per day, first page": "/usage/daily?limit=100",
+        "usage per day, CSV (every row)": "/usage/daily?format=csv",
+        "consumers, first page": "/directory?limit=100",
+        "consumers, search": "/directory?limit=100&q=s0999",
+    }
+    timings = {}
+    for label, path in calls.items():
+        runs = [admin(path) for _ in range(10)]
+        times = sorted(t for t, _ in runs)
+        timings[label] = (statistics.median(times), times[-1], runs[0][1])
+    alone = wrk_rotating(url, env)
+    stop = threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            admin("/overview?window=1d")
+    t = threading.Thread(target=hammer)
+    t.start()
+    loaded = wrk_rotating(url, env)
+    stop.set()
+    t.join()
+    kept = json.loads(urllib.request.urlopen(urllib.request.Request(
+        "http://127.0.0.1:18197/admin/v1/overview?window=1d", headers={"authorization": f"Bearer {token}"})).read())
+    rss = peak_rss_mib(p.pid)
+    p.terminate()
+    return {"timings": timings, "alone": alone, "loaded": loaded, "kept": kept["total"]["requests"],
+            "consumers": kept["consumers_total"], "rss": rss}
+
+
+def wrk_rotating(url, env):
+    out = subprocess.run(["wrk", "-t2", "-c4", "-d5s", "--latency", "-s", str(ROTATING_LUA), url], env=env,
+                         capture_output=True, text=True).stdout
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+            "p99": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))}
+
+
+def report_console(c):
+    print(f"\nconsole over {c['kept']:,} kept requests from {c['consumers']:,} consumers (10,000 in the store), "
+          f"peak RSS {c['rss']:.0f} MiB:\n")
+    print("| admin call | median ms | max ms (of 10) | bytes |")
+    print("|---|---:|---:|---:|")
+    for label, (median, worst, size) in c["timings"].items():
+        print(f"| {label} | {median:.1f} | {worst:.1f} | {size:,} |")
+    a, l = c["alone"], c["loaded"]
+    print(f"\nproxy at c=4 alone: {a['rps']:,.0f} req/s, p50 {a['p50']:.2f} ms, p99 {a['p99']:.2f} ms; "
+          f"while the day's overview is asked for in a loop: {l['rps']:,.0f} req/s, p50 {l['p50']:.2f} ms, p99 {l['p99']:.2f} ms")
 
 
 def report(r, ir, start_s, rss_1m, one_m, store_1m):
@@ -319,9 +439,17 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
         print(f"\nnon-2xx answers in: {failed}")
 
 
+def console_only():
+    """`python3 bench/run.py console`: only the console's load check."""
+    up = 19993
+    start([str(REL / "examples" / "mock-upstream"), f"127.0.0.1:{up}"])
+    wait_http(f"http://127.0.0.1:{up}/")
+    report_console(console_load(up))
+
+
 if __name__ == "__main__":
     try:
-        main()
+        console_only() if sys.argv[1:] == ["console"] else main()
     finally:
         for p in PROCS:
             if p.poll() is None:

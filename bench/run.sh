@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh                 # 8 s per scenario
 #   DURATION=20s bash bench/run.sh
+#   bash bench/run.sh console        # only the console over a full request ring
 #
 # Installs nginx, wrk and valgrind from Debian's packages when missing.
 set -euo pipefail
@@ -17,4 +18,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 cargo build --release --quiet --bin tollgate --example mock-upstream
-exec python3 bench/run.py
+exec python3 bench/run.py "$@"

@@ -38,6 +38,8 @@ pub struct AppState {
     pub store: Option<Arc<StoreSync>>,
     /// The latest requests, for the admin API (only when it is on).
     pub recent: Option<crate::telemetry::recent::RecentRequests>,
+    /// The console's browser sessions (OIDC sign-in).
+    pub console_sessions: crate::admin::ConsoleSessions,
 }
 
 pub(crate) struct Sources {

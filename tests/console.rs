@@ -5,38 +5,15 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 use support::{GatewayProcess, client};
 
 const ADMIN_TOKEN: &str = "console-admin-token";
 
-/// Whether node, the test's npm packages and Chromium are there; with `CI` set, their absence
-/// fails the test.
-fn browser_available() -> bool {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let package = dir.join("node_modules/playwright-core").exists();
-    let chromium =
-        Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some();
-    if node && package && chromium {
-        return true;
-    }
-    let why = "node, tests/console/node_modules or /usr/bin/chromium is missing (scripts/test.sh installs them)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    false
-}
-
 #[tokio::test]
 async fn the_console_in_a_browser() {
-    if !browser_available() {
+    if !support::browser_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

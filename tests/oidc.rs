@@ -42,11 +42,17 @@ fn provider_available() -> bool {
 }
 
 async fn start_provider(port: u16, keys: &Path, ttl: u64) -> Provider {
+    start_provider_with(port, keys, ttl, &[]).await
+}
+
+/// The provider with extra environment (`CONSOLE_REDIRECT` adds the console's client).
+async fn start_provider_with(port: u16, keys: &Path, ttl: u64, env: &[(&str, &str)]) -> Provider {
     let child = Command::new("node")
         .arg(oidc_dir().join("provider.mjs"))
         .arg(port.to_string())
         .arg(keys)
         .env("TOKEN_TTL", ttl.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -372,4 +378,71 @@ groups: {{admins: {{models: "*"}}}}
     assert_eq!(refused["error"]["code"], "not_admin");
     let (_, audit) = call("/audit", &admin, None).await;
     assert_eq!(audit["data"][0]["actor"], "oidc:admin");
+}
+
+/// The console's browser sign-in through the provider (authorization code with PKCE, the
+/// gateway exchanging the code), driven in Chromium by tests/console/oidc-sign-in.test.mjs.
+#[tokio::test]
+async fn the_console_signs_in_through_the_provider_in_a_browser() {
+    if !provider_available() || !support::browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let provider_port = free_port();
+    let store = format!("sqlite://{}", dir.path().join("store.db").display());
+    // The gateway first: the provider must know the console's callback address.
+    let node = support::GatewayProcess::start_with_admin_env(
+        &format!(
+            r#"
+store: "{store}"
+admin:
+  oidc_group: admins
+  console_sign_in:
+    client_id: console
+    client_secret: ${{CONSOLE_SECRET}}
+    scopes: [openid, profile, groups]
+auth:
+  oidc:
+    issuer: "http://127.0.0.1:{provider_port}"
+    audiences: ["{AUDIENCE}"]
+    groups_claim: groups
+    min_refresh_interval: 200ms
+providers: {{demo: {{type: mock}}}}
+models: {{m1: {{provider: demo}}}}
+routes: {{ai: {{}}}}
+"#
+        ),
+        &[("CONSOLE_SECRET", "console-secret")],
+    )
+    .await;
+    let admin = format!("http://{}", node.admin_addr);
+    let _op = start_provider_with(
+        provider_port,
+        &dir.path().join("keys.json"),
+        300,
+        &[(
+            "CONSOLE_REDIRECT",
+            &format!("{admin}/console/oidc/callback"),
+        )],
+    )
+    .await;
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/oidc-sign-in.test.mjs"))
+        .args([
+            admin.as_str(),
+            &format!("http://127.0.0.1:{provider_port}"),
+            shots.to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
 }

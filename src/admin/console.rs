@@ -7,7 +7,7 @@
 //! The page itself (`console/`) is plain HTML, CSS and JavaScript embedded in the binary: no
 //! build step, no run-time Node, nothing fetched from outside the gateway.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::{Admin, AdminError, page_limit};
 use crate::state::AppState;
 use crate::store::now_ms;
-use crate::telemetry::recent::{RecentRequest, Sums};
+use crate::telemetry::recent::{RecentRequest, RecentView, Sums};
 
 /// The console's files, embedded at build time.
 const FILES: [(&str, &str, &str); 3] = [
@@ -98,6 +98,9 @@ impl Tally {
     }
 }
 
+/// How many consumers the overview lists (the busiest); the rest are counted.
+const CONSUMERS_SHOWN: usize = 100;
+
 /// Totals, per model, per consumer, and requests and errors over time, for the window.
 pub async fn overview(
     _admin: Admin,
@@ -108,69 +111,65 @@ pub async fn overview(
     let window_ms = i64::try_from(window.as_millis())
         .unwrap_or(i64::MAX / 2)
         .max(60_000);
-    let now = now_ms();
-    let since = now - window_ms;
-    // 60 buckets over the window.
-    let bucket_ms = (window_ms / 60).max(1000);
     let Some(recent) = &state.recent else {
         return Err(AdminError::NotFound(
             "the console needs the admin listener".into(),
         ));
     };
-    type Acc = (
-        Tally,
-        BTreeMap<String, Tally>,
-        BTreeMap<String, Tally>,
-        Vec<(u64, u64)>,
-    );
-    let (total, models, consumers, series) = recent.fold_since(
-        since,
-        (
-            Tally::default(),
-            BTreeMap::new(),
-            BTreeMap::new(),
-            vec![(0, 0); 60],
-        ),
-        |(mut total, mut models, mut consumers, mut series): Acc, r| {
-            total.add(r);
-            models
-                .entry(r.model.clone().unwrap_or_else(|| "(none)".into()))
-                .or_default()
-                .add(r);
-            consumers
-                .entry(
-                    r.consumer
-                        .clone()
-                        .unwrap_or_else(|| "(unauthenticated)".into()),
-                )
-                .or_default()
-                .add(r);
-            let i = (((r.at_ms - since) / bucket_ms).max(0) as usize).min(59);
-            series[i].0 += 1;
-            series[i].1 += u64::from(r.status >= 400);
-            (total, models, consumers, series)
-        },
-    );
-    let per = |m: BTreeMap<String, Tally>, key: &str| -> Vec<Value> {
-        m.into_iter()
-            .map(|(name, t)| {
-                let mut v = t.report();
-                v[key] = json!(name);
-                v
-            })
-            .collect()
+    let view = recent.view();
+    let body = super::off_workers(move || overview_of(&view, now_ms(), window_ms)).await?;
+    Ok(axum::Json(body).into_response())
+}
+
+fn overview_of(view: &RecentView, now: i64, window_ms: i64) -> Value {
+    let since = now - window_ms;
+    // 60 buckets over the window.
+    let bucket_ms = (window_ms / 60).max(1000);
+    let mut total = Tally::default();
+    let mut models: HashMap<&str, Tally> = HashMap::new();
+    let mut consumers: HashMap<&str, Tally> = HashMap::new();
+    let mut series = [(0u64, 0u64); 60];
+    view.fold_since(since, (), |(), r| {
+        total.add(r);
+        models
+            .entry(r.model.as_deref().unwrap_or("(none)"))
+            .or_default()
+            .add(r);
+        consumers
+            .entry(r.consumer.as_deref().unwrap_or("(unauthenticated)"))
+            .or_default()
+            .add(r);
+        let i = (((r.at_ms - since) / bucket_ms).max(0) as usize).min(59);
+        series[i].0 += 1;
+        series[i].1 += u64::from(r.status >= 400);
+    });
+    let report = |(name, t): (&str, Tally), key: &str| -> Value {
+        let mut v = t.report();
+        v[key] = json!(name);
+        v
     };
-    Ok(axum::Json(json!({
+    let mut models: Vec<(&str, Tally)> = models.into_iter().collect();
+    models.sort_unstable_by_key(|(name, _)| *name);
+    let consumers_total = consumers.len();
+    let mut consumers: Vec<(&str, Tally)> = consumers.into_iter().collect();
+    consumers.sort_unstable_by(|a, b| {
+        b.1.sums
+            .requests
+            .cmp(&a.1.sums.requests)
+            .then_with(|| a.0.cmp(b.0))
+    });
+    consumers.truncate(CONSUMERS_SHOWN);
+    json!({
         "window_seconds": window_ms / 1000,
         "since": since,
         "bucket_seconds": bucket_ms / 1000,
         "total": total.report(),
-        "models": per(models, "model"),
-        "consumers": per(consumers, "consumer"),
+        "models": models.into_iter().map(|m| report(m, "model")).collect::<Vec<_>>(),
+        "consumers": consumers.into_iter().map(|c| report(c, "consumer")).collect::<Vec<_>>(),
+        "consumers_total": consumers_total,
         "series": series.iter().map(|(n, e)| json!({"requests": n, "errors": e})).collect::<Vec<_>>(),
         "kept": crate::telemetry::recent::CAPACITY,
-    }))
-    .into_response())
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,15 +201,19 @@ pub async fn logs(
     let Some(recent) = &state.recent else {
         return Ok(axum::Json(json!({"data": [], "next": null})).into_response());
     };
-    let page = recent.page(q.before.unwrap_or(u64::MAX), limit, |r| {
-        q.consumer
-            .as_ref()
-            .is_none_or(|c| r.consumer.as_ref() == Some(c))
-            && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
-            && status
+    let view = recent.view();
+    let page = super::off_workers(move || {
+        view.page(q.before.unwrap_or(u64::MAX), limit, |r| {
+            q.consumer
                 .as_ref()
-                .is_none_or(|(lo, hi)| (*lo..=*hi).contains(&r.status))
-    });
+                .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
+                && status
+                    .as_ref()
+                    .is_none_or(|(lo, hi)| (*lo..=*hi).contains(&r.status))
+        })
+    })
+    .await?;
     let next = (page.len() == limit)
         .then(|| page.last().map(|r| r.seq))
         .flatten();
@@ -233,10 +236,18 @@ fn status_filter(text: &str) -> Result<(u16, u16), AdminError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
-    /// `json` (default) or `csv`.
+    /// `json` (default) or `csv` (every row, for export).
     #[serde(default)]
     format: Option<String>,
+    /// Rows of a JSON page (1..=1000, default 100), newest day first.
+    #[serde(default)]
+    limit: Option<i64>,
+    /// Rows to skip (the `next_offset` of the previous page).
+    #[serde(default)]
+    offset: Option<usize>,
 }
+
+type DayRow = (String, String, String, String);
 
 /// Requests, tokens and cost per day, consumer, key and model over the kept requests.
 pub async fn usage_by_day(
@@ -244,69 +255,94 @@ pub async fn usage_by_day(
     State(state): State<Arc<AppState>>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, AdminError> {
-    let Some(recent) = &state.recent else {
-        return Ok(axum::Json(json!({"data": []})).into_response());
+    let csv = match q.format.as_deref().unwrap_or("json") {
+        "csv" => true,
+        "json" => false,
+        other => {
+            return Err(AdminError::Invalid(format!(
+                "format: {other:?} is not json or csv"
+            )));
+        }
     };
-    type Row = (String, String, String, String);
-    let rows: BTreeMap<Row, Sums> = recent.fold_since(i64::MIN, BTreeMap::new(), |mut m, r| {
-        m.entry((
-            r.time.get(..10).unwrap_or_default().to_owned(),
-            r.consumer.clone().unwrap_or_default(),
-            r.key_id.clone().unwrap_or_default(),
-            r.model.clone().unwrap_or_default(),
-        ))
-        .or_default()
-        .add(r);
-        m
-    });
-    match q.format.as_deref().unwrap_or("json") {
-        "csv" => {
-            let mut csv = String::from(
-                "day,consumer,key,model,requests,errors,prompt_tokens,completion_tokens,cost_usd\n",
-            );
-            for ((day, consumer, key, model), t) in &rows {
-                csv.push_str(&format!(
-                    "{day},{},{},{},{},{},{},{},{:.6}\n",
-                    csv_field(consumer),
-                    csv_field(key),
-                    csv_field(model),
-                    t.requests,
-                    t.errors,
-                    t.prompt_tokens,
-                    t.completion_tokens,
-                    t.cost_usd
-                ));
-            }
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        "attachment; filename=\"tollgate-usage.csv\"",
-                    ),
-                ],
-                csv,
-            )
-                .into_response())
-        }
-        "json" => {
-            let data: Vec<Value> = rows
-                .into_iter()
-                .map(|((day, consumer, key, model), t)| {
-                    let mut row = json!(t);
-                    row["day"] = json!(day);
-                    row["consumer"] = json!(consumer);
-                    row["key"] = json!(key);
-                    row["model"] = json!(model);
-                    row
-                })
-                .collect();
-            Ok(axum::Json(json!({"data": data})).into_response())
-        }
-        other => Err(AdminError::Invalid(format!(
-            "format: {other:?} is not json or csv"
-        ))),
+    let limit = page_limit(q.limit)? as usize;
+    let offset = q.offset.unwrap_or(0);
+    let Some(recent) = &state.recent else {
+        return Ok(axum::Json(json!({"data": [], "next_offset": null})).into_response());
+    };
+    let view = recent.view();
+    let rows = super::off_workers(move || {
+        let rows: HashMap<(&str, &str, &str, &str), Sums> =
+            view.fold_since(i64::MIN, HashMap::new(), |mut m, r| {
+                m.entry((
+                    r.time.get(..10).unwrap_or_default(),
+                    r.consumer.as_deref().unwrap_or_default(),
+                    r.key_id.as_deref().unwrap_or_default(),
+                    r.model.as_deref().unwrap_or_default(),
+                ))
+                .or_default()
+                .add(r);
+                m
+            });
+        let mut rows: Vec<(DayRow, Sums)> = rows
+            .into_iter()
+            .map(|((d, c, k, m), t)| ((d.into(), c.into(), k.into(), m.into()), t))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows
+    })
+    .await?;
+    if csv {
+        return Ok(usage_csv(&rows));
     }
+    let total = rows.len();
+    // Newest day first; within a day by consumer, key, model.
+    let mut days: Vec<&(DayRow, Sums)> = rows.iter().collect();
+    days.sort_by(|a, b| b.0.0.cmp(&a.0.0));
+    let data: Vec<Value> = days
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|((day, consumer, key, model), t)| {
+            let mut row = json!(t);
+            row["day"] = json!(day);
+            row["consumer"] = json!(consumer);
+            row["key"] = json!(key);
+            row["model"] = json!(model);
+            row
+        })
+        .collect();
+    let next = (offset + limit < total).then_some(offset + limit);
+    Ok(axum::Json(json!({"data": data, "total": total, "next_offset": next})).into_response())
+}
+
+fn usage_csv(rows: &[(DayRow, Sums)]) -> Response {
+    let mut csv = String::from(
+        "day,consumer,key,model,requests,errors,prompt_tokens,completion_tokens,cost_usd\n",
+    );
+    for ((day, consumer, key, model), t) in rows {
+        csv.push_str(&format!(
+            "{day},{},{},{},{},{},{},{},{:.6}\n",
+            csv_field(consumer),
+            csv_field(key),
+            csv_field(model),
+            t.requests,
+            t.errors,
+            t.prompt_tokens,
+            t.completion_tokens,
+            t.cost_usd
+        ));
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"tollgate-usage.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response()
 }
 
 /// A CSV field, quoted when it holds a comma, quote or line break.

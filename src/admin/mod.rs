@@ -11,7 +11,10 @@ pub mod client;
 mod console;
 mod consumers;
 mod keys;
+mod signin;
 mod views;
+
+pub use signin::{CALLBACK_PATH, ConsoleSessions};
 
 use std::sync::Arc;
 
@@ -60,6 +63,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/v1/playground", post(console::playground))
         .route("/admin/v1/catalog", get(console::catalog))
         .route("/admin/v1/directory", get(console::directory))
+        .route("/admin/v1/sign-in", get(signin::methods))
+        .route("/console/oidc/login", get(signin::login))
+        .route(CALLBACK_PATH, get(signin::callback))
+        .route("/console/oidc/sign-out", post(signin::sign_out))
         .route("/", get(|| console::asset(None)))
         .route("/console/{file}", get(|p| console::asset(Some(p))))
         .fallback(|| async { AdminError::NotFound("no such admin endpoint".into()) })
@@ -89,6 +96,8 @@ pub enum AdminError {
     NoStore,
     #[error("the store is unavailable, nothing was changed: {0}")]
     StoreDown(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl AdminError {
@@ -129,6 +138,11 @@ impl AdminError {
                 "api_error",
                 "store_unavailable",
             ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+            ),
         }
     }
 }
@@ -168,9 +182,23 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, AdminError> {
         let snapshot = state.snapshot();
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let authorization = parts.headers.get(header::AUTHORIZATION);
+        // The console signed in through the provider: its session cookie, with the header a
+        // cross-site form cannot send.
+        if authorization.is_none()
+            && snapshot.admin.console_sign_in.is_some()
+            && let Some(cookie) = signin::session_cookie(&parts.headers)
+        {
+            if !parts.headers.contains_key(signin::CONSOLE_HEADER) {
+                return Err(AdminError::MissingToken);
+            }
+            let actor = state
+                .console_sessions
+                .actor(cookie)
+                .ok_or(AdminError::InvalidToken)?;
+            return Ok(Admin { actor });
+        }
+        let token = authorization
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -240,6 +268,16 @@ async fn caught_up(state: &Arc<AppState>) {
     {
         tracing::warn!(error = %e, "an admin write is stored but not yet compiled in");
     }
+}
+
+/// Work over the request ring (it grows with the ring): on the blocking pool, never on the
+/// async workers.
+async fn off_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))
 }
 
 /// `?limit=` within 1..=1000 (default 100).

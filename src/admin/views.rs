@@ -118,37 +118,41 @@ pub async fn usage(
     let Some(recent) = &state.recent else {
         return Ok(axum::Json(json!({"totals": [], "requests": []})).into_response());
     };
-    let keep = |r: &crate::telemetry::recent::RecentRequest| {
-        q.consumer
-            .as_ref()
-            .is_none_or(|c| r.consumer.as_ref() == Some(c))
-            && q.key.as_ref().is_none_or(|k| r.key_id.as_ref() == Some(k))
-            && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
-    };
-    // Totals over every kept request, folded in place; only the listed ones are copied.
-    let totals: BTreeMap<(String, String), Sums> =
-        recent.fold_since(i64::MIN, BTreeMap::new(), |mut totals, r| {
-            if keep(r) {
+    let view = recent.view();
+    let (totals, requests) = super::off_workers(move || {
+        let keep = |r: &crate::telemetry::recent::RecentRequest| {
+            q.consumer
+                .as_ref()
+                .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                && q.key.as_ref().is_none_or(|k| r.key_id.as_ref() == Some(k))
+                && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
+        };
+        // Totals over every kept request; only the listed ones are copied.
+        let totals: BTreeMap<(&str, &str), Sums> =
+            view.fold_since(i64::MIN, BTreeMap::new(), |mut totals, r| {
+                if keep(r) {
+                    totals
+                        .entry((
+                            r.consumer.as_deref().unwrap_or_default(),
+                            r.model.as_deref().unwrap_or_default(),
+                        ))
+                        .or_default()
+                        .add(r);
+                }
                 totals
-                    .entry((
-                        r.consumer.clone().unwrap_or_default(),
-                        r.model.clone().unwrap_or_default(),
-                    ))
-                    .or_default()
-                    .add(r);
-            }
-            totals
-        });
-    let totals: Vec<Value> = totals
-        .into_iter()
-        .map(|((consumer, model), sums)| {
-            let mut row = json!(sums);
-            row["consumer"] = json!(consumer);
-            row["model"] = json!(model);
-            row
-        })
-        .collect();
-    let requests = recent.page(u64::MAX, limit, keep);
+            });
+        let totals: Vec<Value> = totals
+            .into_iter()
+            .map(|((consumer, model), sums)| {
+                let mut row = json!(sums);
+                row["consumer"] = json!(consumer);
+                row["model"] = json!(model);
+                row
+            })
+            .collect();
+        (totals, view.page(u64::MAX, limit, keep))
+    })
+    .await?;
     Ok(axum::Json(json!({"totals": totals, "requests": requests})).into_response())
 }
 

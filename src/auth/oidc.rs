@@ -42,6 +42,22 @@ pub enum TokenError {
     Claims(String),
 }
 
+/// The provider's endpoints for a browser sign-in.
+#[derive(Debug, Clone)]
+pub struct SignInEndpoints {
+    pub authorization: String,
+    pub token: String,
+}
+
+/// What an authorization-code exchange sends.
+pub struct CodeExchange<'a> {
+    pub code: &'a str,
+    pub code_verifier: &'a str,
+    pub redirect_uri: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: Option<&'a str>,
+}
+
 /// What a valid token says about its user.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -55,6 +71,8 @@ pub struct OidcVerifier {
     client: reqwest::Client,
     keys: ArcSwap<HashMap<String, (Algorithm, DecodingKey)>>,
     jwks_uri: Mutex<Option<String>>,
+    /// The browser sign-in endpoints, once discovered.
+    sign_in: Mutex<Option<SignInEndpoints>>,
     last_fetch: Mutex<Option<Instant>>,
     /// Serialises fetches, so a burst of unknown-key tokens makes one request.
     fetching: tokio::sync::Mutex<()>,
@@ -101,6 +119,7 @@ impl OidcVerifier {
                 .unwrap_or_default(),
             keys: ArcSwap::from_pointee(HashMap::new()),
             jwks_uri: Mutex::new(config.jwks_uri.clone()),
+            sign_in: Mutex::new(None),
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             fetch_errors: AtomicU64::new(0),
@@ -139,15 +158,9 @@ impl OidcVerifier {
         let jwks_uri = match known {
             Some(uri) => uri,
             None => {
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.config.issuer.trim_end_matches('/')
-                );
-                let doc: Value = self.get_json(&url).await?;
-                if doc.get("issuer").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
-                    return Err("the discovery document names another issuer".into());
-                }
-                let uri = doc
+                let uri = self
+                    .discovery()
+                    .await?
                     .get("jwks_uri")
                     .and_then(Value::as_str)
                     .ok_or("no jwks_uri in the discovery document")?
@@ -181,6 +194,91 @@ impl OidcVerifier {
         Ok(())
     }
 
+    /// The provider's discovery document, checked to name this issuer.
+    async fn discovery(&self) -> Result<Value, String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
+        let doc: Value = self.get_json(&url).await?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(self.config.issuer.as_str()) {
+            return Err("the discovery document names another issuer".into());
+        }
+        Ok(doc)
+    }
+
+    /// Where a browser signs in and where its code is exchanged, from the discovery document
+    /// (fetched once, then kept).
+    pub async fn sign_in_endpoints(&self) -> Result<SignInEndpoints, String> {
+        if let Some(known) = self
+            .sign_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(known);
+        }
+        let doc = self.discovery().await?;
+        let field = |name: &str| {
+            doc.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {name} in the discovery document"))
+        };
+        let endpoints = SignInEndpoints {
+            authorization: field("authorization_endpoint")?,
+            token: field("token_endpoint")?,
+        };
+        *self.sign_in.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoints.clone());
+        Ok(endpoints)
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for the provider's tokens and
+    /// returns the ID token. A confidential client authenticates with HTTP Basic.
+    pub async fn exchange_code(&self, exchange: CodeExchange<'_>) -> Result<String, String> {
+        let endpoints = self.sign_in_endpoints().await?;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", exchange.code)
+            .append_pair("redirect_uri", exchange.redirect_uri)
+            .append_pair("code_verifier", exchange.code_verifier)
+            .append_pair("client_id", exchange.client_id)
+            .finish();
+        let mut request = self
+            .client
+            .post(&endpoints.token)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form);
+        if let Some(secret) = exchange.client_secret {
+            // RFC 6749 2.3.1: both parts form-encoded before Basic.
+            let encode =
+                |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            request = request.basic_auth(encode(exchange.client_id), Some(encode(secret)));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("token endpoint: {e}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|e| format!("token endpoint: {e}"))?;
+        if !status.is_success() {
+            let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
+            return Err(format!("token endpoint: HTTP {status} ({error})"));
+        }
+        body.get("id_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                "the token endpoint returned no id_token (is `openid` in the scopes?)".into()
+            })
+    }
+
     async fn get_json(&self, url: &str) -> Result<Value, String> {
         let resp = self
             .client
@@ -202,7 +300,19 @@ impl OidcVerifier {
             .is_none_or(|t| t.elapsed() >= self.config.min_refresh_interval)
     }
 
+    /// An access token: for one of the configured audiences.
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        self.verify_for(token, &self.config.audiences)
+            .await
+            .map(|(identity, _)| identity)
+    }
+
+    /// A token for one of `audiences` (an ID token: the client id), with all its claims.
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<(Identity, Map<String, Value>), TokenError> {
         // The header's `alg` as written, so `none` (which the JWT library cannot even parse)
         // is refused by name.
         let alg = raw_alg(token).ok_or(TokenError::Malformed)?;
@@ -237,7 +347,7 @@ impl OidcVerifier {
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&self.config.audiences);
+        validation.set_audience(audiences);
         validation.required_spec_claims = ["exp", "iss", "aud"]
             .map(String::from)
             .into_iter()
@@ -270,7 +380,7 @@ impl OidcVerifier {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Identity { username, groups })
+        Ok((Identity { username, groups }, claims))
     }
 }
 

@@ -129,6 +129,7 @@ impl Gateway {
             recent: admin
                 .is_some()
                 .then(crate::telemetry::recent::RecentRequests::default),
+            console_sessions: Default::default(),
             sources: std::sync::Mutex::new(crate::state::Sources {
                 file: source,
                 store: Default::default(),

@@ -119,6 +119,8 @@ pub struct Snapshot {
 pub struct AdminAccess {
     pub tokens: HashMap<KeyDigest, String>,
     pub oidc_group: Option<String>,
+    /// The console's browser sign-in through the OIDC provider.
+    pub console_sign_in: Option<crate::config::ConsoleSignInConfig>,
     pub max_body: u64,
 }
 

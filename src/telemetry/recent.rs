@@ -3,14 +3,15 @@
 //! admin API is on.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::telemetry::request_log::RequestRecord;
 
-/// How many requests are kept (about 25 MB at most), and how many of them keep their
-/// payloads (only routes with payload logging have any).
+/// How many requests are kept at most (about 25 MB; the oldest dropped a chunk of 1,024 at a
+/// time, so between CAPACITY - 2,048 and CAPACITY are there once it is full), and
+/// how many of them keep their payloads (only routes with payload logging have any).
 pub const CAPACITY: usize = 100_000;
 pub const PAYLOADS: usize = 1_000;
 
@@ -43,17 +44,30 @@ pub struct RecentRequest {
     pub response_body: Option<std::sync::Arc<serde_json::Value>>,
 }
 
+/// The ring: sealed chunks of [`CHUNK`] records (never changed once sealed, shared with
+/// readers) and the chunk being filled. A reader takes a [`RecentView`] under the lock (a
+/// clone of the chunk list and of the open chunk: microseconds) and does its walk without it,
+/// so a console query over 100,000 records never holds up the requests being recorded.
 #[derive(Debug, Default)]
 pub struct RecentRequests {
     ring: Mutex<Ring>,
 }
 
+/// Records per sealed chunk.
+const CHUNK: usize = 1024;
+
+type Payload = (
+    Option<Arc<serde_json::Value>>,
+    Option<Arc<serde_json::Value>>,
+);
+
 #[derive(Debug, Default)]
 struct Ring {
-    entries: VecDeque<RecentRequest>,
+    sealed: VecDeque<Arc<[RecentRequest]>>,
+    open: Vec<RecentRequest>,
     next_seq: u64,
-    /// Entries holding payloads, oldest first (by seq).
-    with_payloads: VecDeque<u64>,
+    /// The payloads of the latest [`PAYLOADS`] records that have any, by seq (ascending).
+    payloads: VecDeque<(u64, Payload)>,
 }
 
 impl RecentRequests {
@@ -81,62 +95,94 @@ impl RecentRequests {
             latency_ms: r.latency_ms,
             stream: r.stream,
             endpoint: r.endpoint,
-            request_body: r.request_body.clone().map(std::sync::Arc::new),
-            response_body: r.response_body.clone().map(std::sync::Arc::new),
+            request_body: None,
+            response_body: None,
         };
-        let has_payload = entry.request_body.is_some() || entry.response_body.is_some();
+        let payload = (r.request_body.is_some() || r.response_body.is_some()).then(|| {
+            (
+                r.request_body.clone().map(Arc::new),
+                r.response_body.clone().map(Arc::new),
+            )
+        });
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         entry.seq = ring.next_seq;
         ring.next_seq += 1;
-        if ring.entries.len() == CAPACITY {
-            ring.entries.pop_front();
+        if let Some(payload) = payload {
+            if ring.payloads.len() == PAYLOADS {
+                ring.payloads.pop_front();
+            }
+            ring.payloads.push_back((entry.seq, payload));
         }
-        if has_payload {
-            ring.with_payloads.push_back(entry.seq);
-            if ring.with_payloads.len() > PAYLOADS
-                && let Some(oldest) = ring.with_payloads.pop_front()
-            {
-                let first = ring.entries.front().map_or(0, |e| e.seq);
-                if let Some(e) = oldest
-                    .checked_sub(first)
-                    .and_then(|i| ring.entries.get_mut(i as usize))
-                {
-                    e.request_body = None;
-                    e.response_body = None;
-                }
+        ring.open.push(entry);
+        if ring.open.len() == CHUNK {
+            let full: Arc<[RecentRequest]> = std::mem::take(&mut ring.open).into();
+            ring.sealed.push_back(full);
+            // Sealed plus a full open chunk stay within CAPACITY.
+            if (ring.sealed.len() + 1) * CHUNK > CAPACITY {
+                ring.sealed.pop_front();
             }
         }
-        ring.entries.push_back(entry);
     }
 
-    /// Up to `limit` kept requests older than `before` (a `seq`) that `keep` selects,
-    /// newest first. The lock is held for one walk over at most the ring, no copying of
-    /// what is not returned.
+    /// What is kept now, to walk without the lock.
+    pub fn view(&self) -> RecentView {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        RecentView {
+            sealed: ring.sealed.iter().cloned().collect(),
+            open: ring.open.clone(),
+            payloads: ring.payloads.iter().cloned().collect(),
+        }
+    }
+}
+
+/// The kept requests at one moment, oldest first. Walking it is work that grows with the
+/// ring: do it off the async workers.
+pub struct RecentView {
+    sealed: Vec<Arc<[RecentRequest]>>,
+    open: Vec<RecentRequest>,
+    payloads: Vec<(u64, Payload)>,
+}
+
+impl RecentView {
+    fn iter(&self) -> impl DoubleEndedIterator<Item = &RecentRequest> + '_ {
+        self.sealed
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .chain(self.open.iter())
+    }
+
+    /// Up to `limit` requests older than `before` (a `seq`) that `keep` selects, newest
+    /// first, with their payloads where kept.
     pub fn page(
         &self,
         before: u64,
         limit: usize,
         keep: impl Fn(&RecentRequest) -> bool,
     ) -> Vec<RecentRequest> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.entries
-            .iter()
+        self.iter()
             .rev()
             .filter(|r| r.seq < before && keep(r))
             .take(limit)
-            .cloned()
+            .map(|r| {
+                let mut r = r.clone();
+                if let Ok(i) = self.payloads.binary_search_by_key(&r.seq, |(seq, _)| *seq) {
+                    (r.request_body, r.response_body) = self.payloads[i].1.clone();
+                }
+                r
+            })
             .collect()
     }
 
-    /// Folds the kept requests that arrived since `since_ms` (oldest first) into `acc`.
-    pub fn fold_since<A>(&self, since_ms: i64, acc: A, f: impl FnMut(A, &RecentRequest) -> A) -> A {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+    /// Folds the requests that arrived since `since_ms` (oldest first) into `acc`.
+    pub fn fold_since<'a, A>(
+        &'a self,
+        since_ms: i64,
+        acc: A,
+        f: impl FnMut(A, &'a RecentRequest) -> A,
+    ) -> A {
         // Records arrive in completion order, so arrival times are only nearly sorted:
         // every entry is looked at.
-        ring.entries
-            .iter()
-            .filter(|r| r.at_ms >= since_ms)
-            .fold(acc, f)
+        self.iter().filter(|r| r.at_ms >= since_ms).fold(acc, f)
     }
 }
 
@@ -157,5 +203,49 @@ impl Sums {
         self.prompt_tokens += r.prompt_tokens.unwrap_or(0);
         self.completion_tokens += r.completion_tokens.unwrap_or(0);
         self.cost_usd += r.cost_usd.unwrap_or(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: usize, payload: bool) -> RequestRecord {
+        RequestRecord {
+            consumer: Some(format!("c{}", i % 7)),
+            status: 200,
+            prompt_tokens: Some(1),
+            request_body: payload.then(|| serde_json::json!({"n": i})),
+            ..Default::default()
+        }
+    }
+
+    /// The ring keeps about the latest CAPACITY requests (a chunk is dropped at a time),
+    /// pages newest first across chunks, and keeps payloads only for the latest PAYLOADS.
+    #[test]
+    fn keeps_the_latest_and_pages_across_chunks() {
+        let ring = RecentRequests::default();
+        let pushed = CAPACITY + 3 * CHUNK + 17;
+        for i in 0..pushed {
+            ring.push(&record(i, true));
+        }
+        let view = ring.view();
+        let kept = view.fold_since(i64::MIN, 0usize, |n, _| n + 1);
+        assert!(kept <= CAPACITY && kept > CAPACITY - 2 * CHUNK, "{kept}");
+        let newest = view.page(u64::MAX, 3, |_| true);
+        let seqs: Vec<u64> = newest.iter().map(|r| r.seq).collect();
+        let last = pushed as u64 - 1;
+        assert_eq!(seqs, [last, last - 1, last - 2]);
+        // A page that starts in the open chunk and ends in a sealed one.
+        let across = view.page(last - 10, 30, |r| r.consumer.as_deref() == Some("c0"));
+        assert!(across.iter().all(|r| r.seq < last - 10 && r.seq % 7 == 0));
+        assert!(across.windows(2).all(|w| w[0].seq > w[1].seq));
+        // Payloads: the latest PAYLOADS only.
+        let with = view.page(u64::MAX, PAYLOADS + 5, |_| true);
+        assert!(with[..PAYLOADS].iter().all(|r| r.request_body.is_some()));
+        assert!(with[PAYLOADS..].iter().all(|r| r.request_body.is_none()));
+        // Pushing on does not change a view already taken.
+        ring.push(&record(pushed, false));
+        assert_eq!(view.fold_since(i64::MIN, 0usize, |n, _| n + 1), kept);
     }
 }

@@ -1,5 +1,8 @@
 // A real OpenID Connect provider for Tollgate's tests: oidc-provider with client-credentials
 // clients (one per test user), JWT access tokens carrying `preferred_username` and `groups`.
+// With CONSOLE_REDIRECT set, also a `console` client for the authorization-code flow (PKCE,
+// secret `console-secret`) redirecting there, and oidc-provider's development sign-in page:
+// any login with any password, the user `admin` in the group `admins`.
 //
 //   node provider.mjs PORT KEYS_FILE [ISSUER_PATH]
 //
@@ -37,20 +40,52 @@ const users = {
   'stranger-client': { preferred_username: 'stranger', groups: [], alg: 'RS256' },
 };
 
+// Users of the browser sign-in, by login.
+const people = { admin: ['admins'], dev: [] };
+const consoleRedirect = process.env.CONSOLE_REDIRECT;
+
 const ttl = Number(process.env.TOKEN_TTL || 300);
 const provider = new Provider(issuer, {
-  clients: Object.keys(users).map((id) => ({
-    client_id: id,
-    client_secret: `${id}-secret`,
-    grant_types: ['client_credentials'],
-    redirect_uris: [],
-    response_types: [],
-    token_endpoint_auth_method: 'client_secret_post',
-  })),
+  clients: [
+    ...Object.keys(users).map((id) => ({
+      client_id: id,
+      client_secret: `${id}-secret`,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_post',
+    })),
+    ...(consoleRedirect
+      ? [{
+          client_id: 'console',
+          client_secret: 'console-secret',
+          grant_types: ['authorization_code'],
+          response_types: ['code'],
+          redirect_uris: [consoleRedirect],
+          token_endpoint_auth_method: 'client_secret_basic',
+        }]
+      : []),
+  ],
   jwks: keys(),
   scopes: ['api'],
+  claims: { openid: ['sub'], profile: ['preferred_username'], groups: ['groups'] },
+  // The ID token carries the user's claims (the console reads the groups from it).
+  conformIdTokenClaims: false,
+  findAccount: (ctx, sub) => ({
+    accountId: sub,
+    claims: () => ({ sub, preferred_username: sub, groups: people[sub] || [] }),
+  }),
+  // The console is a first-party client: no consent screen.
+  loadExistingGrant: async (ctx) => {
+    const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope('openid profile groups');
+    await grant.save();
+    return grant;
+  },
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: Boolean(consoleRedirect) },
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
@@ -61,7 +96,7 @@ const provider = new Provider(issuer, {
         audience: resource,
         accessTokenTTL: ttl,
         accessTokenFormat: 'jwt',
-        jwt: { sign: { alg: users[client.clientId].alg } },
+        jwt: { sign: { alg: users[client.clientId]?.alg || 'RS256' } },
       }),
     },
   },

@@ -227,6 +227,11 @@ impl GatewayProcess {
         Self::start_listening(yaml, &[], true).await
     }
 
+    /// Like [`Self::start_with_admin`], with environment variables set for the process.
+    pub async fn start_with_admin_env(yaml: &str, env: &[(&str, &str)]) -> GatewayProcess {
+        Self::start_listening(yaml, env, true).await
+    }
+
     async fn start_listening(yaml: &str, env: &[(&str, &str)], admin: bool) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let (port, status, admin_port) = (free_port(), free_port(), free_port());
@@ -304,4 +309,26 @@ pub async fn clear_of_minute_boundary(needed: std::time::Duration) {
     if left < needed {
         tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Whether node, the test's npm packages and Chromium are there; with `CI` set, their absence
+/// fails the test.
+pub fn browser_available() -> bool {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let package = dir.join("node_modules/playwright-core").exists();
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists()
+        || std::env::var_os("CHROMIUM").is_some();
+    if node && package && chromium {
+        return true;
+    }
+    let why = "node, tests/console/node_modules or /usr/bin/chromium is missing (scripts/test.sh installs them)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    false
 }

@@ -4,7 +4,14 @@
 "use strict";
 
 const API = "/admin/v1";
+// An admin token pasted into the form (kept for the tab), or "" when signed in through the
+// OIDC provider: then a session cookie the page cannot read signs requests, together with the
+// X-Tollgate-Console header.
 let token = sessionStorage.getItem("tollgate-admin-token") || "";
+
+function authHeaders(candidate = token) {
+  return { "x-tollgate-console": "1", ...(candidate ? { authorization: `Bearer ${candidate}` } : {}) };
+}
 
 // ---- small helpers ---------------------------------------------------------------------
 
@@ -22,7 +29,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 async function api(path, options = {}) {
-  const headers = { authorization: `Bearer ${token}`, ...(options.body ? { "content-type": "application/json" } : {}) };
+  const headers = { ...authHeaders(), ...(options.body ? { "content-type": "application/json" } : {}) };
   const response = await fetch(API + path, { ...options, headers: { ...headers, ...(options.headers || {}) } });
   if (response.status === 401) { signOut("Your sign-in was refused; sign in again."); throw new Error("signed out"); }
   const text = await response.text();
@@ -82,7 +89,9 @@ const pages = {
           tile("prompt tokens", fmt(t.prompt_tokens)), tile("completion tokens", fmt(t.completion_tokens)), tile("cost", usd(t.cost_usd))),
         el("div", { class: "card" }, el("h3", {}, `Requests and errors (${o.bucket_seconds} s a bar)`), barChart(o.series)),
         el("div", { class: "card" }, el("h3", {}, "Per model"), table(perColumns("Model"), o.models)),
-        el("div", { class: "card" }, el("h3", {}, "Per consumer"), table(perColumns("Consumer"), o.consumers)),
+        el("div", { class: "card" }, el("h3", {}, o.consumers_total > o.consumers.length
+          ? `Per consumer (the ${o.consumers.length} busiest of ${fmt(o.consumers_total)})` : "Per consumer"),
+        table(perColumns("Consumer"), o.consumers)),
         el("p", { class: "muted" }, `From this node's latest ${fmt(o.kept)} requests (the same records as /metrics and the request log).`));
     };
     windowSel.addEventListener("change", () => draw().catch((e) => body.replaceChildren(errorBox(e))));
@@ -91,13 +100,24 @@ const pages = {
   },
 
   async usage(root) {
-    const u = await api("/usage/daily");
+    const rows = el("div");
+    const more = el("button", { class: "plain", id: "usage-more" }, "More");
+    let next = 0;
+    // One page at a time, newest day first; the CSV export has every row.
+    const load = async () => {
+      const u = await api(`/usage/daily?limit=100&offset=${next}`);
+      next = u.next_offset;
+      more.hidden = next === null;
+      rows.append(table([["day", (r) => r.day], ["consumer", (r) => r.consumer], ["key", (r) => r.key || "—"],
+        ["model", (r) => r.model], ["requests", (r) => fmt(r.requests), "n"], ["errors", (r) => fmt(r.errors), "n"],
+        ["prompt tokens", (r) => fmt(r.prompt_tokens), "n"], ["completion tokens", (r) => fmt(r.completion_tokens), "n"],
+        ["cost", (r) => usd(r.cost_usd), "n"]], u.data));
+    };
+    more.addEventListener("click", () => load().catch((e) => rows.append(errorBox(e))));
     root.append(el("div", { class: "row" }, el("h1", {}, "Usage"),
       el("button", { class: "plain", id: "csv", onclick: downloadCsv }, "Export CSV")),
-    el("div", { class: "card" }, table([["day", (r) => r.day], ["consumer", (r) => r.consumer], ["key", (r) => r.key || "—"],
-      ["model", (r) => r.model], ["requests", (r) => fmt(r.requests), "n"], ["errors", (r) => fmt(r.errors), "n"],
-      ["prompt tokens", (r) => fmt(r.prompt_tokens), "n"], ["completion tokens", (r) => fmt(r.completion_tokens), "n"],
-      ["cost", (r) => usd(r.cost_usd), "n"]], u.data)));
+    el("div", { class: "card" }, rows, more));
+    await load();
   },
 
   async keys(root) {
@@ -264,7 +284,7 @@ async function chat(f, answer) {
   const q = new URLSearchParams({ consumer: f.get("consumer"), route: f.get("route") });
   const response = await fetch(`${API}/playground?${q}`, {
     method: "POST",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    headers: { ...authHeaders(), "content-type": "application/json" },
     body: JSON.stringify({ model: f.get("model"), stream: true, messages: [{ role: "user", content: f.get("prompt") || "Hello" }] }),
   });
   if (!response.ok) {
@@ -304,7 +324,7 @@ function parseBudgets(text) {
 }
 
 function downloadCsv() {
-  fetch(`${API}/usage/daily?format=csv`, { headers: { authorization: `Bearer ${token}` } })
+  fetch(`${API}/usage/daily?format=csv`, { headers: authHeaders() })
     .then((r) => r.blob())
     .then((blob) => {
       const a = el("a", { href: URL.createObjectURL(blob), download: "tollgate-usage.csv" });
@@ -323,21 +343,22 @@ async function route() {
   try { await page(root); root.dataset.ready = "true"; } catch (e) { root.append(errorBox(e)); root.dataset.ready = "true"; }
 }
 
-function signOut(message) {
+async function signOut(message) {
+  if (!token) await fetch("/console/oidc/sign-out", { method: "POST", headers: authHeaders() }).catch(() => {});
   token = "";
   sessionStorage.removeItem("tollgate-admin-token");
-  location.reload();
   if (message) console.warn(message);
+  location.replace("/");
 }
 
 async function signIn(candidate) {
-  const response = await fetch(`${API}/catalog`, { headers: { authorization: `Bearer ${candidate}` } });
+  const response = await fetch(`${API}/catalog`, { headers: authHeaders(candidate) });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error(body.error ? body.error.message : response.statusText);
   }
   token = candidate;
-  sessionStorage.setItem("tollgate-admin-token", token);
+  if (token) sessionStorage.setItem("tollgate-admin-token", token);
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
   window.addEventListener("hashchange", route);
@@ -351,4 +372,22 @@ document.getElementById("signin").addEventListener("submit", (ev) => {
   });
 });
 document.getElementById("signout").addEventListener("click", () => signOut());
-if (token) signIn(token).catch(() => signOut());
+
+// The provider's sign-in: offered when the gateway has it; an error from it comes back in the
+// address; a session cookie from it signs the page in.
+async function start() {
+  const failed = new URLSearchParams(location.search).get("sign_in_error");
+  if (failed) {
+    document.getElementById("signin-error").textContent = failed;
+    history.replaceState(null, "", "/");
+  }
+  const methods = await fetch(`${API}/sign-in`).then((r) => r.json()).catch(() => ({}));
+  document.getElementById("oidc-signin").hidden = !methods.oidc;
+  if (token) return signIn(token).catch(() => signOut());
+  if (methods.oidc && !failed) {
+    // Signed in already? Without a session this is a quiet 401.
+    const probe = await fetch(`${API}/catalog`, { headers: authHeaders("") });
+    if (probe.ok) await signIn("");
+  }
+}
+start();

@@ -16,6 +16,10 @@ pub struct AdminConfig {
     /// With `auth.oidc`: a valid token of a user in this group is an admin too.
     #[serde(default)]
     pub oidc_group: Option<String>,
+    /// Browser sign-in to the console through the OIDC provider of `auth.oidc` (needs
+    /// `oidc_group`).
+    #[serde(default)]
+    pub console_sign_in: Option<ConsoleSignInConfig>,
     /// Largest admin request body.
     #[serde(default = "AdminConfig::default_max_body")]
     pub max_body: bytesize::ByteSize,
@@ -24,6 +28,41 @@ pub struct AdminConfig {
 impl AdminConfig {
     fn default_max_body() -> bytesize::ByteSize {
         bytesize::ByteSize::kib(64)
+    }
+}
+
+/// The console's OIDC sign-in: the authorization-code flow with PKCE, the gateway exchanging
+/// the code (so the page only ever talks to the gateway) and keeping a session for the
+/// browser in an HttpOnly cookie.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSignInConfig {
+    /// The client registered at the provider for the console.
+    pub client_id: String,
+    /// Its secret, best as `${VAR}`; none for a public client (PKCE alone).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// `https://<admin host>/console/oidc/callback` as registered at the provider; by default
+    /// built from the request's `Host` over plain HTTP.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// Scopes asked for; `openid` is always among them.
+    #[serde(default = "ConsoleSignInConfig::default_scopes")]
+    pub scopes: Vec<String>,
+    /// How long a console session lasts before signing in again.
+    #[serde(
+        default = "ConsoleSignInConfig::default_session_ttl",
+        with = "humantime_serde"
+    )]
+    pub session_ttl: Duration,
+}
+
+impl ConsoleSignInConfig {
+    fn default_scopes() -> Vec<String> {
+        vec!["openid".into(), "profile".into()]
+    }
+    fn default_session_ttl() -> Duration {
+        Duration::from_secs(8 * 3600)
     }
 }
 

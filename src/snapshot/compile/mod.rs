@@ -257,9 +257,36 @@ fn admin_access(config: &Config, at: &FieldPath, problems: &mut Problems) -> sup
             "listen.admin is set but no admin token (or oidc_group) can sign in",
         );
     }
+    if let Some(sign_in) = &config.admin.console_sign_in {
+        let at = at.key("console_sign_in");
+        if config.admin.oidc_group.is_none() {
+            problems.add(
+                at.clone(),
+                "needs admin.oidc_group (who among the provider's users is an admin)",
+            );
+        }
+        if sign_in.client_id.trim().is_empty() {
+            problems.add(at.key("client_id"), "must not be empty");
+        }
+        if let Some(uri) = &sign_in.redirect_uri {
+            let fine = url::Url::parse(uri).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.path() == crate::admin::CALLBACK_PATH
+            });
+            if !fine {
+                problems.add(
+                    at.key("redirect_uri"),
+                    format!(
+                        "must be an http(s) URL of the admin listener ending in {}",
+                        crate::admin::CALLBACK_PATH
+                    ),
+                );
+            }
+        }
+    }
     super::AdminAccess {
         tokens,
         oidc_group: config.admin.oidc_group.clone(),
+        console_sign_in: config.admin.console_sign_in.clone(),
         max_body: config.admin.max_body.as_u64(),
     }
 }
@@ -335,6 +362,30 @@ mod tests {
 
     fn shown(errors: ConfigErrors) -> Vec<String> {
         errors.0.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// The console's OIDC sign-in needs an admin group and a callback address on the admin
+    /// listener's callback path.
+    #[test]
+    fn console_sign_in_is_checked() {
+        let text = "\
+admin:
+  tokens: {ops: some-admin-token}
+  console_sign_in:
+    client_id: console
+    redirect_uri: https://admin.example/elsewhere
+providers: {p: {type: mock}}
+";
+        let Err(errors) = compile_text(text) else {
+            panic!("accepted")
+        };
+        let shown = shown(errors);
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        assert!(shown[0].contains("needs admin.oidc_group"), "{shown:#?}");
+        assert!(
+            shown[1].starts_with("t.yaml:5:") && shown[1].contains("/console/oidc/callback"),
+            "{shown:#?}"
+        );
     }
 
     #[test]
