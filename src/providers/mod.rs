@@ -98,6 +98,9 @@ pub struct Frame {
     /// The text it generates (content, reasoning, tool arguments where known), to charge an
     /// abandoned stream for what it produced.
     pub text: String,
+    /// The text is not in `text` but in `data`, an OpenAI chat chunk, to be read from it only
+    /// if needed ([`Frame::generated_text`]).
+    pub text_in_chat_chunk: bool,
 }
 
 impl Frame {
@@ -106,6 +109,15 @@ impl Frame {
             data: Bytes::from(data),
             has_output,
             ..Frame::default()
+        }
+    }
+
+    /// The text this frame generates.
+    pub fn generated_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.text_in_chat_chunk {
+            std::borrow::Cow::Owned(openai::chunk_text(&self.data))
+        } else {
+            std::borrow::Cow::Borrowed(&self.text)
         }
     }
 

@@ -290,7 +290,18 @@ pub(crate) struct PassThrough;
 
 impl StreamTranslator for PassThrough {
     fn on_event(&mut self, _event: &str, data: &str) -> Result<Vec<Frame>, GatewayError> {
-        Ok(vec![peek_chunk(data.to_owned())])
+        Ok(vec![peek_chunk(bytes::Bytes::copy_from_slice(
+            data.as_bytes(),
+        ))])
+    }
+
+    /// The chunk goes on as the bytes it came in.
+    fn on_event_bytes(
+        &mut self,
+        _event: &str,
+        data: bytes::Bytes,
+    ) -> Result<Vec<Frame>, GatewayError> {
+        Ok(vec![peek_chunk(data)])
     }
 
     fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
@@ -477,14 +488,25 @@ struct DeltaPeek<'a> {
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn peek_chunk(data: String) -> Frame {
-    if data == "[DONE]" {
+/// What the gateway needs of a streamed chunk: output or not, usage, error. A compact chunk
+/// (as OpenAI, vLLM, Ollama and llama.cpp write them) is read by byte search alone; its text
+/// is read only if it is needed ([`chunk_text`]: payload logging, or charging a stream that
+/// ends without usage). Anything else is parsed.
+fn peek_chunk(data: bytes::Bytes) -> Frame {
+    if &data[..] == b"[DONE]" {
         return Frame::done();
     }
     let mut frame = Frame {
-        data: data.into_bytes().into(),
+        data,
         ..Frame::default()
     };
+    if let Some(scan) = CompactChunk::scan(&frame.data) {
+        frame.has_output = scan.has_output;
+        frame.text_in_chat_chunk = scan.has_output;
+        frame.usage_only = scan.no_choices && scan.usage.is_some();
+        frame.usage = scan.usage.map(Usage::from);
+        return frame;
+    }
     let Some(peek) = ChunkPeek::read(&frame.data) else {
         return frame;
     };
@@ -496,18 +518,89 @@ fn peek_chunk(data: String) -> Frame {
                 .as_deref()
                 .is_some_and(|c| !c.is_empty())
     });
-    frame.text = choices
-        .iter()
-        .filter_map(|c| c.delta.as_ref())
-        .flat_map(|d| [d.content.as_deref(), d.reasoning_content.as_deref()])
-        .flatten()
-        .collect();
+    frame.text = texts_of(&choices);
     frame.usage_only = choices.is_empty() && peek.usage.is_some();
     frame.usage = peek.usage.map(Usage::from);
     frame.error = peek.error.map(|e| {
         super::upstream::error_message(serde_json::json!({ "error": e }).to_string().as_bytes())
     });
     frame
+}
+
+fn texts_of(choices: &[ChoicePeek<'_>]) -> String {
+    choices
+        .iter()
+        .filter_map(|c| c.delta.as_ref())
+        .flat_map(|d| [d.content.as_deref(), d.reasoning_content.as_deref()])
+        .flatten()
+        .collect()
+}
+
+/// The generated text of a chat chunk (content and reasoning of every choice).
+pub fn chunk_text(data: &[u8]) -> String {
+    ChunkPeek::read(data)
+        .and_then(|p| p.choices)
+        .map(|choices| texts_of(&choices))
+        .unwrap_or_default()
+}
+
+/// A compact chunk as found by byte search.
+struct CompactChunk {
+    has_output: bool,
+    no_choices: bool,
+    usage: Option<WireUsage>,
+}
+
+impl CompactChunk {
+    /// `None` unless the chunk is written compactly (`"choices":[`) and carries no error. The
+    /// keys searched for cannot occur inside a JSON string (its quotes would be escaped).
+    fn scan(data: &[u8]) -> Option<Self> {
+        let (mut choices_at, mut usage_at) = (None, None);
+        let mut has_output = false;
+        // Every key ends in `":`; inside a string a quote is escaped, so a key found this way
+        // whose name matches is a real key (an escaped quote leaves a `\` in the name).
+        for colon in memchr::memchr_iter(b':', data) {
+            let Some(end_quote) = colon.checked_sub(1).filter(|&q| data[q] == b'"') else {
+                continue;
+            };
+            let Some(start) = memchr::memrchr(b'"', &data[..end_quote]) else {
+                continue;
+            };
+            let after = &data[colon + 1..];
+            let key = &data[start + 1..end_quote];
+            let spaced = after.first().is_some_and(u8::is_ascii_whitespace);
+            match key {
+                b"choices" | b"content" | b"reasoning_content" | b"reasoning" | b"tool_calls"
+                | b"usage"
+                    if spaced =>
+                {
+                    return None;
+                }
+                b"choices" if after.first() == Some(&b'[') => choices_at = Some(colon + 2),
+                b"choices" | b"error" => return None,
+                // A string value that is not empty, or tool calls that are not null.
+                b"content" | b"reasoning_content" | b"reasoning" => {
+                    has_output |= after.first() == Some(&b'"') && after.get(1) != Some(&b'"');
+                }
+                b"tool_calls" => has_output |= !after.starts_with(b"null"),
+                b"usage" => usage_at = Some(colon + 1),
+                _ => {}
+            }
+        }
+        let choices_at = choices_at?;
+        let usage = match usage_at {
+            Some(at) if !data[at..].starts_with(b"null") => {
+                let mut de = serde_json::Deserializer::from_slice(&data[at..]);
+                Some(<Option<WireUsage> as Deserialize>::deserialize(&mut de).ok()??)
+            }
+            _ => None,
+        };
+        Some(CompactChunk {
+            has_output,
+            no_choices: data.get(choices_at) == Some(&b']'),
+            usage,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -549,11 +642,23 @@ mod tests {
         let f = peek_chunk(
             r#"{"id": "x", "choices" : [{"index": 0, "delta": {"content": "Hi"}}], "usage" : {"prompt_tokens": 1, "completion_tokens": 2}}"#.into(),
         );
-        assert!(f.has_output && f.text == "Hi");
+        assert!(f.has_output && f.generated_text() == "Hi");
         assert_eq!(f.usage.unwrap().completion_tokens, 2);
         let f = peek_chunk(
             r#"{"id": "x", "choices": [{"index": 0, "delta": {"content": "a \"quoted\" word", "reasoning": "r"}}]}"#.into(),
         );
-        assert_eq!(f.text, "a \"quoted\" wordr");
+        assert_eq!(f.generated_text(), "a \"quoted\" wordr");
+        // Compact: read by search, the text only when asked for.
+        let f = peek_chunk(
+            r#"{"id":"x","choices":[{"index":0,"delta":{"content":"a \"b\"","reasoning_content":"r"}}],"usage":null}"#.into(),
+        );
+        assert!(f.has_output && f.text.is_empty() && f.text_in_chat_chunk);
+        assert_eq!(f.generated_text(), "a \"b\"r");
+        let f = peek_chunk(r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#.into());
+        assert!(f.has_output);
+        let f = peek_chunk(r#"{"choices":[{"delta":{"content":null,"tool_calls":null}}]}"#.into());
+        assert!(!f.has_output);
+        let f = peek_chunk(r#"{"choices":[{"delta":{"content":"","tool_calls":null}}],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1}}"#.into());
+        assert!(!f.has_output && !f.usage_only && f.usage.unwrap().prompt_tokens == 1);
     }
 }

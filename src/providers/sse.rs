@@ -4,12 +4,23 @@
 //! sends however it splits it, and one line or one event may not grow past a bound: an
 //! upstream that sends an endless line gets a clear error instead of a quadratic re-scan.
 
+use bytes::{Bytes, BytesMut};
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     /// The `event:` field, or `message` when none was sent.
     pub event: String,
-    pub data: String,
+    /// The `data` lines joined by `\n`; valid UTF-8. An event whose one data line arrived
+    /// whole in one chunk shares that chunk's memory (no copy).
+    pub data: Bytes,
+}
+
+impl SseEvent {
+    /// The data as text (checked once more: cheap, and no `unsafe`).
+    pub fn text(&self) -> Result<&str, SseError> {
+        std::str::from_utf8(&self.data).map_err(|_| SseError::Utf8)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,13 +33,15 @@ pub enum SseError {
 
 #[derive(Debug)]
 pub struct SseDecoder {
-    /// The line being received (its end not seen yet).
-    line: Vec<u8>,
+    /// The line being received across chunks (its end not seen yet).
+    line: BytesMut,
     /// The last byte was a `\r`: a `\n` right after it ends nothing more.
     after_cr: bool,
     event: String,
-    data: String,
-    has_data: bool,
+    /// The first data line of the event (a slice of its chunk where it came whole).
+    data: Option<Bytes>,
+    /// Further data lines, joined (only events with several data lines copy).
+    joined: BytesMut,
     max: usize,
 }
 
@@ -36,33 +49,48 @@ impl SseDecoder {
     /// `max`: the longest line, and the longest event data, accepted.
     pub fn new(max: usize) -> Self {
         Self {
-            line: Vec::new(),
+            line: BytesMut::new(),
             after_cr: false,
             event: String::new(),
-            data: String::new(),
-            has_data: false,
+            data: None,
+            joined: BytesMut::new(),
             max,
         }
     }
 
     /// Takes the next bytes of the stream; complete events are pushed to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        while !chunk.is_empty() {
+    pub fn feed(&mut self, chunk: &Bytes, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        let mut pos = 0;
+        while pos < chunk.len() {
             if self.after_cr {
                 self.after_cr = false;
-                if chunk[0] == b'\n' {
-                    chunk = &chunk[1..];
+                if chunk[pos] == b'\n' {
+                    pos += 1;
                     continue;
                 }
             }
-            let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) else {
-                self.grow_line(chunk)?;
+            let rest = &chunk[pos..];
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.grow_line(rest)?;
                 return Ok(());
             };
-            self.grow_line(&chunk[..end])?;
-            self.after_cr = chunk[end] == b'\r';
-            chunk = &chunk[end + 1..];
-            self.end_line(out)?;
+            // A line that came whole is a slice of the chunk; one that spans chunks is
+            // put together in `line`.
+            let line = if self.line.is_empty() {
+                if end > self.max {
+                    return Err(SseError::TooLong(self.max));
+                }
+                chunk.slice(pos..pos + end)
+            } else {
+                self.grow_line(&rest[..end])?;
+                // Copied out, so `line` keeps its allocation for the next one.
+                let whole = Bytes::copy_from_slice(&self.line);
+                self.line.clear();
+                whole
+            };
+            self.after_cr = rest[end] == b'\r';
+            pos += end + 1;
+            self.end_line(line, out)?;
         }
         Ok(())
     }
@@ -75,46 +103,59 @@ impl SseDecoder {
         Ok(())
     }
 
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        if self.line.is_empty() {
-            if self.has_data {
+    fn end_line(&mut self, line: Bytes, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        if line.is_empty() {
+            if let Some(first) = self.data.take() {
+                let data = if self.joined.is_empty() {
+                    first
+                } else {
+                    self.joined.split().freeze()
+                };
                 out.push(SseEvent {
                     event: if self.event.is_empty() {
                         "message".to_owned()
                     } else {
                         std::mem::take(&mut self.event)
                     },
-                    data: std::mem::take(&mut self.data),
+                    data,
                 });
             }
             self.event.clear();
-            self.has_data = false;
             return Ok(());
         }
-        let line = std::str::from_utf8(&self.line).map_err(|_| SseError::Utf8)?;
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
+        let text = std::str::from_utf8(&line).map_err(|_| SseError::Utf8)?;
+        let (field, value_at) = match text.find(':') {
+            Some(colon) => {
+                let after = colon + 1;
+                let skip_space = usize::from(text.as_bytes().get(after) == Some(&b' '));
+                (&text[..colon], after + skip_space)
+            }
+            None => (text, text.len()),
         };
         match field {
             "" => {} // a comment (keep-alive)
             "data" => {
-                if self.has_data {
-                    self.data.push('\n');
+                let value = line.slice(value_at..);
+                match &self.data {
+                    None => self.data = Some(value),
+                    Some(first) => {
+                        if self.joined.is_empty() {
+                            self.joined.extend_from_slice(first);
+                        }
+                        if self.joined.len() + 1 + value.len() > self.max {
+                            return Err(SseError::TooLong(self.max));
+                        }
+                        self.joined.extend_from_slice(b"\n");
+                        self.joined.extend_from_slice(&value);
+                    }
                 }
-                if self.data.len() + value.len() > self.max {
-                    return Err(SseError::TooLong(self.max));
-                }
-                self.data.push_str(value);
-                self.has_data = true;
             }
             "event" => {
                 self.event.clear();
-                self.event.push_str(value);
+                self.event.push_str(&text[value_at..]);
             }
             _ => {} // id, retry and unknown fields mean nothing to the gateway
         }
-        self.line.clear();
         Ok(())
     }
 }
@@ -127,7 +168,9 @@ mod tests {
         let mut decoder = SseDecoder::new(1 << 20);
         let mut out = Vec::new();
         for chunk in input.chunks(piece) {
-            decoder.feed(chunk, &mut out).unwrap();
+            decoder
+                .feed(&Bytes::copy_from_slice(chunk), &mut out)
+                .unwrap();
         }
         out
     }
@@ -138,15 +181,15 @@ mod tests {
         let expected = vec![
             SseEvent {
                 event: "message_start".into(),
-                data: "{\"a\":1}".into(),
+                data: Bytes::from_static(b"{\"a\":1}"),
             },
             SseEvent {
                 event: "message".into(),
-                data: "x\ny".into(),
+                data: Bytes::from_static(b"x\ny"),
             },
             SseEvent {
                 event: "message".into(),
-                data: "héllo ✓".into(),
+                data: Bytes::from("héllo ✓"),
             },
         ];
         for piece in 1..input.len() {
@@ -164,7 +207,7 @@ mod tests {
         let mut out = Vec::new();
         let mut result = Ok(());
         for _ in 0..100 {
-            result = decoder.feed(&[b'a'; 64], &mut out);
+            result = decoder.feed(&Bytes::from_static(&[b'a'; 64]), &mut out);
             if result.is_err() {
                 break;
             }
@@ -174,7 +217,7 @@ mod tests {
         let mut decoder = SseDecoder::new(1000);
         let many = "data: 0123456789\n".repeat(200);
         assert_eq!(
-            decoder.feed(many.as_bytes(), &mut out),
+            decoder.feed(&Bytes::from(many), &mut out),
             Err(SseError::TooLong(1000))
         );
     }
@@ -184,7 +227,7 @@ mod tests {
         // 8 MiB without a line end in 1 KiB chunks (a re-scan would read ~32 GiB).
         let mut decoder = SseDecoder::new(16 << 20);
         let mut out = Vec::new();
-        let chunk = [b'x'; 1024];
+        let chunk = Bytes::from_static(&[b'x'; 1024]);
         for _ in 0..8192 {
             decoder.feed(&chunk, &mut out).unwrap();
         }

@@ -16,6 +16,17 @@ use crate::error::GatewayError;
 pub trait StreamTranslator: Send + 'static {
     /// One SSE event (its `event:` name, empty when absent, and its `data:`).
     fn on_event(&mut self, event: &str, data: &str) -> Result<Vec<Frame>, GatewayError>;
+    /// The same, with the data as the bytes it came in (valid UTF-8): a translator that
+    /// forwards the data as it is can keep them without a copy.
+    fn on_event_bytes(&mut self, event: &str, data: Bytes) -> Result<Vec<Frame>, GatewayError> {
+        match std::str::from_utf8(&data) {
+            Ok(text) => self.on_event(event, text),
+            Err(_) => Err(GatewayError::UpstreamProtocol {
+                provider: String::new(),
+                detail: "the event stream is not valid UTF-8".into(),
+            }),
+        }
+    }
     /// The upstream closed the stream cleanly: whatever is still owed (finish, usage, `[DONE]`).
     fn finish(&mut self) -> Result<Vec<Frame>, GatewayError>;
 }

@@ -400,8 +400,15 @@ impl HttpUpstream {
                 for event in events.drain(..) {
                     // Whatever an upstream says (an error event quoting its key included)
                     // reaches clients and logs only without the provider keys.
-                    let data = redact::provider_secrets(&event.data);
-                    match translator.on_event(&event.event, &data) {
+                    let data = match event.text().map(redact::provider_secrets) {
+                        Ok(std::borrow::Cow::Borrowed(_)) => event.data.clone(),
+                        Ok(std::borrow::Cow::Owned(redacted)) => bytes::Bytes::from(redacted),
+                        Err(e) => {
+                            yield Err(GatewayError::UpstreamProtocol { provider: provider.clone(), detail: e.to_string() });
+                            return;
+                        }
+                    };
+                    match translator.on_event_bytes(&event.event, data) {
                         Ok(frames) => for frame in frames { yield Ok(frame) },
                         Err(e) => { yield Err(e); return; }
                     }

@@ -53,6 +53,11 @@ struct StreamLog {
     /// Tokens of the output streamed so far, counted only while a limit applies and the
     /// upstream's own usage has not arrived: what a client that leaves early is charged.
     generated_tokens: u64,
+    /// Chat chunks whose text is not counted yet: counted only if the stream ends without
+    /// the upstream's usage (or once they hold [`UNCOUNTED_MAX`] bytes), so a stream that
+    /// reports its usage never tokenizes its output.
+    uncounted: Vec<Bytes>,
+    uncounted_bytes: usize,
     /// A failure after the start still counts against the target's circuit.
     in_flight: InFlight,
     circuit: CircuitConfig,
@@ -83,12 +88,21 @@ impl StreamLog {
         if let Some(usage) = &frame.usage {
             self.exchange.record.set_usage(usage);
             self.usage = Some(*usage);
+            self.uncounted = Vec::new();
         }
         if let Some(text) = &mut self.logged_text {
-            text.push_str(&frame.text);
+            text.push_str(&frame.generated_text());
         }
-        if self.counts && self.usage.is_none() && !frame.text.is_empty() {
-            self.generated_tokens += tokens::count(&frame.text);
+        if self.counts && self.usage.is_none() {
+            if frame.text_in_chat_chunk {
+                self.uncounted_bytes += frame.data.len();
+                self.uncounted.push(frame.data.clone());
+                if self.uncounted_bytes > UNCOUNTED_MAX {
+                    self.count_uncounted();
+                }
+            } else if !frame.text.is_empty() {
+                self.generated_tokens += tokens::count(&frame.text);
+            }
         }
         if frame.has_output && self.first_token.is_none() {
             self.first_token = Some(Instant::now());
@@ -105,13 +119,26 @@ impl StreamLog {
     }
 }
 
+/// Most bytes of chat chunks held uncounted.
+const UNCOUNTED_MAX: usize = 256 << 10;
+
 impl StreamLog {
+    fn count_uncounted(&mut self) {
+        for data in self.uncounted.drain(..) {
+            self.generated_tokens += tokens::count(&crate::providers::openai::chunk_text(&data));
+        }
+        self.uncounted_bytes = 0;
+    }
+
     /// Settles the budget to what the stream used; the log and the metrics show what the
     /// limits were charged.
     fn settle(&mut self) {
         let Some(budget) = self.budget.take() else {
             return;
         };
+        if self.usage.is_none() {
+            self.count_uncounted();
+        }
         let charged = budget.settle_stream(self.usage, self.generated_tokens, self.price);
         if let Some(usage) = &charged.usage {
             self.exchange.record.set_usage(usage);
@@ -177,6 +204,8 @@ pub fn sse_response(
         usage: None,
         logged_text: exchange_logs_response.then(String::new),
         generated_tokens: 0,
+        uncounted: Vec::new(),
+        uncounted_bytes: 0,
         in_flight,
         circuit,
         state,
