@@ -1,5 +1,5 @@
-//! The command line: `serve`, `check`, `hash-key`, `openwebui sync`, and `keys`, `consumers`,
-//! `export` over the admin API.
+//! The command line: `serve`, `check`, `hash-key`, `openwebui sync`, `import kong|litellm`,
+//! and `keys`, `consumers`, `export` over the admin API.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -60,6 +60,19 @@ pub enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Write a Tollgate config from a Kong (decK files, Kong Ingress Controller manifests) or
+    /// LiteLLM configuration; what is not carried over is listed with its place and why.
+    Import {
+        /// `kong` or `litellm`.
+        #[arg(value_parser = ["kong", "litellm"])]
+        from: String,
+        /// The files to read (Kong: any number of decK files and manifests).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the config here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the `sha256:...` form of an API key, to put in the config instead of the key.
     HashKey {
         /// The key; read from standard input when omitted (keeps it out of shell history).
@@ -101,6 +114,17 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Check { config } => check(config).await,
         Command::HashKey { key } => hash_key(key),
+        Command::Import {
+            from,
+            files,
+            output,
+        } => match crate::import::run(&from, &files, output.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate import: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keys { target, command } => crate::admin::client::keys(&target, command).await,
         Command::Consumers { target, command } => {
             crate::admin::client::consumers(&target, command).await
