@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (some against the local Redis and a
-# real OIDC provider run with node, the admin console in Debian's Chromium), then the official OpenAI Python SDK against the real
-# binary (openai and anthropic SDKs), then the Claude Code CLI. Works on a fresh machine: it
+# real OIDC provider run with node, the admin console in Debian's Chromium), then the official
+# OpenAI and Anthropic Python SDKs against the real binary and the deployment manifests
+# (kustomize, Kubernetes schemas), then the Claude Code CLI. Works on a fresh machine: it
 # installs the npm packages and makes its own virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ if [ ! -x /usr/bin/chromium ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null))
 fi
 (cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
+# The Kubernetes manifests are rendered with kubectl's built-in kustomize (tests/python/test_deploy.py).
+if ! command -v kubectl >/dev/null; then
+  (apt-get install -y -qq kubectl >/dev/null 2>&1 ||
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null))
+fi
 
 cargo build --bins --examples
 cargo test --all-targets

@@ -73,6 +73,12 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Exit 0 if a status URL answers 200 (the container health check; the image has no curl).
+    Probe {
+        /// What to ask.
+        #[arg(default_value = "http://127.0.0.1:8081/ready")]
+        url: String,
+    },
     /// Print the `sha256:...` form of an API key, to put in the config instead of the key.
     HashKey {
         /// The key; read from standard input when omitted (keeps it out of shell history).
@@ -114,6 +120,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Check { config } => check(config).await,
         Command::HashKey { key } => hash_key(key),
+        Command::Probe { url } => probe(&url).await,
         Command::Import {
             from,
             files,
@@ -254,6 +261,30 @@ async fn openwebui_sync(
         }
         Err(e) => {
             eprintln!("tollgate: openwebui sync: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn probe(url: &str) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tollgate probe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("tollgate probe: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("tollgate probe: {url}: {e}");
             ExitCode::FAILURE
         }
     }
