@@ -79,6 +79,47 @@ async fn a_changed_file_is_reloaded_and_a_broken_one_is_refused() {
     assert!(eventually(|| async { status_with_key(&gw, "new-key-12345").await == 401 }).await);
 }
 
+/// A Kubernetes ConfigMap volume: `tollgate.yaml -> ..data/tollgate.yaml`, `..data ->
+/// ..<timestamp>/`; an update writes a new timestamped directory and swaps `..data` by a
+/// rename. The gateway (watching the directory, comparing the content) takes it.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_kubernetes_configmap_update_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let upstream = mock_upstream::start().await;
+    let base = format!(
+        "{}{}",
+        support::TEST_LISTEN,
+        standard_config(&upstream.base_url())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir(root.join(name)).unwrap();
+        std::fs::write(root.join(name).join("tollgate.yaml"), text).unwrap();
+    };
+    version("..2026_12_04_10_00_00.1", &base);
+    symlink("..2026_12_04_10_00_00.1", root.join("..data")).unwrap();
+    symlink("..data/tollgate.yaml", root.join("tollgate.yaml")).unwrap();
+    let config_path = root.join("tollgate.yaml");
+    let gw = TestGateway::start_from(config_path, dir).await;
+    assert_eq!(status_with_key(&gw, "new-key-12345").await, 401);
+    // The kubelet's update: a new directory, a new symlink, renamed over `..data`.
+    let root = gw.config_path.parent().unwrap().to_path_buf();
+    let updated = base.replace(
+        "  openwebui:\n",
+        "  newcomer:\n    keys: [new-key-12345]\n  openwebui:\n",
+    );
+    std::fs::create_dir(root.join("..2026_12_04_10_05_00.2")).unwrap();
+    std::fs::write(root.join("..2026_12_04_10_05_00.2/tollgate.yaml"), updated).unwrap();
+    symlink("..2026_12_04_10_05_00.2", root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    assert!(
+        eventually(|| async { status_with_key(&gw, "new-key-12345").await == 200 }).await,
+        "the ConfigMap update was not picked up"
+    );
+}
+
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
     let upstream = mock_upstream::start().await;

@@ -31,6 +31,11 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, format!("{TEST_LISTEN}{yaml}")).unwrap();
+        Self::start_from(config_path, dir).await
+    }
+
+    /// Starts the gateway from a config file already written (in `dir`, kept while it runs).
+    pub async fn start_from(config_path: PathBuf, dir: tempfile::TempDir) -> TestGateway {
         let (tx, logs) = mpsc::unbounded_channel();
         let gateway = Gateway::bind(&config_path, LogSink::Channel(tx))
             .await
