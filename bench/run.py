@@ -236,22 +236,27 @@ def main():
     report_console(console)
 
 
+def empty_store(name, cfg, status_port):
+    """A fresh SQLite store with the gateway's schema (made by a first start of the gateway on
+    `cfg`, whose config names it): an open connection to fill it."""
+    import sqlite3
+    for f in WORK.glob(f"{name}*"):
+        f.unlink()
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{status_port}/ready")
+    p.terminate()
+    p.wait()
+    return sqlite3.connect(WORK / name)
+
+
 def store_million(up):
     """1M keys in an SQLite store (1,000 consumers with 1,000 keys each): start-up, RSS and
     the cost of a request authenticated by one of them."""
     import hashlib
-    import sqlite3
     db = WORK / "store-1m.db"
-    for f in WORK.glob("store-1m.db*"):
-        f.unlink()
     cfg = WORK / "gw-store.yaml"
     gateway_config(cfg, up, 18189, 18190, f'store: "sqlite://{db}"')
-    # A first start makes the schema (the gateway's own migrations), then the rows go in.
-    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
-    wait_http("http://127.0.0.1:18190/ready")
-    p.terminate()
-    p.wait()
-    con = sqlite3.connect(db)
+    con = empty_store("store-1m.db", cfg, 18190)
     now = int(time.time() * 1000)
     con.executemany("INSERT INTO tollgate_consumers (name, spec, created_at, updated_at, revision) VALUES (?, ?, ?, ?, 1)",
                     ((f"s{c}", '{"models": "*"}', now, now) for c in range(1000)))
@@ -293,22 +298,15 @@ def console_load(up):
     consumers kept in the store): the time of each admin call (median and max of 10), and the
     proxy's p99 alone and while the day's overview is asked for in a loop."""
     import hashlib
-    import sqlite3
     import statistics
     import threading
     consumers = 10_000
     db = WORK / "store-console.db"
-    for f in WORK.glob("store-console.db*"):
-        f.unlink()
     cfg = WORK / "gw-console.yaml"
     token = "bench-admin-token-0123456789"
     gateway_config(cfg, up, 18195, 18196, f'store: "sqlite://{db}"\nadmin: {{tokens: {{bench: {token}}}}}')
     cfg.write_text(cfg.read_text().replace('status: "127.0.0.1:18196"', 'status: "127.0.0.1:18196", admin: "127.0.0.1:18197"'))
-    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
-    wait_http("http://127.0.0.1:18196/ready")
-    p.terminate()
-    p.wait()
-    con = sqlite3.connect(db)
+    con = empty_store("store-console.db", cfg, 18196)
     now = int(time.time() * 1000)
     con.executemany("INSERT INTO tollgate_consumers (name, spec, created_at, updated_at, revision) VALUES (?, ?, ?, ?, 1)",
                     ((f"s{c:05d}", '{"models": "*"}', now, now) for c in range(consumers)))

@@ -68,23 +68,15 @@ consumers:
     }
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
     std::fs::create_dir_all(&shots).unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console.test.mjs"))
-        .args([
+    support::run_browser_script(
+        "console.test.mjs",
+        &[
             admin.as_str(),
             ADMIN_TOKEN,
             &node.url(""),
             &format!("http://{}", node.status_addr),
             shots.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
+        ],
+    )
+    .await;
 }

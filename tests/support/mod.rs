@@ -337,3 +337,25 @@ pub fn browser_available() -> bool {
     eprintln!("skipping: {why}");
     false
 }
+
+/// Runs a browser test script of tests/console/ with node and asserts it passed (it prints
+/// "all checks passed").
+pub async fn run_browser_script(script: &str, args: &[&str]) {
+    let out = tokio::process::Command::new("node")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/console")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test {script} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+}
