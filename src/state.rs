@@ -40,6 +40,8 @@ pub struct AppState {
     pub recent: Option<crate::telemetry::recent::RecentRequests>,
     /// The console's browser sessions (OIDC sign-in).
     pub console_sessions: crate::admin::ConsoleSessions,
+    /// HTTPS on the listeners: its certificates are reloaded with the config's watcher.
+    pub tls: Option<Arc<crate::server::tls::TlsServer>>,
 }
 
 pub(crate) struct Sources {

@@ -66,6 +66,7 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: Shutdown,
     tracker: TaskTracker,
+    tls: Option<Arc<super::tls::TlsServer>>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut warn_accept = RateLimitedWarning::default();
@@ -111,30 +112,59 @@ pub async fn serve(
             continue;
         };
         let activity = Arc::new(Activity::default());
-        let io = TokioIo::new(TimedIo::new(stream, limits, activity.clone()));
+        let io = TimedIo::new(stream, limits, activity.clone());
         let service = CountingService {
             app: app.clone(),
             activity,
         };
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            let conn = builder
-                .serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = shutdown.graceful.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = shutdown.hard.cancelled() => {}
+            match tls {
+                None => serve_io(&builder, TokioIo::new(io), service, &shutdown).await,
+                Some(tls) => {
+                    // The handshake gets the time a request head gets; the config in force
+                    // now serves this connection to its end.
+                    let accepted =
+                        tokio::time::timeout(limits.header_read, tls.acceptor().accept(io)).await;
+                    match accepted {
+                        Ok(Ok(stream)) => {
+                            serve_io(&builder, TokioIo::new(stream), service, &shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = name, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(listener = name, "TLS handshake timed out"),
                     }
                 }
-                () = shutdown.hard.cancelled() => {}
             }
             drop(permit);
         });
+    }
+}
+
+/// One connection, plain or TLS, until it ends or the shutdown cuts it.
+async fn serve_io<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    service: CountingService,
+    shutdown: &Shutdown,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = shutdown.graceful.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.hard.cancelled() => {}
+            }
+        }
+        () = shutdown.hard.cancelled() => {}
     }
 }
 

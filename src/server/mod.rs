@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod conn;
+pub mod tls;
 
 pub use crate::state::AppState;
 
@@ -52,6 +53,8 @@ pub struct Gateway {
     status: TcpListener,
     /// The admin API, when `listen.admin` is set.
     admin: Option<TcpListener>,
+    /// HTTPS, when `listen.tls` is set.
+    tls: Option<Arc<tls::TlsServer>>,
     /// Stops the reload watchers (and the servers) at shutdown.
     stop: CancellationToken,
     /// Watching from the moment the config is loaded, so no edit falls in between.
@@ -79,6 +82,23 @@ impl Gateway {
                 }
                 Some(bind(addr).await?)
             }
+            None => None,
+        };
+        // Checked by the compile above; read again here for the listeners.
+        let tls = match &config.listen.tls {
+            Some(settings) => Some(Arc::new(tls::TlsServer::new(settings).map_err(|e| {
+                StartError::Config(ConfigErrors(vec![config::ConfigError {
+                    file: config_path.display().to_string(),
+                    location: None,
+                    path: Some(
+                        config::FieldPath::root()
+                            .key("listen")
+                            .key("tls")
+                            .key(e.field),
+                    ),
+                    message: e.message,
+                }]))
+            })?)),
             None => None,
         };
         let store = match store_config(config, config_path) {
@@ -130,6 +150,7 @@ impl Gateway {
                 .is_some()
                 .then(crate::telemetry::recent::RecentRequests::default),
             console_sessions: Default::default(),
+            tls: tls.clone(),
             sources: std::sync::Mutex::new(crate::state::Sources {
                 file: source,
                 store: Default::default(),
@@ -152,6 +173,7 @@ impl Gateway {
             proxy,
             status,
             admin,
+            tls,
             stop,
             watcher,
         })
@@ -220,6 +242,12 @@ impl Gateway {
             graceful: stop.clone(),
             hard: CancellationToken::new(),
         };
+        let tls_for = |listener: config::ListenerName| {
+            self.tls
+                .as_ref()
+                .filter(|t| t.settings().covers(listener))
+                .cloned()
+        };
         let admin = self.admin.map(|listener| {
             let app = crate::admin::router(state.clone());
             conn::serve(
@@ -229,6 +257,7 @@ impl Gateway {
                 status_limits,
                 cut.clone(),
                 connections.clone(),
+                tls_for(config::ListenerName::Admin),
             )
         });
         let accepting = async {
@@ -245,7 +274,8 @@ impl Gateway {
                     proxy_app,
                     proxy_limits,
                     cut.clone(),
-                    connections.clone()
+                    connections.clone(),
+                    tls_for(config::ListenerName::Proxy),
                 ),
                 conn::serve(
                     "status",
@@ -253,7 +283,8 @@ impl Gateway {
                     status_app,
                     status_limits,
                     cut.clone(),
-                    connections.clone()
+                    connections.clone(),
+                    tls_for(config::ListenerName::Status),
                 ),
             )
         };

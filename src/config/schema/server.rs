@@ -22,6 +22,57 @@ pub struct Listen {
     /// loopback or internal address.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// HTTPS on the listeners named in `tls.listeners` (plain HTTP without it).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// A certificate chain and key (PEM files, reloaded when they change and on SIGHUP), and
+/// optionally client certificates checked against a CA bundle.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// Which listeners speak TLS.
+    #[serde(default = "TlsConfig::default_listeners")]
+    pub listeners: Vec<ListenerName>,
+    /// CA bundle (PEM) that client certificates must chain to.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// `required` (no certificate, no connection) or `optional`; needs `client_ca`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+impl TlsConfig {
+    fn default_listeners() -> Vec<ListenerName> {
+        vec![ListenerName::Proxy, ListenerName::Admin]
+    }
+
+    pub fn covers(&self, listener: ListenerName) -> bool {
+        self.listeners.contains(&listener)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerName {
+    Proxy,
+    Status,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Required when `client_ca` is given, else none.
+    #[default]
+    Auto,
+    Required,
+    Optional,
 }
 
 impl Listen {
@@ -39,6 +90,7 @@ impl Default for Listen {
             proxy: Self::default_proxy(),
             status: Self::default_status(),
             admin: None,
+            tls: None,
         }
     }
 }

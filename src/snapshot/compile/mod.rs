@@ -131,6 +131,12 @@ impl Snapshot {
         if let Some(oidc) = &config.auth.oidc {
             policies::check_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
         }
+        // The certificate and key are read here too, so `check` refuses what would not serve.
+        if let Some(tls) = &config.listen.tls
+            && let Err(e) = crate::server::tls::server_config(tls)
+        {
+            problems.add(root.key("listen").key("tls").key(e.field), e.message);
+        }
 
         // Then what starts connections or tasks, only for a config that is otherwise sound: a
         // refused config leaves nothing running.
