@@ -53,15 +53,20 @@ impl Ca {
     }
 }
 
-/// Writes the files and starts the gateway with `tls` settings under `listen`.
+/// Writes the files and starts the gateway with `tls` settings under `listen` (and a consumer
+/// that the client certificate `alice` stands for).
 async fn start(dir: tempfile::TempDir, tls: &str, upstream: &str) -> TestGateway {
     let config = dir.path().join("tollgate.yaml");
+    let mut yaml = standard_config(upstream);
+    if tls.contains("client_ca") {
+        yaml = yaml.replace(
+            "\nconsumers:\n",
+            "\nconsumers:\n  cert-user: {client_certs: [alice], models: \"*\"}\n",
+        );
+    }
     std::fs::write(
         &config,
-        format!(
-            "listen: {{proxy: 127.0.0.1:0, status: 127.0.0.1:0, tls: {tls}}}\n{}",
-            standard_config(upstream)
-        ),
+        format!("listen: {{proxy: 127.0.0.1:0, status: 127.0.0.1:0, tls: {tls}}}\n{yaml}"),
     )
     .unwrap();
     TestGateway::start_from(config, dir).await
@@ -360,4 +365,124 @@ fn check_names_missing_mismatched_and_unreadable_files() {
         cert_path.display()
     ));
     assert!(no_ca.contains("listen.tls.client_ca"), "{no_ca}");
+}
+
+/// A TLS front for the mock upstream that requires a client certificate of `clients`: its
+/// address.
+async fn mtls_front(
+    upstream: std::net::SocketAddr,
+    server: &Ca,
+    clients: &Ca,
+) -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = server.server(9);
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(clients.cert.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // No client certificate of the right CA: the handshake fails here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Per provider: a private CA, a client certificate for mutual TLS, and the development-only
+/// opt-out of verification.
+#[tokio::test]
+async fn mutual_tls_to_an_upstream_that_requires_a_client_certificate() {
+    let upstream = mock_upstream::start().await;
+    let server_ca = Ca::new("upstream CA");
+    let clients = Ca::new("gateway clients CA");
+    let front = mtls_front(upstream.addr, &server_ca, &clients).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "upstream-ca.crt", &server_ca.cert.pem());
+    let identity = clients.client("tollgate");
+    // The client PEM holds the certificate then the key.
+    let split = identity.find("-----BEGIN PRIVATE KEY-----").unwrap();
+    let cert = write(dir.path(), "client.crt", &identity[..split]);
+    let key = write(dir.path(), "client.key", &identity[split..]);
+    let base = format!("https://127.0.0.1:{}/v1", front.port());
+    let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+    let gw = TestGateway::start(&format!(
+        r#"
+providers:
+  mtls: {{type: openai, base_url: "{base}", tls: {{ca: {ca}, cert: {cert}, key: {key}}}}}
+  no-client-cert: {{type: openai, base_url: "{base}", tls: {{ca: {ca}}}}}
+  public-roots: {{type: openai, base_url: "{base}", tls: {{cert: {cert}, key: {key}}}}}
+  insecure: {{type: openai, base_url: "{base}", tls: {{insecure_skip_verify: true, cert: {cert}, key: {key}}}}}
+models:
+  via-mtls: {{provider: mtls, model: "llama3.2:1b"}}
+  via-no-client-cert: {{provider: no-client-cert, model: "llama3.2:1b"}}
+  via-public-roots: {{provider: public-roots, model: "llama3.2:1b"}}
+  via-insecure: {{provider: insecure, model: "llama3.2:1b"}}
+routes: {{ai: {{}}}}
+consumers: {{dev: {{keys: [dev-key-12345], models: "*"}}}}
+"#
+    ))
+    .await;
+    let status = |model: &'static str| {
+        let url = gw.url("/ai/v1/chat/completions");
+        async move {
+            support::client()
+                .post(url)
+                .bearer_auth("dev-key-12345")
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status("via-mtls").await,
+        200,
+        "with the CA and a client certificate"
+    );
+    assert_eq!(
+        status("via-no-client-cert").await,
+        502,
+        "the upstream wants a client certificate"
+    );
+    assert_eq!(
+        status("via-public-roots").await,
+        502,
+        "a private CA is not among the public roots"
+    );
+    assert_eq!(
+        status("via-insecure").await,
+        200,
+        "verification off (development only)"
+    );
 }

@@ -109,11 +109,45 @@ fn presented_token<'h>(snapshot: &Snapshot, headers: &'h HeaderMap) -> Option<&'
     presented_key(headers).filter(|v| oidc::looks_like_jwt(v))
 }
 
+/// The names of a verified client certificate: its subject's common name and its DNS, email
+/// and URI alternative names.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCertificate {
+    pub names: Vec<String>,
+}
+
+impl ClientCertificate {
+    pub fn from_der(der: &[u8]) -> Self {
+        use x509_parser::extensions::GeneralName;
+        let mut names = Vec::new();
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
+            names.extend(
+                cert.subject()
+                    .iter_common_name()
+                    .filter_map(|cn| cn.as_str().ok().map(str::to_owned)),
+            );
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for name in &san.value.general_names {
+                    match name {
+                        GeneralName::DNSName(n)
+                        | GeneralName::RFC822Name(n)
+                        | GeneralName::URI(n) => names.push((*n).to_owned()),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Self { names }
+    }
+}
+
 /// 401 unless the request carries a key of a configured consumer, or (with OIDC) a valid
-/// token of a known user (or of anyone, when an anonymous consumer is configured).
+/// token of a known user (or of anyone, when an anonymous consumer is configured), or comes
+/// over a connection whose verified client certificate names a consumer.
 pub async fn authenticate(
     snapshot: &Snapshot,
     headers: &HeaderMap,
+    client_cert: Option<&ClientCertificate>,
 ) -> Result<Caller, GatewayError> {
     if let (Some(token), Some(verifier)) =
         (presented_token(snapshot, headers), snapshot.oidc.as_ref())
@@ -138,9 +172,17 @@ pub async fn authenticate(
             key: None,
         });
     }
-    let key = presented_key(headers)
-        .filter(|k| !k.is_empty())
-        .ok_or(GatewayError::MissingKey)?;
+    let Some(key) = presented_key(headers).filter(|k| !k.is_empty()) else {
+        // No key and no token: the client certificate, if it names a consumer.
+        return client_cert
+            .and_then(|cert| snapshot.consumer_by_certificate(&cert.names))
+            .map(|consumer| Caller {
+                consumer,
+                end_user: None,
+                key: None,
+            })
+            .ok_or(GatewayError::MissingKey);
+    };
     let entry = snapshot
         .key_entry(&KeyDigest::of(key))
         .ok_or(GatewayError::InvalidKey)?;

@@ -29,7 +29,7 @@ pub struct AnthropicProvider {
 impl AnthropicProvider {
     pub fn new(name: &str, config: &AnthropicProviderConfig) -> Result<Self, String> {
         let key = config.api_key.as_deref().unwrap_or_default();
-        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?
+        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers, &config.tls)?
             .with_secret_header("x-api-key", key.to_owned(), key)?;
         http.add_header("anthropic-version", &config.version)?;
         let url = build_url(&parse_base(&config.base_url)?, &["v1", "messages"], &[])

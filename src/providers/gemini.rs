@@ -27,7 +27,7 @@ pub struct GeminiProvider {
 impl GeminiProvider {
     pub fn new(name: &str, config: &GeminiProviderConfig) -> Result<Self, String> {
         let key = config.api_key.clone().unwrap_or_default();
-        let http = HttpUpstream::new(name, &config.timeouts, &config.headers)?;
+        let http = HttpUpstream::new(name, &config.timeouts, &config.headers, &config.tls)?;
         let (http, query_key) = match config.key_in {
             GeminiKeyPlacement::Header => (
                 http.with_secret_header("x-goog-api-key", key.clone(), &key)?,

@@ -39,7 +39,7 @@ impl OpenAiProvider {
         preset: OpenAiPreset,
         config: &OpenAiProviderConfig,
     ) -> Result<Self, String> {
-        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?;
+        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers, &config.tls)?;
         if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
             http = http.with_secret_header("authorization", format!("Bearer {key}"), key)?;
         }
@@ -70,7 +70,7 @@ impl OpenAiProvider {
     }
 
     pub fn azure(name: &str, config: &AzureProviderConfig) -> Result<Self, String> {
-        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers)?;
+        let mut http = HttpUpstream::new(name, &config.timeouts, &config.headers, &config.tls)?;
         if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
             http = http.with_secret_header("api-key", key.to_owned(), key)?;
         }

@@ -25,7 +25,7 @@ use url::Url;
 use super::FrameStream;
 use super::sse::SseDecoder;
 use super::translate::StreamTranslator;
-use crate::config::Timeouts;
+use crate::config::{Timeouts, UpstreamTls};
 use crate::error::GatewayError;
 use crate::telemetry::redact;
 
@@ -183,18 +183,107 @@ impl std::fmt::Debug for HttpUpstream {
     }
 }
 
-/// TLS to upstreams: the Mozilla roots (as shipped in `webpki-roots`), TLS 1.2 and 1.3, ALPN
-/// for HTTP/2 and HTTP/1.1.
-fn tls_config() -> Result<rustls::ClientConfig, String> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+/// TLS to an upstream: the Mozilla roots (as shipped in `webpki-roots`) or the provider's own
+/// CA bundle, an optional client certificate, TLS 1.2 and 1.3, ALPN for HTTP/2 and HTTP/1.1.
+fn tls_config(name: &str, tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
+    let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("tls: {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("tls: {}: no PEM certificate in it", path.display()));
+        }
+        Ok(certs)
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = if tls.insecure_skip_verify {
+        tracing::warn!(
+            provider = name,
+            "INSECURE: tls.insecure_skip_verify is on — this provider's certificate is NOT verified; for development only"
+        );
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("tls.ca: {}: {e}", path.display()))?;
+                }
+            }
+            None => roots.roots = webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert, &tls.key) {
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(cert), Some(key)) => {
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls.key: {}: no usable private key ({e})", key.display()))?;
+            builder
+                .with_client_auth_cert(read_certs(cert)?, key)
+                .map_err(|e| format!("tls.cert/key: {e}"))
+        }
+        _ => Err("tls: cert and key go together".into()),
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is taken, but the handshake's signatures are still
+/// checked (so the peer holds the key of the certificate it sent).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 impl HttpUpstream {
@@ -202,6 +291,7 @@ impl HttpUpstream {
         name: &str,
         timeouts: &Timeouts,
         extra_headers: &indexmap::IndexMap<String, String>,
+        tls: &UpstreamTls,
     ) -> Result<Self, String> {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -221,7 +311,7 @@ impl HttpUpstream {
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(timeouts.connect));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
+            .with_tls_config(tls_config(name, tls)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -703,7 +793,13 @@ mod stream_tests {
     }
 
     fn upstream() -> HttpUpstream {
-        HttpUpstream::new("p", &Timeouts::default(), &Default::default()).unwrap()
+        HttpUpstream::new(
+            "p",
+            &Timeouts::default(),
+            &Default::default(),
+            &Default::default(),
+        )
+        .unwrap()
     }
 
     async fn text_of(frames: FrameStream) -> String {

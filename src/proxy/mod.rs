@@ -286,7 +286,13 @@ async fn dispatch(
             end_user: None,
             key: None,
         },
-        None => auth::authenticate(snapshot, request.headers()).await?,
+        None => {
+            let cert = request
+                .extensions()
+                .get::<Arc<auth::ClientCertificate>>()
+                .map(|c| &**c);
+            auth::authenticate(snapshot, request.headers(), cert).await?
+        }
     };
     exchange.record.consumer = Some(caller.consumer.name.clone());
     exchange.record.custom_id = caller.consumer.custom_id.clone();

@@ -113,9 +113,10 @@ pub async fn serve(
         };
         let activity = Arc::new(Activity::default());
         let io = TimedIo::new(stream, limits, activity.clone());
-        let service = CountingService {
+        let mut service = CountingService {
             app: app.clone(),
             activity,
+            client_cert: None,
         };
         let builder = builder.clone();
         let shutdown = shutdown.clone();
@@ -130,6 +131,15 @@ pub async fn serve(
                         tokio::time::timeout(limits.header_read, tls.acceptor().accept(io)).await;
                     match accepted {
                         Ok(Ok(stream)) => {
+                            // Verified by the handshake against listen.tls.client_ca.
+                            service.client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|leaf| {
+                                    Arc::new(crate::auth::ClientCertificate::from_der(leaf))
+                                });
                             serve_io(&builder, TokioIo::new(stream), service, &shutdown).await
                         }
                         Ok(Err(e)) => {
@@ -222,6 +232,8 @@ struct Activity {
 struct CountingService {
     app: Router,
     activity: Arc<Activity>,
+    /// The verified client certificate of a TLS connection, given to each of its requests.
+    client_cert: Option<Arc<crate::auth::ClientCertificate>>,
 }
 
 impl Service<hyper::Request<Incoming>> for CountingService {
@@ -237,7 +249,11 @@ impl Service<hyper::Request<Incoming>> for CountingService {
     fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
         self.activity.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlightGuard(self.activity.clone());
-        let call = self.app.call(request.map(Body::new));
+        let mut request = request.map(Body::new);
+        if let Some(cert) = &self.client_cert {
+            request.extensions_mut().insert(cert.clone());
+        }
+        let call = self.app.call(request);
         Box::pin(async move {
             let response = call.await?;
             Ok(response.map(|body| {

@@ -100,6 +100,8 @@ pub struct Snapshot {
     pub store_revision: i64,
     emails: HashMap<String, Arc<Consumer>>,
     custom_ids: HashMap<String, Arc<Consumer>>,
+    /// Client certificate names (subject CN or a SAN) → the file consumer they stand for.
+    client_certs: HashMap<String, String>,
     consumer_names: HashMap<String, Arc<Consumer>>,
     /// Each group's models, for groups a token adds.
     group_models: HashMap<String, ModelSet>,
@@ -209,6 +211,17 @@ impl Snapshot {
 
     pub fn has_group(&self, group: &str) -> bool {
         self.group_models.contains_key(group)
+    }
+
+    /// The consumer one of a client certificate's names stands for.
+    pub fn consumer_by_certificate<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n String>,
+    ) -> Option<Arc<Consumer>> {
+        names
+            .into_iter()
+            .find_map(|n| self.client_certs.get(n))
+            .and_then(|consumer| self.consumer_names.get(consumer).cloned())
     }
 
     pub fn consumer_by_custom_id(&self, id: &str) -> Option<Arc<Consumer>> {

@@ -36,6 +36,7 @@ impl ConsumerSpec {
         ConsumerConfig {
             custom_id: self.custom_id.clone(),
             keys: Vec::new(),
+            client_certs: Vec::new(),
             groups: self.groups.clone(),
             models: self.models.clone(),
             emails: self.emails.clone(),

@@ -48,6 +48,10 @@ pub struct ConsumerConfig {
     /// API keys, in clear or as `sha256:<hex>` (see `tollgate hash-key`).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Client certificates that stand for this consumer (with `listen.tls.client_ca`): the
+    /// certificate's subject common name, or one of its DNS, email or URI names.
+    #[serde(default)]
+    pub client_certs: Vec<String>,
     #[serde(default)]
     pub groups: Vec<String>,
     /// Models this consumer may use on top of its groups' models.

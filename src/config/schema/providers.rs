@@ -179,6 +179,10 @@ pub struct OpenAiProviderConfig {
     pub responses: Option<bool>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// TLS towards this upstream: a private CA, a client certificate, or (development
+    /// only) no verification.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -196,6 +200,10 @@ pub struct AzureProviderConfig {
     pub headers: IndexMap<String, String>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// TLS towards this upstream: a private CA, a client certificate, or (development
+    /// only) no verification.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 impl AzureProviderConfig {
@@ -222,6 +230,10 @@ pub struct AnthropicProviderConfig {
     pub headers: IndexMap<String, String>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// TLS towards this upstream: a private CA, a client certificate, or (development
+    /// only) no verification.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 impl AnthropicProviderConfig {
@@ -251,6 +263,10 @@ pub struct GeminiProviderConfig {
     pub headers: IndexMap<String, String>,
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// TLS towards this upstream: a private CA, a client certificate, or (development
+    /// only) no verification.
+    #[serde(default)]
+    pub tls: UpstreamTls,
 }
 
 impl GeminiProviderConfig {
@@ -284,4 +300,22 @@ impl MockProviderConfig {
     fn default_dimensions() -> usize {
         8
     }
+}
+
+/// TLS towards an upstream.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// CA bundle (PEM) the upstream's certificate must chain to, instead of the public roots.
+    #[serde(default)]
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS, with `key`.
+    #[serde(default)]
+    pub cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub key: Option<std::path::PathBuf>,
+    /// Development only: accept any certificate (signatures are still checked). Logged as a
+    /// warning at every start and reload.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }

@@ -169,6 +169,7 @@ impl Snapshot {
                 store_revision: store.revision,
                 emails: consumers.emails,
                 custom_ids: consumers.custom_ids,
+                client_certs: client_certs(config, &root.key("consumers"), &mut problems),
                 group_models: config
                     .groups
                     .iter()
@@ -241,6 +242,38 @@ impl Snapshot {
         next.store_revision = store.revision;
         Ok(next)
     }
+}
+
+/// Client certificate names → consumer; a name may stand for one consumer only.
+fn client_certs(
+    config: &Config,
+    at: &FieldPath,
+    problems: &mut Problems,
+) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    for (consumer, cc) in &config.consumers {
+        for (i, name) in cc.client_certs.iter().enumerate() {
+            if let Some(other) = names.insert(name.clone(), consumer.clone()) {
+                problems.add(
+                    at.key(consumer).key("client_certs").index(i),
+                    format!("{name:?} already stands for consumer {other:?}"),
+                );
+            }
+        }
+    }
+    if !names.is_empty()
+        && config
+            .listen
+            .tls
+            .as_ref()
+            .is_none_or(|t| t.client_ca.is_none())
+    {
+        problems.add(
+            FieldPath::root().key("listen").key("tls").key("client_ca"),
+            "consumers name client certificates: set listen.tls.client_ca to verify them",
+        );
+    }
+    names
 }
 
 /// The admin tokens, hashed (a clear token is hashed here and never kept).
