@@ -178,6 +178,11 @@ async fn check(path: PathBuf) -> ExitCode {
     };
     match loaded {
         Ok((c, _snapshot)) => {
+            if let Some(tls) = c.listen.tls() {
+                for warning in crate::server::tls::certificate_warnings(tls) {
+                    eprintln!("warning: listen.tls.cert: {warning}");
+                }
+            }
             println!(
                 "{}: OK ({} providers, {} models, {} routes, {} groups, {} consumers)",
                 path.display(),

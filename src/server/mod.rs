@@ -85,7 +85,7 @@ impl Gateway {
             None => None,
         };
         // Checked by the compile above; read again here for the listeners.
-        let tls = match &config.listen.tls {
+        let tls = match config.listen.tls() {
             Some(settings) => Some(Arc::new(tls::TlsServer::new(settings).map_err(|e| {
                 StartError::Config(ConfigErrors(vec![config::ConfigError {
                     file: config_path.display().to_string(),

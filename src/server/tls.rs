@@ -106,6 +106,44 @@ fn certificates(
     Ok(certs)
 }
 
+/// What deserves a warning about the certificate (it still serves): expired, not valid yet,
+/// or expiring within a week.
+pub fn certificate_warnings(config: &TlsConfig) -> Vec<String> {
+    let Ok(chain) = certificates(&config.cert, "cert") else {
+        return Vec::new(); // the errors say it
+    };
+    let Some(Ok((_, leaf))) = chain
+        .first()
+        .map(|c| x509_parser::parse_x509_certificate(c))
+    else {
+        return Vec::new();
+    };
+    let now = x509_parser::time::ASN1Time::now();
+    let validity = leaf.validity();
+    let path = config.cert.display();
+    if validity.not_after < now {
+        vec![format!(
+            "{path}: the certificate expired on {}",
+            validity.not_after
+        )]
+    } else if validity.not_before > now {
+        vec![format!(
+            "{path}: the certificate is not valid before {}",
+            validity.not_before
+        )]
+    } else if validity
+        .time_to_expiration()
+        .is_some_and(|left| left.whole_days() < 7)
+    {
+        vec![format!(
+            "{path}: the certificate expires on {}",
+            validity.not_after
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The one certificate this listener presents (whatever name the client asks for).
 #[derive(Debug)]
 struct Fixed(Arc<CertifiedKey>);
@@ -124,6 +162,9 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub fn new(settings: &TlsConfig) -> Result<Self, TlsError> {
+        for warning in certificate_warnings(settings) {
+            tracing::warn!("listen.tls.cert: {warning}");
+        }
         Ok(Self {
             current: ArcSwap::new(server_config(settings)?),
             settings: settings.clone(),
@@ -137,6 +178,9 @@ impl TlsServer {
     /// Reads the files again; on a problem the config in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let next = server_config(&self.settings)?;
+        for warning in certificate_warnings(&self.settings) {
+            tracing::warn!("listen.tls.cert: {warning}");
+        }
         self.current.store(next);
         Ok(())
     }

@@ -52,6 +52,33 @@ SERVICE_MONITOR = {
 }
 
 
+# The cert-manager Certificate fields the TLS component uses, as its CRD defines them.
+CERTIFICATE = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "spec": {
+            "type": "object",
+            "required": ["secretName", "issuerRef"],
+            "additionalProperties": False,
+            "properties": {
+                "secretName": {"type": "string"},
+                "dnsNames": {"type": "array", "items": {"type": "string"}},
+                "duration": {"type": "string"},
+                "renewBefore": {"type": "string"},
+                "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "size": {"type": "integer"},
+                    "rotationPolicy": {"enum": ["Never", "Always"]}}},
+                "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                    "name": {"type": "string"}, "kind": {"type": "string"}, "group": {"type": "string"}}},
+            },
+        },
+    },
+}
+
+
 def render(path: Path, *flags: str) -> list:
     if shutil.which("kubectl") is None:
         if os.environ.get("CI"):
@@ -66,6 +93,8 @@ def validate(documents: list) -> None:
     for doc in documents:
         if doc["kind"] == "ServiceMonitor":
             jsonschema.validate(doc, SERVICE_MONITOR)
+        elif doc["kind"] == "Certificate":
+            jsonschema.validate(doc, CERTIFICATE)
         else:
             kubernetes_validate.validate(doc, VERSION, strict=True)
 
@@ -116,6 +145,13 @@ def test_the_showcase_overlay_renders_and_validates():
     assert gateway_env["TOLLGATE_LIMITS_BACKEND"] == "redis"
     config = find(docs, "ConfigMap", "tollgate-config")["data"]["tollgate.yaml"]
     assert config == (ROOT / "examples" / "showcase.yaml").read_text()
+    # HTTPS: the cert-manager Secret mounted as a directory (rotated in place), its files named
+    # to the config by environment.
+    assert gateway_env["TOLLGATE_TLS_CERT"] == "/etc/tollgate-tls/tls.crt"
+    gateway_pod = find(docs, "Deployment", "tollgate")["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "tollgate-tls"}} in gateway_pod["volumes"]
+    assert find(docs, "Certificate", "tollgate-tls")["spec"]["secretName"] == "tollgate-tls"
+    assert env["OPENAI_API_BASE_URL"].startswith("https://")
     dashboard = find(docs, "ConfigMap", "grafana-dashboards")["data"]["tollgate-dashboard.json"]
     assert dashboard == (ROOT / "deploy" / "grafana" / "tollgate-dashboard.json").read_text()
 

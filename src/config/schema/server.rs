@@ -76,6 +76,14 @@ pub enum ClientAuth {
 }
 
 impl Listen {
+    /// The TLS settings in force: none when absent, or when `cert` and `key` are both empty
+    /// (`cert: "${TLS_CERT:-}"` lets one file serve plain HTTP or HTTPS by environment).
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls
+            .as_ref()
+            .filter(|t| !(t.cert.as_os_str().is_empty() && t.key.as_os_str().is_empty()))
+    }
+
     fn default_proxy() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8080))
     }

@@ -132,7 +132,7 @@ impl Snapshot {
             policies::check_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
         }
         // The certificate and key are read here too, so `check` refuses what would not serve.
-        if let Some(tls) = &config.listen.tls
+        if let Some(tls) = config.listen.tls()
             && let Err(e) = crate::server::tls::server_config(tls)
         {
             problems.add(root.key("listen").key("tls").key(e.field), e.message);
