@@ -61,7 +61,7 @@ async fn start(dir: tempfile::TempDir, tls: &str, upstream: &str) -> TestGateway
     if tls.contains("client_ca") {
         yaml = yaml.replace(
             "\nconsumers:\n",
-            "\nconsumers:\n  cert-user: {client_certs: [alice], models: \"*\"}\n",
+            "\nconsumers:\n  cert-user: {client_certs: [alice], models: \"*\"}\n  san-user: {client_certs: [carol.clients.example], models: \"*\"}\n",
         );
     }
     std::fs::write(
@@ -311,6 +311,76 @@ async fn client_certificates_valid_missing_and_from_another_ca() {
             .await
             .is_err(),
         "a certificate of another CA got in"
+    );
+    // The certificate alone identifies a consumer that names it (no key sent).
+    let models = |cert: &str| {
+        let url = url.clone();
+        let client = client(&ca, Some(&clients.client(cert)));
+        async move { client.get(&url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        models("alice").await,
+        200,
+        "alice's certificate is cert-user (its CN)"
+    );
+    assert_eq!(
+        models("carol").await,
+        200,
+        "carol's certificate is san-user (its DNS name)"
+    );
+    assert_eq!(
+        models("bob").await,
+        401,
+        "bob's certificate names no consumer, and no key"
+    );
+}
+
+/// `client_auth: optional`: a connection without a certificate gets in (and authenticates by
+/// key); one from another CA still does not.
+#[tokio::test]
+async fn optional_client_certificates() {
+    let upstream = mock_upstream::start().await;
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.server(1);
+    let cert_path = write(dir.path(), "tls.crt", &cert);
+    let key_path = write(dir.path(), "tls.key", &key);
+    let client_ca = write(dir.path(), "clients.crt", &clients.cert.pem());
+    let gw = start(
+        dir,
+        &format!(
+            "{{cert: {}, key: {}, client_ca: {}, client_auth: optional}}",
+            cert_path.display(),
+            key_path.display(),
+            client_ca.display()
+        ),
+        &upstream.base_url(),
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}/ollama/v1/models", gw.addr.port());
+    let status = |identity: Option<String>, key: bool| {
+        let url = url.clone();
+        let client = client(&ca, identity.as_deref());
+        async move {
+            let mut request = client.get(&url);
+            if key {
+                request = request.bearer_auth("dev-key-12345");
+            }
+            request.send().await.map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(status(None, true).await.unwrap(), 200);
+    assert_eq!(status(None, false).await.unwrap(), 401);
+    assert_eq!(
+        status(Some(clients.client("alice")), false).await.unwrap(),
+        200
+    );
+    let strangers = Ca::new("another CA");
+    assert!(
+        status(Some(strangers.client("mallory")), true)
+            .await
+            .is_err()
     );
 }
 
