@@ -271,12 +271,14 @@ async fn a_certificate_rotated_during_a_stream_and_a_broken_one_refused() {
     assert_eq!(presented(gw.addr, &ca).await, der_of(&cert_b));
 }
 
-#[tokio::test]
-async fn client_certificates_valid_missing_and_from_another_ca() {
+/// A gateway checking client certificates of a client CA (`mode`: required or optional): the
+/// gateway, its upstream, the server CA, the client CA and the models URL.
+async fn with_client_auth(
+    mode: &str,
+) -> (TestGateway, mock_upstream::MockUpstream, Ca, Ca, String) {
     let upstream = mock_upstream::start().await;
     let ca = Ca::new("server CA");
     let clients = Ca::new("client CA");
-    let strangers = Ca::new("another CA");
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.server(1);
     let cert_path = write(dir.path(), "tls.crt", &cert);
@@ -285,7 +287,7 @@ async fn client_certificates_valid_missing_and_from_another_ca() {
     let gw = start(
         dir,
         &format!(
-            "{{cert: {}, key: {}, client_ca: {}, client_auth: required}}",
+            "{{cert: {}, key: {}, client_ca: {}, client_auth: {mode}}}",
             cert_path.display(),
             key_path.display(),
             client_ca.display()
@@ -294,6 +296,13 @@ async fn client_certificates_valid_missing_and_from_another_ca() {
     )
     .await;
     let url = format!("https://127.0.0.1:{}/ollama/v1/models", gw.addr.port());
+    (gw, upstream, ca, clients, url)
+}
+
+#[tokio::test]
+async fn client_certificates_valid_missing_and_from_another_ca() {
+    let (_gw, _upstream, ca, clients, url) = with_client_auth("required").await;
+    let strangers = Ca::new("another CA");
     let call = |client: reqwest::Client| {
         let url = url.clone();
         async move { client.get(&url).bearer_auth("dev-key-12345").send().await }
@@ -339,26 +348,7 @@ async fn client_certificates_valid_missing_and_from_another_ca() {
 /// key); one from another CA still does not.
 #[tokio::test]
 async fn optional_client_certificates() {
-    let upstream = mock_upstream::start().await;
-    let ca = Ca::new("server CA");
-    let clients = Ca::new("client CA");
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.server(1);
-    let cert_path = write(dir.path(), "tls.crt", &cert);
-    let key_path = write(dir.path(), "tls.key", &key);
-    let client_ca = write(dir.path(), "clients.crt", &clients.cert.pem());
-    let gw = start(
-        dir,
-        &format!(
-            "{{cert: {}, key: {}, client_ca: {}, client_auth: optional}}",
-            cert_path.display(),
-            key_path.display(),
-            client_ca.display()
-        ),
-        &upstream.base_url(),
-    )
-    .await;
-    let url = format!("https://127.0.0.1:{}/ollama/v1/models", gw.addr.port());
+    let (_gw, _upstream, ca, clients, url) = with_client_auth("optional").await;
     let status = |identity: Option<String>, key: bool| {
         let url = url.clone();
         let client = client(&ca, identity.as_deref());
