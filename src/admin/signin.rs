@@ -217,7 +217,13 @@ async fn start_login(state: &AppState, headers: &HeaderMap) -> Result<String, Si
                         .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
                 })
                 .ok_or_else(|| SignInError::Refused("the request names no usable Host".into()))?;
-            format!("http://{host}{CALLBACK_PATH}")
+            // The admin listener's own scheme: HTTPS when listen.tls covers it.
+            let https = state
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.settings().covers(crate::config::ListenerName::Admin));
+            let scheme = if https { "https" } else { "http" };
+            format!("{scheme}://{host}{CALLBACK_PATH}")
         }
     };
     let code_verifier = random_token(32)?;

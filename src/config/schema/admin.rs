@@ -43,7 +43,7 @@ pub struct ConsoleSignInConfig {
     #[serde(default)]
     pub client_secret: Option<String>,
     /// `https://<admin host>/console/oidc/callback` as registered at the provider; by default
-    /// built from the request's `Host` over plain HTTP.
+    /// built from the request's `Host` (https when `listen.tls` covers the admin listener).
     #[serde(default)]
     pub redirect_uri: Option<String>,
     /// Scopes asked for; `openid` is always among them.
