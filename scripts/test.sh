@@ -16,9 +16,11 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 (cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
 # The Kubernetes manifests are rendered with kubectl's built-in kustomize (tests/python/test_deploy.py).
+# Not fatal here: without it the deployment test says so (and fails under CI) after the rest.
 if ! command -v kubectl >/dev/null; then
   (apt-get install -y -qq kubectl >/dev/null 2>&1 ||
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null))
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null)) ||
+    echo "warning: kubectl could not be installed; tests/python/test_deploy.py will report it" >&2
 fi
 
 cargo build --bins --examples
