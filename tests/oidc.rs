@@ -428,6 +428,41 @@ routes: {{ai: {{}}}}
     .await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
     std::fs::create_dir_all(&shots).unwrap();
+    // Login CSRF: a callback with a real sign-in's state, but from a browser that did not
+    // start it (no sign-in cookie), signs nobody in.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = no_redirects
+        .get(format!("{admin}/console/oidc/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 303);
+    let to_provider = url::Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
+    let state = to_provider
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let forged = no_redirects
+        .get(format!(
+            "{admin}/console/oidc/callback?code=stolen&state={state}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let back = forged.headers()["location"].to_str().unwrap();
+    assert!(back.contains("not+started+in+this+browser"), "{back}");
+    assert!(
+        !forged
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("tollgate_console=")),
+        "a session was opened"
+    );
     support::run_browser_script(
         "oidc-sign-in.test.mjs",
         &[

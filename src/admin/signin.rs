@@ -20,6 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::auth::oidc::CodeExchange;
 use crate::state::AppState;
@@ -28,6 +29,9 @@ use crate::state::AppState;
 pub const CALLBACK_PATH: &str = "/console/oidc/callback";
 /// The session cookie's name.
 const COOKIE: &str = "tollgate_console";
+/// A sign-in's `state`, bound to the browser that started it (against login CSRF: a callback
+/// URL from someone else's sign-in does not sign this browser in).
+const SIGN_IN_COOKIE: &str = "tollgate_signin";
 /// The header that must come with a cookie-signed request.
 pub const CONSOLE_HEADER: &str = "x-tollgate-console";
 /// How long a sign-in may take at the provider.
@@ -135,13 +139,17 @@ fn random_token(bytes: usize) -> Result<String, SignInError> {
 
 /// The console session cookie of a request, if it sends one.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, COOKIE)
+}
+
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
         .filter(|v| !v.is_empty())
 }
@@ -165,6 +173,8 @@ enum SignInError {
     NotAdmin(String),
     #[error("the system's random generator failed")]
     NoRandomness,
+    #[error("this sign-in was not started in this browser; start again")]
+    NotStartedHere,
 }
 
 /// A redirect (303) to `location`.
@@ -192,12 +202,26 @@ pub async fn methods(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /console/oidc/login`: off to the provider, with a fresh state, nonce and PKCE pair.
 pub async fn login(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match start_login(&state, &headers).await {
-        Ok(location) => see_other(&location),
+        Ok((location, state_token)) => {
+            let mut response = see_other(&location);
+            // Lax: the provider's redirect back is a cross-site top-level navigation.
+            let cookie = format!(
+                "{SIGN_IN_COOKIE}={state_token}; Path={CALLBACK_PATH}; HttpOnly; SameSite=Lax; Max-Age={}",
+                PENDING_TTL.as_secs()
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
         Err(e) => back_with(&e),
     }
 }
 
-async fn start_login(state: &AppState, headers: &HeaderMap) -> Result<String, SignInError> {
+async fn start_login(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(String, String), SignInError> {
     let snapshot = state.snapshot();
     let (Some(settings), Some(oidc)) = (&snapshot.admin.console_sign_in, &snapshot.oidc) else {
         return Err(SignInError::NotConfigured);
@@ -246,7 +270,7 @@ async fn start_login(state: &AppState, headers: &HeaderMap) -> Result<String, Si
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
     state.console_sessions.start(
-        state_token,
+        state_token.clone(),
         Pending {
             code_verifier,
             nonce,
@@ -254,7 +278,7 @@ async fn start_login(state: &AppState, headers: &HeaderMap) -> Result<String, Si
             started: Instant::now(),
         },
     )?;
-    Ok(url.into())
+    Ok((url.into(), state_token))
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,9 +298,17 @@ pub struct CallbackQuery {
 /// must hold `admin.oidc_group`; then a session cookie and back to the console.
 pub async fn callback(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    match finish_login(&state, q).await {
+    let started_here = cookie_value(&headers, SIGN_IN_COOKIE);
+    let result = match (started_here, q.state.as_deref()) {
+        (Some(mine), Some(theirs)) if bool::from(mine.as_bytes().ct_eq(theirs.as_bytes())) => {
+            finish_login(&state, q).await
+        }
+        _ => Err(SignInError::NotStartedHere),
+    };
+    let mut response = match result {
         Ok((cookie, ttl, secure)) => {
             let mut response = see_other("/");
             let cookie = format!(
@@ -290,7 +322,14 @@ pub async fn callback(
             response
         }
         Err(e) => back_with(&e),
+    };
+    // The sign-in is over either way.
+    if let Ok(clear) = HeaderValue::from_str(&format!(
+        "{SIGN_IN_COOKIE}=; Path={CALLBACK_PATH}; HttpOnly; SameSite=Lax; Max-Age=0"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
     }
+    response
 }
 
 async fn finish_login(
