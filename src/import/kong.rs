@@ -630,6 +630,8 @@ struct Out {
     rate_limits: Map<String, Value>,
     prompt_guard: Option<Value>,
     oidc: Option<Value>,
+    /// A global key-auth plugin: every route asks for a key.
+    global_key_auth: bool,
     log: Option<Value>,
     report: Report,
 }
@@ -687,13 +689,7 @@ fn translate(kong: Kong) -> Imported {
             .trim_end_matches('/')
             .trim_end_matches("/chat/completions")
             .to_owned();
-        let provider = provider_for(
-            &mut out,
-            "openai",
-            Some(&base),
-            None,
-            &format!("routes.{name}"),
-        );
+        let provider = provider_with(&mut out, "openai", Some(&base), None, Map::new());
         // Models that are only targets of a balanced model there are served by name too.
         let target_only: Vec<String> = out
             .models
@@ -825,14 +821,17 @@ fn translate_route(route: &Route, name: &str, out: &mut Out) -> bool {
 }
 
 fn has_global_auth(out: &Out) -> bool {
-    out.oidc.is_some()
+    out.global_key_auth || out.oidc.is_some()
 }
 
 fn global_plugin(plugin: &Plugin, out: &mut Out) {
     match plugin.name.as_str() {
         "ai-prompt-guard" => out.prompt_guard = Some(prompt_guard(&plugin.config, &plugin.at, out)),
         "ai-rate-limiting-advanced" => rate_limit(&plugin.config, None, &plugin.at, out),
-        "key-auth" => key_auth(&plugin.config, &plugin.at, out),
+        "key-auth" => {
+            out.global_key_auth = true;
+            key_auth(&plugin.config, &plugin.at, out);
+        }
         "openid-connect" => oidc(&plugin.config, &plugin.at, out),
         "acl" => out.report.skip(
             plugin.at.clone(),
@@ -1257,7 +1256,7 @@ fn target_provider(config: &Value, at: &str, out: &mut Out) -> Option<(String, S
     {
         extra.insert("default_max_tokens".into(), json!(max));
     }
-    let provider = provider_with(out, tollgate_kind, base.as_deref(), key, extra, at);
+    let provider = provider_with(out, tollgate_kind, base.as_deref(), key, extra);
     let model_id = if tollgate_kind == "azure" {
         model
             .pointer("/options/azure_deployment_id")
@@ -1270,16 +1269,6 @@ fn target_provider(config: &Value, at: &str, out: &mut Out) -> Option<(String, S
     Some((provider, model_id))
 }
 
-fn provider_for(
-    out: &mut Out,
-    kind: &str,
-    base: Option<&str>,
-    key: Option<String>,
-    at: &str,
-) -> String {
-    provider_with(out, kind, base, key, Map::new(), at)
-}
-
 /// A provider of `kind` at `base` with `key`: the same one for every route that names it.
 fn provider_with(
     out: &mut Out,
@@ -1287,7 +1276,6 @@ fn provider_with(
     base: Option<&str>,
     key: Option<String>,
     extra: Map<String, Value>,
-    _at: &str,
 ) -> String {
     let identity = format!(
         "{kind}|{}|{}",
