@@ -221,12 +221,7 @@ def main():
     million = WORK / "gw-1m.yaml"
     lines = [f"  c{i}: {{keys: [key-{i:07d}-abcdef], models: \"*\"}}" for i in range(1_000_000)]
     gateway_config(million, up, 18187, 18188, "\n".join(lines))
-    started = time.time()
-    p1m = start([str(REL / "tollgate"), "serve", "--config", str(million)])
-    wait_http("http://127.0.0.1:18188/ready", timeout=600)
-    start_s = time.time() - started
-    time.sleep(1)
-    rss_1m = peak_rss_mib(p1m.pid)
+    p1m, start_s, rss_1m = timed_start(million, 18188)
     one_m = wrk("http://127.0.0.1:18187/ai/v1/chat/completions", plain, 16, pid=p1m.pid)
     p1m.terminate()
 
@@ -234,6 +229,16 @@ def main():
     console = console_load(up)
     report(results, ir, start_s, rss_1m, one_m, store_1m)
     report_console(console)
+
+
+def timed_start(cfg, status_port):
+    """Starts the gateway on `cfg`: the process, seconds until ready, peak RSS (MiB) 1 s later."""
+    started = time.time()
+    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{status_port}/ready", timeout=600)
+    start_s = time.time() - started
+    time.sleep(1)
+    return p, start_s, peak_rss_mib(p.pid)
 
 
 def empty_store(name, cfg, status_port):
@@ -269,12 +274,7 @@ def store_million(up):
     con.execute("UPDATE tollgate_revision SET revision = 1")
     con.commit()
     con.close()
-    started = time.time()
-    p = start([str(REL / "tollgate"), "serve", "--config", str(cfg)])
-    wait_http("http://127.0.0.1:18190/ready", timeout=600)
-    start_s = time.time() - started
-    time.sleep(1)
-    rss = peak_rss_mib(p.pid)
+    p, start_s, rss = timed_start(cfg, 18190)
     url = "http://127.0.0.1:18189/ai/v1/chat/completions"
     stored = wrk(url, body(PROMPT), 16, pid=p.pid, key="tg_bench-0500-0500-0123456789abcdef")
     p.terminate()

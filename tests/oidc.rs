@@ -25,20 +25,10 @@ fn oidc_dir() -> PathBuf {
 
 /// Whether node and the provider package are there; with `CI` set, their absence fails.
 fn provider_available() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let package = oidc_dir().join("node_modules/oidc-provider").exists();
-    if node && package {
-        return true;
-    }
-    let why = "node or tests/oidc/node_modules is missing (run `npm ci` in tests/oidc; scripts/test.sh does)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    false
+    support::required(
+        support::node_available() && oidc_dir().join("node_modules/oidc-provider").exists(),
+        "node or tests/oidc/node_modules is missing (run `npm ci` in tests/oidc; scripts/test.sh does)",
+    )
 }
 
 async fn start_provider(port: u16, keys: &Path, ttl: u64) -> Provider {

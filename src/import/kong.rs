@@ -297,10 +297,29 @@ fn service_url(service: &Value) -> Option<String> {
     let protocol = str_of(service, "protocol").unwrap_or_else(|| "http".into());
     let port = service.get("port").and_then(Value::as_u64);
     let path = str_of(service, "path").unwrap_or_default();
-    Some(match port {
+    Some(url_of(&protocol, &host, port, &path))
+}
+
+/// `protocol://host[:port]path`, as Kong puts a service's parts together.
+fn url_of(protocol: &str, host: &str, port: Option<u64>, path: &str) -> String {
+    match port {
         Some(port) => format!("{protocol}://{host}:{port}{path}"),
         None => format!("{protocol}://{host}{path}"),
-    })
+    }
+}
+
+/// The plugin names of an object's `konghq.com/plugins` annotation (`metadata` given).
+fn annotated_plugins(metadata: &Value) -> Vec<String> {
+    metadata
+        .pointer("/annotations/konghq.com~1plugins")
+        .and_then(Value::as_str)
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 // ---- Kubernetes manifests -----------------------------------------------------------------
@@ -311,16 +330,7 @@ fn read_manifest(doc: &Value, at: &str, kong: &mut Kong) {
     let name = str_of(&meta, "name").unwrap_or_default();
     let at = format!("{at} ({kind} {name})");
     let namespace = str_of(&meta, "namespace").unwrap_or_default();
-    let annotated_plugins = meta
-        .pointer("/annotations/konghq.com~1plugins")
-        .and_then(Value::as_str)
-        .map(|s| {
-            s.split(',')
-                .map(|p| p.trim().to_owned())
-                .filter(|p| !p.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let annotated_plugins = annotated_plugins(&meta);
     match kind.as_str() {
         "List" => {
             for (i, item) in array(doc, "items").iter().enumerate() {
@@ -497,11 +507,7 @@ fn resolve_kubernetes(kong: &mut Kong) {
                 .get(&format!("{namespace}/{service}"))
                 .cloned()
                 .unwrap_or(Value::Null);
-            let service_plugins: Vec<String> = svc
-                .pointer("/metadata/annotations/konghq.com~1plugins")
-                .and_then(Value::as_str)
-                .map(|s| s.split(',').map(|p| p.trim().to_owned()).collect())
-                .unwrap_or_default();
+            let service_plugins = annotated_plugins(svc.get("metadata").unwrap_or(&Value::Null));
             for name in &service_plugins {
                 if let Some(p) = plugin(kong, name, &route.at) {
                     add_plugin(&mut route.plugins, p);
@@ -527,10 +533,7 @@ fn resolve_kubernetes(kong: &mut Kong) {
                 .pointer("/metadata/annotations/konghq.com~1protocol")
                 .and_then(Value::as_str)
                 .unwrap_or("http");
-            route.upstream = Some(match port {
-                Some(port) => format!("{protocol}://{host}:{port}{path}"),
-                None => format!("{protocol}://{host}{path}"),
-            });
+            route.upstream = Some(url_of(protocol, &host, port, path));
         }
         kong.routes.push(route);
     }

@@ -11,13 +11,14 @@ use bytes::{Bytes, BytesMut};
 pub struct SseEvent {
     /// The `event:` field, or `message` when none was sent.
     pub event: String,
-    /// The `data` lines joined by `\n`; valid UTF-8. An event whose one data line arrived
-    /// whole in one chunk shares that chunk's memory (no copy).
+    /// The `data` lines joined by `\n`, as bytes: an event whose one data line arrived whole
+    /// in one chunk shares that chunk's memory (no copy). Checked as UTF-8 once, by
+    /// [`SseEvent::text`], where it is read.
     pub data: Bytes,
 }
 
 impl SseEvent {
-    /// The data as text (checked once more: cheap, and no `unsafe`).
+    /// The data as text; an event stream that is not UTF-8 is refused here.
     pub fn text(&self) -> Result<&str, SseError> {
         std::str::from_utf8(&self.data).map_err(|_| SseError::Utf8)
     }
@@ -123,18 +124,18 @@ impl SseDecoder {
             self.event.clear();
             return Ok(());
         }
-        let text = std::str::from_utf8(&line).map_err(|_| SseError::Utf8)?;
-        let (field, value_at) = match text.find(':') {
+        // Only the field name (and an `event:` value) is read here; data stays bytes.
+        let (field, value_at) = match memchr::memchr(b':', &line) {
             Some(colon) => {
                 let after = colon + 1;
-                let skip_space = usize::from(text.as_bytes().get(after) == Some(&b' '));
-                (&text[..colon], after + skip_space)
+                let skip_space = usize::from(line.get(after) == Some(&b' '));
+                (&line[..colon], after + skip_space)
             }
-            None => (text, text.len()),
+            None => (&line[..], line.len()),
         };
         match field {
-            "" => {} // a comment (keep-alive)
-            "data" => {
+            b"" => {} // a comment (keep-alive)
+            b"data" => {
                 let value = line.slice(value_at..);
                 match &self.data {
                     None => self.data = Some(value),
@@ -150,9 +151,10 @@ impl SseDecoder {
                     }
                 }
             }
-            "event" => {
+            b"event" => {
+                let name = std::str::from_utf8(&line[value_at..]).map_err(|_| SseError::Utf8)?;
                 self.event.clear();
-                self.event.push_str(&text[value_at..]);
+                self.event.push_str(name);
             }
             _ => {} // id, retry and unknown fields mean nothing to the gateway
         }

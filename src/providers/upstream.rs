@@ -186,17 +186,11 @@ impl std::fmt::Debug for HttpUpstream {
 /// TLS to an upstream: the Mozilla roots (as shipped in `webpki-roots`) or the provider's own
 /// CA bundle, an optional client certificate, TLS 1.2 and 1.3, ALPN for HTTP/2 and HTTP/1.1.
 fn tls_config(name: &str, tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("tls: {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("tls: {}: no PEM certificate in it", path.display()));
-        }
-        Ok(certs)
+    let read_certs = |path: &std::path::Path| {
+        crate::server::tls::read_certificates(path).map_err(|e| format!("tls: {e}"))
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

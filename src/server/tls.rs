@@ -93,15 +93,16 @@ fn certificates(
     path: &Path,
     field: &'static str,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_certificates(path).map_err(|message| error(field, message))
+}
+
+/// Every certificate of a PEM file (at least one), for listeners and upstreams alike.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(field, format!("{}: {e}", path.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| error(field, format!("{}: {e}", path.display())))?;
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(error(
-            field,
-            format!("{}: no PEM certificate in it", path.display()),
-        ));
+        return Err(format!("{}: no PEM certificate in it", path.display()));
     }
     Ok(certs)
 }

@@ -316,26 +316,36 @@ pub async fn clear_of_minute_boundary(needed: std::time::Duration) {
     }
 }
 
-/// Whether node, the test's npm packages and Chromium are there; with `CI` set, their absence
-/// fails the test.
-pub fn browser_available() -> bool {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let node = std::process::Command::new("node")
+/// Whether node answers `--version`.
+pub fn node_available() -> bool {
+    std::process::Command::new("node")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    let package = dir.join("node_modules/playwright-core").exists();
-    let chromium = std::path::Path::new("/usr/bin/chromium").exists()
-        || std::env::var_os("CHROMIUM").is_some();
-    if node && package && chromium {
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `present`, or else: with `CI` set the test fails with `why`, without it the test is skipped
+/// (returns false) and says why.
+pub fn required(present: bool, why: &str) -> bool {
+    if present {
         return true;
     }
-    let why = "node, tests/console/node_modules or /usr/bin/chromium is missing (scripts/test.sh installs them)";
     if std::env::var_os("CI").is_some() {
         panic!("{why}");
     }
     eprintln!("skipping: {why}");
     false
+}
+
+/// Whether node, the test's npm packages and Chromium are there.
+pub fn browser_available() -> bool {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists()
+        || std::env::var_os("CHROMIUM").is_some();
+    required(
+        node_available() && dir.join("node_modules/playwright-core").exists() && chromium,
+        "node, tests/console/node_modules or /usr/bin/chromium is missing (scripts/test.sh installs them)",
+    )
 }
 
 /// Runs a browser test script of tests/console/ with node and asserts it passed (it prints
