@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
+use super::json_line::{JsonObject, write_str};
 use super::sinks::{self, SinkLabel, SinkQueue};
 use crate::config::{LogConfig, RequestLogTarget};
 use crate::providers::Usage;
@@ -111,6 +112,18 @@ pub struct AttemptRecord {
 }
 
 impl AttemptRecord {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        JsonObject::begin(out)
+            .str("provider", &self.provider)
+            .str("provider_kind", self.provider_kind)
+            .str("model", &self.model)
+            .str("outcome", self.outcome)
+            .bool("skipped", self.skipped)
+            .opt_f64("started_ms", self.started_ms)
+            .opt_f64("latency_ms", self.latency_ms)
+            .end();
+    }
+
     pub fn tried(
         target: &Target,
         outcome: &'static str,
@@ -142,6 +155,62 @@ impl AttemptRecord {
 }
 
 impl RequestRecord {
+    /// The record as one JSON object, as its `Serialize` derive would write it (a test holds
+    /// the two together), without escaping each key (see [`super::json_line`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut o = JsonObject::begin(out);
+        o.str("time", &self.time)
+            .str("request_id", &self.request_id)
+            .str("method", &self.method)
+            .str("path", &self.path)
+            .opt_str("route", self.route.as_deref())
+            .opt_str("consumer", self.consumer.as_deref())
+            .opt_str("custom_id", self.custom_id.as_deref());
+        if let Some(key_id) = &self.key_id {
+            o.str("key_id", key_id);
+        }
+        o.opt_str("end_user", self.end_user.as_deref());
+        if let Some(acting_as) = &self.acting_as {
+            o.str("acting_as", acting_as);
+        }
+        o.opt_str("endpoint", self.endpoint)
+            .opt_str("model", self.model.as_deref())
+            .opt_str("provider", self.provider.as_deref())
+            .opt_str("upstream_model", self.upstream_model.as_deref())
+            .bool("stream", self.stream)
+            .u64("status", u64::from(self.status))
+            .opt_str("error", self.error)
+            .opt_str("error_message", self.error_message.as_deref())
+            .opt_u64("prompt_tokens", self.prompt_tokens)
+            .opt_u64("completion_tokens", self.completion_tokens)
+            .opt_u64("total_tokens", self.total_tokens)
+            .opt_u64("cached_tokens", self.cached_tokens)
+            .opt_u64("cache_write_tokens", self.cache_write_tokens)
+            .opt_u64("reasoning_tokens", self.reasoning_tokens);
+        if self.usage_estimated {
+            o.bool("usage_estimated", true);
+        }
+        if !self.dropped.is_empty() {
+            o.array("dropped", &self.dropped, |out, d| write_str(out, d));
+        }
+        o.opt_f64("cost_usd", self.cost_usd)
+            .u64("request_bytes", self.request_bytes)
+            .u64("response_bytes", self.response_bytes)
+            .f64("latency_ms", self.latency_ms)
+            .opt_f64("overhead_ms", self.overhead_ms)
+            .opt_f64("upstream_latency_ms", self.upstream_latency_ms)
+            .opt_f64("ttft_ms", self.ttft_ms)
+            .bool("client_disconnected", self.client_disconnected)
+            .array("attempts", &self.attempts, |out, a| a.write_json(out));
+        if let Some(body) = &self.request_body {
+            o.value("request_body", body);
+        }
+        if let Some(body) = &self.response_body {
+            o.value("response_body", body);
+        }
+        o.end();
+    }
+
     pub fn set_usage(&mut self, usage: &Usage) {
         self.prompt_tokens = Some(usage.prompt_tokens);
         self.completion_tokens = Some(usage.completion_tokens);
@@ -217,14 +286,10 @@ impl RequestLogger {
             // Serialised once, shared by every sink; sized for a typical record up front (a
             // growing buffer reallocates several times per record).
             let mut line = Vec::with_capacity(1536);
-            match serde_json::to_writer(&mut line, &record) {
-                Ok(()) => {
-                    let line = Bytes::from(line);
-                    for sink in sinks.iter() {
-                        sink.push(line.clone());
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot serialise a request record"),
+            record.write_json(&mut line);
+            let line = Bytes::from(line);
+            for sink in sinks.iter() {
+                sink.push(line.clone());
             }
         }
         if let Some(tap) = &self.tap {
@@ -240,5 +305,78 @@ impl RequestLogger {
             .map(|s| (s.name, s.depth()))
             .collect::<Vec<_>>()
             .into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(outcome: &'static str, skipped: bool) -> AttemptRecord {
+        AttemptRecord {
+            provider: "anthropic \"eu\"".into(),
+            provider_kind: "anthropic",
+            model: "claude-sonnet-4".into(),
+            outcome,
+            skipped,
+            started_ms: (!skipped).then_some(0.25),
+            latency_ms: (!skipped).then_some(812.125),
+        }
+    }
+
+    /// The hand-written line and the `Serialize` derive (what the fields document) agree, with
+    /// every optional field set and with none.
+    #[test]
+    fn the_line_is_what_serde_writes() {
+        let full = RequestRecord {
+            time: "2026-12-04T18:45:12.123Z".into(),
+            request_id: "0f9e\u{1}id".into(),
+            method: "POST".into(),
+            path: "/ai/v1/chat/completions?x=\"y\"\\".into(),
+            route: Some("ai".into()),
+            consumer: Some("team-a".into()),
+            custom_id: Some("c-42".into()),
+            key_id: Some("key_01".into()),
+            end_user: Some("ada@example.com".into()),
+            acting_as: Some("ada".into()),
+            endpoint: Some("chat"),
+            model: Some("smart".into()),
+            provider: Some("anthropic".into()),
+            upstream_model: Some("claude-sonnet-4".into()),
+            stream: true,
+            status: 429,
+            error: Some("rate_limited"),
+            error_message: Some("tokens per minute\nexceeded".into()),
+            prompt_tokens: Some(12),
+            completion_tokens: Some(34),
+            total_tokens: Some(46),
+            cached_tokens: Some(3),
+            cache_write_tokens: Some(4),
+            reasoning_tokens: Some(5),
+            usage_estimated: true,
+            dropped: vec!["cache_control".into(), "thinking".into()],
+            cost_usd: Some(0.000_123_4),
+            request_bytes: 1234,
+            response_bytes: 5678,
+            latency_ms: 815.5,
+            overhead_ms: Some(0.333),
+            upstream_latency_ms: Some(815.167),
+            ttft_ms: Some(f64::NAN),
+            client_disconnected: true,
+            attempts: vec![attempt("circuit_open", true), attempt("ok", false)],
+            request_body: Some(
+                serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}),
+            ),
+            response_body: Some(serde_json::json!({"choices": []})),
+            ..RequestRecord::default()
+        };
+        for record in [full, RequestRecord::default()] {
+            let mut line = Vec::new();
+            record.write_json(&mut line);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                serde_json::to_string(&record).unwrap()
+            );
+        }
     }
 }
