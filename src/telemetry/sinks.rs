@@ -145,13 +145,21 @@ async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(mut rx: mpsc::Receiver<By
     }
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
+/// How long lines are gathered after the first one before they are written together. tokio
+/// writes stdout and files on its blocking pool: each write is a hand-off to another thread
+/// (futex calls, context switches), which per line cost more than the request itself.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// Writes `first` and whatever else is queued within [`GATHER`], then flushes once.
 async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     rx: &mut mpsc::Receiver<Bytes>,
     out: &mut W,
     first: Bytes,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(first.len() + 1);
+    if !rx.is_closed() {
+        tokio::time::sleep(GATHER).await;
+    }
+    let mut buf = Vec::with_capacity((first.len() + 1) * (rx.len() + 1));
     buf.extend_from_slice(&first);
     buf.push(b'\n');
     while let Ok(line) = rx.try_recv() {
