@@ -8,8 +8,8 @@ pub mod signed_user;
 
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::error::GatewayError;
 use crate::policy::model_set::ModelSet;
@@ -53,7 +53,10 @@ pub struct EndUser {
 
 /// The API key of a request: `apikey`, `Authorization: Bearer`, or Anthropic-style `x-api-key`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("apikey") {
+    // Names built at compile time: a lookup by `&str` parses the name on every request.
+    const APIKEY: HeaderName = HeaderName::from_static("apikey");
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    if let Some(v) = headers.get(APIKEY) {
         return v.to_str().ok().map(str::trim);
     }
     if let Some(v) = headers.get(AUTHORIZATION) {
@@ -62,7 +65,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     headers
-        .get("x-api-key")
+        .get(X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }

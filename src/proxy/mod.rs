@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -34,13 +34,15 @@ use crate::state::AppState;
 use crate::telemetry::redact;
 use crate::telemetry::request_log::RequestRecord;
 
-pub const REQUEST_ID: &str = "x-request-id";
-pub const PROVIDER_HEADER: &str = "x-tollgate-provider";
-pub const UPSTREAM_MODEL_HEADER: &str = "x-tollgate-upstream-model";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-tollgate-provider");
+pub const UPSTREAM_MODEL_HEADER: HeaderName = HeaderName::from_static("x-tollgate-upstream-model");
+/// W3C trace context, carried into the gateway's spans.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The time this request spent in the gateway itself, in milliseconds.
-pub const OVERHEAD_HEADER: &str = "x-tollgate-overhead-ms";
+pub const OVERHEAD_HEADER: HeaderName = HeaderName::from_static("x-tollgate-overhead-ms");
 /// On a `count_tokens` answer the gateway computed itself: `estimate`.
-pub const TOKEN_COUNT_HEADER: &str = "x-tollgate-token-count";
+pub const TOKEN_COUNT_HEADER: HeaderName = HeaderName::from_static("x-tollgate-token-count");
 
 /// Anthropic's SDKs and Claude Code send `anthropic-version`: they get Anthropic's list shape.
 fn anthropic_shape(headers: &HeaderMap) -> bool {
@@ -88,7 +90,7 @@ impl Exchange {
             started_instant: Some(started),
             traceparent: request
                 .headers()
-                .get("traceparent")
+                .get(TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| v.len() <= 128)
                 .map(str::to_owned),

@@ -342,11 +342,22 @@ fn counter_of(
 ) -> Counter {
     let per_ms = limit.per.as_millis().max(1) as u64;
     let window_start = now_ms / per_ms * per_ms;
+    // `{policy}:{metric}:{per_ms}:{scope_key}:{window_start}`, without the formatting
+    // machinery (this runs for every limit of every request).
+    let metric = limit.metric.name();
+    let mut key = String::with_capacity(policy.len() + metric.len() + scope_key.len() + 40);
+    for part in [
+        policy,
+        metric,
+        itoa::Buffer::new().format(per_ms),
+        scope_key,
+    ] {
+        key.push_str(part);
+        key.push(':');
+    }
+    key.push_str(itoa::Buffer::new().format(window_start));
     Counter {
-        key: format!(
-            "{policy}:{}:{per_ms}:{scope_key}:{window_start}",
-            limit.metric.name(),
-        ),
+        key,
         metric: limit.metric,
         amount: limit.metric.amount(estimate),
         max: limit.max,
@@ -449,31 +460,52 @@ fn header_names(per: Duration) -> [HeaderName; 3] {
         ]
     }
     match per.as_secs() {
-        1 => names(
-            "x-ai-ratelimit-limit-second",
-            "x-ai-ratelimit-remaining-second",
-            "x-ai-ratelimit-reset-second",
-        ),
-        60 => names(
-            "x-ai-ratelimit-limit-minute",
-            "x-ai-ratelimit-remaining-minute",
-            "x-ai-ratelimit-reset-minute",
-        ),
-        3600 => names(
-            "x-ai-ratelimit-limit-hour",
-            "x-ai-ratelimit-remaining-hour",
-            "x-ai-ratelimit-reset-hour",
-        ),
-        86_400 => names(
-            "x-ai-ratelimit-limit-day",
-            "x-ai-ratelimit-remaining-day",
-            "x-ai-ratelimit-reset-day",
-        ),
-        2_592_000 => names(
-            "x-ai-ratelimit-limit-month",
-            "x-ai-ratelimit-remaining-month",
-            "x-ai-ratelimit-reset-month",
-        ),
+        // Built at compile time (a `const fn` called at run time parses each name).
+        1 => {
+            const {
+                names(
+                    "x-ai-ratelimit-limit-second",
+                    "x-ai-ratelimit-remaining-second",
+                    "x-ai-ratelimit-reset-second",
+                )
+            }
+        }
+        60 => {
+            const {
+                names(
+                    "x-ai-ratelimit-limit-minute",
+                    "x-ai-ratelimit-remaining-minute",
+                    "x-ai-ratelimit-reset-minute",
+                )
+            }
+        }
+        3600 => {
+            const {
+                names(
+                    "x-ai-ratelimit-limit-hour",
+                    "x-ai-ratelimit-remaining-hour",
+                    "x-ai-ratelimit-reset-hour",
+                )
+            }
+        }
+        86_400 => {
+            const {
+                names(
+                    "x-ai-ratelimit-limit-day",
+                    "x-ai-ratelimit-remaining-day",
+                    "x-ai-ratelimit-reset-day",
+                )
+            }
+        }
+        2_592_000 => {
+            const {
+                names(
+                    "x-ai-ratelimit-limit-month",
+                    "x-ai-ratelimit-remaining-month",
+                    "x-ai-ratelimit-reset-month",
+                )
+            }
+        }
         s => ["limit", "remaining", "reset"].map(|what| {
             // Digits and ASCII letters only: always a valid header name.
             HeaderName::try_from(format!("x-ai-ratelimit-{what}-{s}s"))
