@@ -552,30 +552,45 @@ struct CompactChunk {
 }
 
 impl CompactChunk {
-    /// `None` unless the chunk is written compactly (`"choices":[`) and carries no error. The
-    /// keys searched for cannot occur inside a JSON string (its quotes would be escaped).
+    /// `None` unless the chunk is written compactly (`"choices":[`) and carries no error.
+    /// One pass over the bytes that tells strings (escapes included) from the rest: a key is a
+    /// string followed by `:`, so a key-like text inside a string value is never taken for one.
     fn scan(data: &[u8]) -> Option<Self> {
         let (mut choices_at, mut usage_at) = (None, None);
         let mut has_output = false;
-        // Every key ends in `":`; inside a string a quote is escaped, so a key found this way
-        // whose name matches is a real key (an escaped quote leaves a `\` in the name).
-        for colon in memchr::memchr_iter(b':', data) {
-            let Some(end_quote) = colon.checked_sub(1).filter(|&q| data[q] == b'"') else {
+        let mut i = 0;
+        while i < data.len() {
+            if data[i] != b'"' {
+                i += 1;
                 continue;
-            };
-            let Some(start) = memchr::memrchr(b'"', &data[..end_quote]) else {
-                continue;
-            };
-            let after = &data[colon + 1..];
-            let key = &data[start + 1..end_quote];
-            let spaced = after.first().is_some_and(u8::is_ascii_whitespace);
-            match key {
-                b"choices" | b"content" | b"reasoning_content" | b"reasoning" | b"tool_calls"
-                | b"usage"
-                    if spaced =>
-                {
-                    return None;
+            }
+            // A string: find its closing quote.
+            let start = i + 1;
+            let mut end = start;
+            while end < data.len() && data[end] != b'"' {
+                end += if data[end] == b'\\' { 2 } else { 1 };
+            }
+            i = end + 1;
+            match data.get(i) {
+                Some(b':') => {}
+                // `"key" :` — not compact: the caller parses it whole.
+                Some(b) if b.is_ascii_whitespace() => {
+                    let rest = &data[i..];
+                    let next = rest.iter().position(|b| !b.is_ascii_whitespace());
+                    if next.is_some_and(|n| rest[n] == b':') {
+                        return None;
+                    }
+                    continue;
                 }
+                _ => continue,
+            }
+            let colon = i;
+            let key = &data[start..end.min(data.len())];
+            let after = &data[colon + 1..];
+            if after.first().is_some_and(u8::is_ascii_whitespace) {
+                return None;
+            }
+            match key {
                 b"choices" if after.first() == Some(&b'[') => choices_at = Some(colon + 2),
                 b"choices" | b"error" => return None,
                 // A string value that is not empty, or tool calls that are not null.
@@ -586,6 +601,7 @@ impl CompactChunk {
                 b"usage" => usage_at = Some(colon + 1),
                 _ => {}
             }
+            i = colon + 1;
         }
         let choices_at = choices_at?;
         let usage = match usage_at {
@@ -658,6 +674,20 @@ mod tests {
         assert!(f.has_output);
         let f = peek_chunk(r#"{"choices":[{"delta":{"content":null,"tool_calls":null}}]}"#.into());
         assert!(!f.has_output);
+        // Key-like text inside a value (escaped quotes, a backslash before the closing quote)
+        // is not a key.
+        let f = peek_chunk(
+            r#"{"choices":[{"delta":{"content":"\"usage\":{\"total_tokens\":9} \\"}}],"usage":null}"#
+                .into(),
+        );
+        assert!(f.has_output && f.usage.is_none());
+        assert_eq!(f.generated_text(), r#""usage":{"total_tokens":9} \"#);
+        // A space before a colon: parsed whole, same answer.
+        let f = peek_chunk(
+            r#"{"choices" :[],"usage" :{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#
+                .into(),
+        );
+        assert!(f.usage_only && f.usage.unwrap().total_tokens == 3);
         let f = peek_chunk(r#"{"choices":[{"delta":{"content":"","tool_calls":null}}],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1}}"#.into());
         assert!(!f.has_output && !f.usage_only && f.usage.unwrap().prompt_tokens == 1);
     }
