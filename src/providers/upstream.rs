@@ -171,7 +171,9 @@ impl http_body::Body for UpstreamBody {
 /// The other timeouts come with each call, as they may differ per target.
 pub struct HttpUpstream {
     pub name: String,
-    client: HttpClient,
+    /// One client (with its own connection pool) per proxy thread, and one for the rest, so
+    /// that a request uses connections driven by its own thread (see `server::workers`).
+    clients: Box<[HttpClient]>,
     headers: HeaderMap,
 }
 
@@ -313,15 +315,26 @@ impl HttpUpstream {
                 direct: tcp,
                 proxies: Arc::new(hyper_util::client::proxy::matcher::Matcher::from_env()),
             });
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let clients = (0..crate::server::workers::slot_count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_timer(TokioTimer::new())
+                    .build(connector.clone())
+            })
+            .collect();
         Ok(Self {
             name: name.to_owned(),
-            client,
+            clients,
             headers,
         })
+    }
+
+    /// The calling thread's client.
+    fn client(&self) -> &HttpClient {
+        let slot = crate::server::workers::current_slot();
+        // Built with at least one client; a thread numbered past them shares the last.
+        &self.clients[slot.min(self.clients.len() - 1)]
     }
 
     /// Sends `secret` in `header` (e.g. `authorization: Bearer <key>`, `x-api-key: <key>`) and
@@ -400,7 +413,7 @@ impl HttpUpstream {
             true => (timeouts.first_byte, "first byte"),
             false => (timeouts.total, "total"),
         };
-        let response = tokio::time::timeout(head_wait, self.client.request(request))
+        let response = tokio::time::timeout(head_wait, self.client().request(request))
             .await
             .map_err(|_| GatewayError::UpstreamTimeout {
                 provider: self.name.clone(),

@@ -40,6 +40,21 @@ pub struct ConnLimits {
     pub max_connections: usize,
 }
 
+/// A listener's limits and its count of open connections, shared by every thread that
+/// accepts on it (the cap is the listener's, not each thread's).
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    pub conn: ConnLimits,
+    open: Arc<Semaphore>,
+}
+
+impl ListenerLimits {
+    pub fn new(conn: ConnLimits) -> Self {
+        let open = Arc::new(Semaphore::new(conn.max_connections.max(1)));
+        Self { conn, open }
+    }
+}
+
 /// How the serving of one listener ends: `graceful` stops accepting and lets requests in
 /// flight finish; `hard` closes every connection now (dropping their responses, so streams
 /// in flight are logged and settled as cut).
@@ -63,12 +78,12 @@ pub async fn serve(
     name: &'static str,
     listener: TcpListener,
     app: Router,
-    limits: ConnLimits,
+    limits: ListenerLimits,
     shutdown: Shutdown,
     tracker: TaskTracker,
     tls: Option<Arc<super::tls::TlsServer>>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (slots, limits) = (limits.open, limits.conn);
     let mut warn_accept = RateLimitedWarning::default();
     let mut warn_full = RateLimitedWarning::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());

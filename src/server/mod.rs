@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 pub mod conn;
 pub mod tls;
+pub mod workers;
 
 pub use crate::state::AppState;
 
@@ -66,6 +67,8 @@ impl Gateway {
     pub async fn bind(config_path: &Path, sink: LogSink) -> Result<Gateway, StartError> {
         conn::raise_fd_limit();
         let source = ConfigSource::read(config_path)?;
+        // Before compiling: each upstream gets a client per proxy thread.
+        workers::reserve_slots(source.config.listen.proxy_threads());
         let snapshot = Snapshot::compile_from(&source.config, None, &source.origin())?;
         let config = &source.config;
         let bind = |addr: SocketAddr| async move {
@@ -254,12 +257,40 @@ impl Gateway {
                 "admin",
                 listener,
                 app,
-                status_limits,
+                conn::ListenerLimits::new(status_limits),
                 cut.clone(),
                 connections.clone(),
                 tls_for(config::ListenerName::Admin),
             )
         });
+        let proxy_threads = {
+            let listener = Arc::new(self.proxy.into_std()?);
+            let (cut, connections) = (cut.clone(), connections.clone());
+            let tls = tls_for(config::ListenerName::Proxy);
+            let count = state.snapshot().listen.proxy_threads();
+            let proxy_limits = conn::ListenerLimits::new(proxy_limits);
+            workers::ProxyThreads::start(count, move |_| {
+                let (listener, app, limits, cut, connections, tls) = (
+                    listener.clone(),
+                    proxy_app.clone(),
+                    proxy_limits.clone(),
+                    cut.clone(),
+                    connections.clone(),
+                    tls.clone(),
+                );
+                async move {
+                    // Every thread accepts on the same socket (a clone of its descriptor).
+                    let listener = match listener.try_clone().and_then(TcpListener::from_std) {
+                        Ok(listener) => listener,
+                        Err(error) => {
+                            tracing::error!(%error, "a proxy thread cannot take the listener");
+                            return;
+                        }
+                    };
+                    conn::serve("proxy", listener, app, limits, cut, connections, tls).await
+                }
+            })?
+        };
         let accepting = async {
             let admin = async {
                 if let Some(admin) = admin {
@@ -269,19 +300,10 @@ impl Gateway {
             tokio::join!(
                 admin,
                 conn::serve(
-                    "proxy",
-                    self.proxy,
-                    proxy_app,
-                    proxy_limits,
-                    cut.clone(),
-                    connections.clone(),
-                    tls_for(config::ListenerName::Proxy),
-                ),
-                conn::serve(
                     "status",
                     self.status,
                     status_app,
-                    status_limits,
+                    conn::ListenerLimits::new(status_limits),
                     cut.clone(),
                     connections.clone(),
                     tls_for(config::ListenerName::Status),
@@ -323,6 +345,7 @@ impl Gateway {
         if let Some(traces) = &state.traces {
             traces.shutdown().await;
         }
+        proxy_threads.stop().await;
         Ok(())
     }
 }

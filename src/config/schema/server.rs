@@ -25,6 +25,11 @@ pub struct Listen {
     /// HTTPS on the listeners named in `tls.listeners` (plain HTTP without it).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Threads serving the proxy listener, each with its own event loop and its own upstream
+    /// connections (a connection stays on the thread that accepted it, as in nginx's
+    /// workers): no hand-offs between threads on the way through. Default: one per core.
+    #[serde(default)]
+    pub proxy_threads: Option<std::num::NonZeroUsize>,
 }
 
 /// A certificate chain and key (PEM files, reloaded when they change and on SIGHUP), and
@@ -76,6 +81,14 @@ pub enum ClientAuth {
 }
 
 impl Listen {
+    /// How many threads serve the proxy listener.
+    pub fn proxy_threads(&self) -> usize {
+        self.proxy_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        )
+    }
+
     /// The TLS settings in force: none when absent, or when `cert` and `key` are both empty
     /// (`cert: "${TLS_CERT:-}"` lets one file serve plain HTTP or HTTPS by environment).
     pub fn tls(&self) -> Option<&TlsConfig> {
@@ -99,6 +112,7 @@ impl Default for Listen {
             status: Self::default_status(),
             admin: None,
             tls: None,
+            proxy_threads: None,
         }
     }
 }
