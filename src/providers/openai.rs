@@ -552,56 +552,52 @@ struct CompactChunk {
 }
 
 impl CompactChunk {
-    /// `None` unless the chunk is written compactly (`"choices":[`) and carries no error.
-    /// One pass over the bytes that tells strings (escapes included) from the rest: a key is a
-    /// string followed by `:`, so a key-like text inside a string value is never taken for one.
+    /// `None` unless the chunk is written compactly (no whitespace between tokens, and
+    /// `"choices":[`) and carries no error. One pass over the bytes that tells strings
+    /// (escapes included) from the rest: a key is a string followed by `:`, so key-like text
+    /// inside a string value is never taken for one.
     fn scan(data: &[u8]) -> Option<Self> {
         let (mut choices_at, mut usage_at) = (None, None);
         let mut has_output = false;
         let mut i = 0;
-        while i < data.len() {
-            if data[i] != b'"' {
-                i += 1;
-                continue;
-            }
-            // A string: find its closing quote.
-            let start = i + 1;
-            let mut end = start;
-            while end < data.len() && data[end] != b'"' {
-                end += if data[end] == b'\\' { 2 } else { 1 };
-            }
-            i = end + 1;
-            match data.get(i) {
-                Some(b':') => {}
-                // `"key" :` — not compact: the caller parses it whole.
-                Some(b) if b.is_ascii_whitespace() => {
-                    let rest = &data[i..];
-                    let next = rest.iter().position(|b| !b.is_ascii_whitespace());
-                    if next.is_some_and(|n| rest[n] == b':') {
-                        return None;
-                    }
+        while let Some(&b) = data.get(i) {
+            match b {
+                b'"' => {}
+                // Written with spaces (Python's json.dumps): the caller parses it whole.
+                b' ' | b'\t' | b'\n' | b'\r' => return None,
+                _ => {
+                    i += 1;
                     continue;
                 }
-                _ => continue,
             }
-            let colon = i;
-            let key = &data[start..end.min(data.len())];
-            let after = &data[colon + 1..];
-            if after.first().is_some_and(u8::is_ascii_whitespace) {
-                return None;
+            // A string: its end is the next quote that no backslash escapes.
+            let start = i + 1;
+            // (Strings in chunks are short: a byte loop beats a SIMD search's set-up.)
+            let mut at = start;
+            let end = loop {
+                match *data.get(at)? {
+                    b'"' => break at,
+                    b'\\' => at += 2,
+                    _ => at += 1,
+                }
+            };
+            i = end + 1;
+            if data.get(i) != Some(&b':') {
+                continue;
             }
-            match key {
-                b"choices" if after.first() == Some(&b'[') => choices_at = Some(colon + 2),
+            let after = &data[i + 1..];
+            match &data[start..end] {
+                b"choices" if after.first() == Some(&b'[') => choices_at = Some(i + 2),
                 b"choices" | b"error" => return None,
                 // A string value that is not empty, or tool calls that are not null.
                 b"content" | b"reasoning_content" | b"reasoning" => {
                     has_output |= after.first() == Some(&b'"') && after.get(1) != Some(&b'"');
                 }
                 b"tool_calls" => has_output |= !after.starts_with(b"null"),
-                b"usage" => usage_at = Some(colon + 1),
+                b"usage" => usage_at = Some(i + 1),
                 _ => {}
             }
-            i = colon + 1;
+            i += 1;
         }
         let choices_at = choices_at?;
         let usage = match usage_at {

@@ -264,31 +264,19 @@ impl Gateway {
             )
         });
         let proxy_threads = {
-            let listener = Arc::new(self.proxy.into_std()?);
             let (cut, connections) = (cut.clone(), connections.clone());
             let tls = tls_for(config::ListenerName::Proxy);
             let count = state.snapshot().listen.proxy_threads();
-            let proxy_limits = conn::ListenerLimits::new(proxy_limits);
-            workers::ProxyThreads::start(count, move |_| {
-                let (listener, app, limits, cut, connections, tls) = (
-                    listener.clone(),
+            let limits = conn::ListenerLimits::new(proxy_limits);
+            workers::ProxyThreads::start(count, self.proxy.into_std()?, move |listener| {
+                let (app, limits, cut, connections, tls) = (
                     proxy_app.clone(),
-                    proxy_limits.clone(),
+                    limits.clone(),
                     cut.clone(),
                     connections.clone(),
                     tls.clone(),
                 );
-                async move {
-                    // Every thread accepts on the same socket (a clone of its descriptor).
-                    let listener = match listener.try_clone().and_then(TcpListener::from_std) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(%error, "a proxy thread cannot take the listener");
-                            return;
-                        }
-                    };
-                    conn::serve("proxy", listener, app, limits, cut, connections, tls).await
-                }
+                conn::serve("proxy", listener, app, limits, cut, connections, tls)
             })?
         };
         let accepting = async {

@@ -37,23 +37,30 @@ pub fn current_slot() -> usize {
     SLOT.with(Cell::get)
 }
 
-/// The proxy threads: each drives `serve(i)` (its accept loop and the connections it accepts)
-/// and then keeps running what its connections left (streams finishing, settlements) until
-/// [`ProxyThreads::stop`].
+/// The proxy threads: each accepts on its own clone of the listening socket and drives
+/// `serve(listener)` (its accept loop and the connections it accepts), then keeps running
+/// what its connections left (streams finishing, settlements) until [`ProxyThreads::stop`].
 pub struct ProxyThreads {
     threads: Vec<JoinHandle<()>>,
     done: CancellationToken,
 }
 
 impl ProxyThreads {
-    pub fn start<F, Fut>(count: usize, serve: F) -> std::io::Result<Self>
+    pub fn start<F, Fut>(
+        count: usize,
+        listener: std::net::TcpListener,
+        serve: F,
+    ) -> std::io::Result<Self>
     where
-        F: Fn(usize) -> Fut + Send + Clone + 'static,
+        F: Fn(tokio::net::TcpListener) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
+        listener.set_nonblocking(true)?;
         let done = CancellationToken::new();
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
+            // Cloned here, so a failure stops the start rather than leaving a thread deaf.
+            let listener = listener.try_clone()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -64,9 +71,18 @@ impl ProxyThreads {
                 .spawn(move || {
                     SLOT.with(|slot| slot.set(i + 1));
                     runtime.block_on(async move {
+                        let serving = async {
+                            match tokio::net::TcpListener::from_std(listener) {
+                                Ok(listener) => serve(listener).await,
+                                Err(error) => {
+                                    tracing::error!(%error, "a proxy thread cannot listen")
+                                }
+                            }
+                            std::future::pending::<()>().await
+                        };
                         // `done` also ends a thread whose gateway was dropped while serving.
                         tokio::select! {
-                            () = async { serve(i).await; std::future::pending().await } => {}
+                            () = serving => {}
                             () = done.cancelled() => {}
                         }
                     });
