@@ -2,7 +2,8 @@
 itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the latency added
 at 1 connection, CPU microseconds per request of the proxy process, instructions per request
 (valgrind callgrind: repeatable on a noisy shared machine), and peak RSS; streaming (20
-chunks), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
+chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
+writes them), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
 the same run. Then the console's admin calls over a full request ring of 10,000 consumers
 (`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
 builds what is missing."""
@@ -28,8 +29,8 @@ PROMPT = "Summarise the benefits of an AI gateway in front of every model in one
 STREAM_PROMPT = " ".join(f"word{i}" for i in range(20))
 
 
-def body(prompt, stream=False):
-    b = {"model": "bench-model", "messages": [{"role": "user", "content": prompt}]}
+def body(prompt, stream=False, model="bench-model"):
+    b = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     if stream:
         b["stream"] = True
     return json.dumps(b)
@@ -63,6 +64,7 @@ providers:
   mock: {{type: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", api_key: sk-bench-upstream-key-0123456789}}
 models:
   bench-model: {{provider: mock}}
+  paced-stream: {{provider: mock}}
 routes:
   ai: {{}}
 rate_limits:
@@ -143,6 +145,26 @@ def wrk(url, payload, connections, duration=DURATION, pid=None, key="bench-key-1
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "errors": int(errors.group(1)) if errors else 0}
 
 
+def first_byte_ms(url, payload, n=500, key="bench-key-12345"):
+    """Median time (ms) from sending a streamed request to the first byte of its body, over
+    `n` sequential requests on one keep-alive connection."""
+    import http.client
+    import statistics
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port)
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        conn.request("POST", u.path, payload, {"content-type": "application/json", "authorization": f"Bearer {key}"})
+        r = conn.getresponse()
+        r.read(1)
+        times.append((time.perf_counter() - started) * 1000)
+        r.read()
+    conn.close()
+    return statistics.median(times)
+
+
 def callgrind(kind, args, port, path, payload, n=1000):
     """Instructions per request: two runs under callgrind, serving 50 and 50 + n requests."""
     totals = []
@@ -189,6 +211,8 @@ def main():
         "tollgate": ("http://127.0.0.1:18183/ai/v1/chat/completions", gw_slow.pid),
     }
     plain, stream = body(PROMPT), body(STREAM_PROMPT, stream=True)
+    # Tokens 1 ms apart, as a model writes them: every proxy forwards each chunk on its own.
+    paced = body(STREAM_PROMPT, stream=True, model="paced-stream")
     big = body(("The gateway forwards every request to the right model. " * 7300)[:400_000])
     results = {}
     for name, (url, pid) in targets.items():
@@ -199,6 +223,8 @@ def main():
             "c1": wrk(url, plain, 1, pid=pid),
             "stream16": wrk(url, stream, 16, pid=pid),
             "stream1": wrk(url, stream, 1, pid=pid),
+            "paced16": wrk(url, paced, 16, pid=pid),
+            "ttfb": {"p50": first_byte_ms(url, stream)},
             "big": wrk(url, big, 1, "5s", pid=pid),
             "slow16": wrk(slow[name][0], plain, 16, pid=slow[name][1]),
         }
@@ -414,6 +440,8 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
     row("streaming req/s, c=16 (20 chunks)", "stream16", "rps")
     row("streaming CPU µs/request", "stream16", "cpu_us", "{:.1f}")
     row("streaming p50 ms, c=1", "stream1", "p50", "{:.3f}")
+    row("paced stream (1 ms a chunk) CPU µs/request, c=16", "paced16", "cpu_us", "{:.1f}")
+    row("stream's time to first byte p50 ms, c=1", "ttfb", "p50", "{:.3f}")
     row("50 ms upstream req/s, c=16", "slow16", "rps")
     row("50 ms upstream p50 ms, c=16", "slow16", "p50", "{:.2f}")
     row("400 KB prompt p50 ms, c=1", "big", "p50", "{:.2f}")
@@ -424,7 +452,10 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
     print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | {r['tollgate']['rss']:.1f} | — |")
     added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
     big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
-    print(f"\nadded p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
+    ttfb = {n: r[n]["ttfb"]["p50"] - r["direct"]["ttfb"]["p50"] for n in ("nginx", "tollgate")}
+    print(f"\ntime to first byte of a stream added at c=1: nginx {ttfb['nginx'] * 1000:.0f} µs, "
+          f"Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
+    print(f"added p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
           f"400 KB prompt added: nginx {big['nginx']:.2f} ms, Tollgate {big['tollgate']:.2f} ms")
     print(f"1M consumers with keys: start-up {start_s:.1f} s, RSS {rss_1m:.0f} MiB, "
           f"{one_m['rps']:,.0f} req/s at c=16 ({one_m['cpu_us']:.1f} µs CPU/request; 1 consumer: "

@@ -13,6 +13,7 @@
 //!   `fail-404` (Ollama's `{"error": "..."}` shape): error statuses;
 //! - `hang`: never answers; `slow`: answers after 300 ms;
 //! - `slow-stream`: one chunk every 100 ms for ~3 s, counting streams cut by the client;
+//! - `paced-stream`: the echo streamed one word every 1 ms (the benchmark's paced stream);
 //! - `die-mid-stream`: two chunks, then the connection breaks;
 //! - `stall-mid-stream`: two chunks, then silence;
 //! - `leak-key-mid-stream`: two chunks, then an in-stream error quoting the key it got
@@ -489,6 +490,12 @@ fn stream_reply(
             vec!["partial ".into(), "answer ".into()],
             Duration::ZERO,
             Ending::Stall,
+        ),
+        // Tokens as a model writes them, 1 ms apart (the benchmark's paced stream).
+        "paced-stream" => (
+            reply.split_inclusive(' ').map(str::to_owned).collect(),
+            Duration::from_millis(1),
+            Ending::Normal,
         ),
         _ => (
             reply.split_inclusive(' ').map(str::to_owned).collect(),
