@@ -75,6 +75,26 @@ fn check_reports_every_problem_with_file_line_and_field() {
     let out = check(&path);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `colour`"));
 
+    // Proxy threads: at least one, at most 1,024.
+    for (threads, message) in [
+        ("0", "expected a nonzero usize"),
+        ("5000", "listen.proxy_threads: at most 1024"),
+    ] {
+        std::fs::write(
+            &path,
+            format!("listen:\n  proxy_threads: {threads}\nproviders:\n  p: {{type: mock}}\n"),
+        )
+        .unwrap();
+        let out = check(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(message), "{threads}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{file}:2:")),
+            "{threads}: {stderr}"
+        );
+    }
+
     let out = tollgate()
         .args(["check", "--config", "/nonexistent.yaml"])
         .output()

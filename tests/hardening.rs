@@ -185,11 +185,18 @@ async fn half_open_connections_do_not_stop_health_or_requests() {
 #[tokio::test]
 async fn past_the_connection_cap_new_connections_get_503() {
     let upstream = mock_upstream::start().await;
-    let gw = TestGateway::start(&format!(
-        "limits: {{max_connections: 20}}\n{}",
-        standard_config(&upstream.base_url())
-    ))
-    .await;
+    // Three proxy threads accept on the port: the cap is the listener's, not each thread's.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "listen: {{proxy: 127.0.0.1:0, status: 127.0.0.1:0, proxy_threads: 3}}\nlimits: {{max_connections: 20}}\n{}",
+            standard_config(&upstream.base_url())
+        ),
+    )
+    .unwrap();
+    let gw = TestGateway::start_from(config_path, dir).await;
     let mut held = Vec::new();
     for _ in 0..20 {
         held.push(TcpStream::connect(gw.addr).await.unwrap());

@@ -15,6 +15,9 @@ use crate::policy::model_set::ModelSet;
 use crate::store::{StoreContents, Touched};
 pub(super) use policies::check_limits;
 
+/// More proxy threads than this is a typo, not a machine.
+const MAX_PROXY_THREADS: usize = 1024;
+
 /// Where a config came from, so that each problem is reported where it can be mended.
 pub enum Origin<'a> {
     /// A YAML file: its name and text (problems point at their line).
@@ -130,6 +133,16 @@ impl Snapshot {
         let admin = admin_access(config, &root.key("admin"), &mut problems);
         if let Some(oidc) = &config.auth.oidc {
             policies::check_oidc(config, oidc, &root.key("auth").key("oidc"), &mut problems);
+        }
+        if config
+            .listen
+            .proxy_threads
+            .is_some_and(|n| n.get() > MAX_PROXY_THREADS)
+        {
+            problems.add(
+                root.key("listen").key("proxy_threads"),
+                format!("at most {MAX_PROXY_THREADS} (one per core is the default)"),
+            );
         }
         // The certificate and key are read here too, so `check` refuses what would not serve.
         if let Some(tls) = config.listen.tls()
