@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -175,6 +175,9 @@ pub struct HttpUpstream {
     /// that a request uses connections driven by its own thread (see `server::workers`).
     clients: Box<[HttpClient]>,
     headers: HeaderMap,
+    /// The `Host` of plain-HTTP requests with the authority it is for, made once (the pooled
+    /// client would format it for every request).
+    host: std::sync::OnceLock<(String, HeaderValue)>,
 }
 
 impl std::fmt::Debug for HttpUpstream {
@@ -327,7 +330,23 @@ impl HttpUpstream {
             name: name.to_owned(),
             clients,
             headers,
+            host: std::sync::OnceLock::new(),
         })
+    }
+
+    /// `host[:port]` of `url` (the port only when not the scheme's default), as hyper-util
+    /// writes it.
+    fn host_header(&self, url: &Url) -> Option<HeaderValue> {
+        let (authority, value) = self.host.get_or_init(|| {
+            let host = url.host_str().unwrap_or_default();
+            let text = match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+            (url.authority().to_owned(), value)
+        });
+        (authority == url.authority() && !value.is_empty()).then(|| value.clone())
     }
 
     /// The calling thread's client.
@@ -405,6 +424,12 @@ impl HttpUpstream {
         let headers = request.headers_mut();
         headers.clone_from(&self.headers);
         headers.extend(extra);
+        // HTTP/1 only (an https upstream may speak HTTP/2, where the client sets :authority).
+        if url.scheme() == "http"
+            && let Some(host) = self.host_header(url)
+        {
+            headers.insert(HOST, host);
+        }
 
         // The total deadline covers the head and the whole body (streams included); the
         // first byte may not take longer than either.

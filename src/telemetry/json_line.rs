@@ -141,10 +141,21 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) {
 }
 
 fn needs_escape(value: &str) -> bool {
-    value
-        .bytes()
-        .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+    value.bytes().any(|b| ESCAPED[usize::from(b)])
 }
+
+/// The bytes JSON writes escaped: control characters, the quote and the backslash.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 #[cfg(test)]
 mod tests {
