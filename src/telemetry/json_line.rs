@@ -3,8 +3,9 @@
 //! serde_json escapes every key of every record byte by byte; a record has ~40 keys, which made
 //! the log line the largest cost of a request after hyper's own. Here keys are written as the
 //! literals they are, and a value is copied as is unless it holds a byte JSON must escape (then
-//! serde_json writes it). Numbers go through serde_json too, so the output is what serde would
-//! have written.
+//! serde_json writes it). Integers are written by `itoa` and floats by serde_json (which
+//! writes the shortest exact form, and `null` for NaN), so the output is what serde would have
+//! written.
 
 use serde::Serialize;
 
