@@ -51,11 +51,12 @@ pub struct EndUser {
     pub consumer: Option<Arc<Consumer>>,
 }
 
+// Names built at compile time: a lookup by `&str` parses the name on every request.
+const APIKEY: HeaderName = HeaderName::from_static("apikey");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The API key of a request: `apikey`, `Authorization: Bearer`, or Anthropic-style `x-api-key`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    // Names built at compile time: a lookup by `&str` parses the name on every request.
-    const APIKEY: HeaderName = HeaderName::from_static("apikey");
-    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
     if let Some(v) = headers.get(APIKEY) {
         return v.to_str().ok().map(str::trim);
     }
@@ -106,7 +107,7 @@ fn named_user(consumer: &Consumer, headers: &HeaderMap) -> Result<Option<String>
 /// sent, and the bearer value has a JWT's shape (anything else is an API key).
 fn presented_token<'h>(snapshot: &Snapshot, headers: &'h HeaderMap) -> Option<&'h str> {
     snapshot.oidc.as_ref()?;
-    if headers.contains_key("apikey") {
+    if headers.contains_key(APIKEY) {
         return None;
     }
     presented_key(headers).filter(|v| oidc::looks_like_jwt(v))

@@ -75,7 +75,7 @@ impl<'a> JsonObject<'a> {
         self.value(key, &value)
     }
 
-    pub fn null(&mut self, key: &'static str) -> &mut Self {
+    fn null(&mut self, key: &'static str) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(b"null");
         self
@@ -89,19 +89,6 @@ impl<'a> JsonObject<'a> {
             // field stays well-formed.
             self.out.extend_from_slice(b"null");
         }
-        self
-    }
-
-    /// A nested object under `key`, written by `fill`.
-    pub fn object(
-        &mut self,
-        key: &'static str,
-        fill: impl FnOnce(&mut JsonObject<'_>),
-    ) -> &mut Self {
-        self.key(key);
-        let mut inner = JsonObject::begin(self.out);
-        fill(&mut inner);
-        inner.end();
         self
     }
 
@@ -175,9 +162,7 @@ mod tests {
             .f64("ms", 0.1 + 0.2)
             .opt_f64("nan", Some(f64::NAN))
             .array("list", &["a", "b\"c"], |out, s| write_str(out, s))
-            .object("nested", |o| {
-                o.u64("x", 1);
-            });
+            .value("nested", &serde_json::json!({"x": 1}));
         o.end();
         let expected = serde_json::json!({
             "plain": "gpt-4o",
