@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+mod http1_pool;
 pub mod mock;
 pub mod openai;
 pub mod sse;

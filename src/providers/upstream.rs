@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use super::FrameStream;
+use super::http1_pool::{Http1Pools, Lease};
 use super::sse::SseDecoder;
 use super::translate::StreamTranslator;
 use crate::config::{Timeouts, UpstreamTls};
@@ -104,6 +105,8 @@ pub enum BodyError {
 pub struct UpstreamBody {
     source: Source,
     deadline: Instant,
+    /// A plain-HTTP connection, back to its pool once this body has been read to its end.
+    lease: Option<Lease>,
 }
 
 enum Source {
@@ -114,10 +117,11 @@ enum Source {
 }
 
 impl UpstreamBody {
-    fn live(body: hyper::body::Incoming, deadline: Instant) -> Self {
+    fn live(body: hyper::body::Incoming, deadline: Instant, lease: Option<Lease>) -> Self {
         Self {
             source: Source::Live(body),
             deadline,
+            lease,
         }
     }
 
@@ -129,6 +133,7 @@ impl UpstreamBody {
         Self {
             source: Source::Made(body.map_err(|never| match never {}).boxed_unsync()),
             deadline: Instant::now() + Duration::from_secs(3600),
+            lease: None,
         }
     }
 }
@@ -153,6 +158,12 @@ impl http_body::Body for UpstreamBody {
             Poll::Ready(Some(Ok(_))) if Instant::now() >= this.deadline => {
                 Poll::Ready(Some(Err(BodyError::Deadline)))
             }
+            Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
+                Poll::Ready(None)
+            }
             polled => polled,
         }
     }
@@ -175,9 +186,17 @@ pub struct HttpUpstream {
     /// that a request uses connections driven by its own thread (see `server::workers`).
     clients: Box<[HttpClient]>,
     headers: HeaderMap,
-    /// The `Host` of plain-HTTP requests with the authority it is for, made once (the pooled
-    /// client would format it for every request).
-    host: std::sync::OnceLock<(String, HeaderValue)>,
+    connect_timeout: Duration,
+    /// Plain-HTTP requests to the upstream's own authority: their `Host` header and their
+    /// per-thread connection pools, made at the first such request.
+    plain: std::sync::OnceLock<Option<PlainHttp>>,
+}
+
+/// The fast path to a plain-HTTP upstream (see [`http1_pool`]).
+struct PlainHttp {
+    authority: String,
+    host: HeaderValue,
+    pools: Http1Pools,
 }
 
 impl std::fmt::Debug for HttpUpstream {
@@ -330,23 +349,37 @@ impl HttpUpstream {
             name: name.to_owned(),
             clients,
             headers,
-            host: std::sync::OnceLock::new(),
+            connect_timeout: timeouts.connect,
+            plain: std::sync::OnceLock::new(),
         })
     }
 
-    /// `host[:port]` of `url` (the port only when not the scheme's default), as hyper-util
-    /// writes it.
-    fn host_header(&self, url: &Url) -> Option<HeaderValue> {
-        let (authority, value) = self.host.get_or_init(|| {
-            let host = url.host_str().unwrap_or_default();
-            let text = match url.port() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_owned(),
+    /// The plain-HTTP path for `url`: for an `http` URL with the authority of the first such
+    /// URL seen (every URL an upstream builds shares its base's), else `None`.
+    fn plain_http(&self, url: &Url) -> Option<&PlainHttp> {
+        if url.scheme() != "http" {
+            return None;
+        }
+        let plain = self.plain.get_or_init(|| {
+            let host = match url.host()? {
+                url::Host::Domain(name) => name.to_owned(),
+                url::Host::Ipv4(ip) => ip.to_string(),
+                url::Host::Ipv6(ip) => ip.to_string(),
             };
-            let value = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
-            (url.authority().to_owned(), value)
+            // `host[:port]`, the port only when not the scheme's default.
+            let header = match url.port() {
+                Some(port) => format!("{}:{port}", url.host_str()?),
+                None => url.host_str()?.to_owned(),
+            };
+            Some(PlainHttp {
+                authority: url.authority().to_owned(),
+                host: HeaderValue::from_str(&header).ok()?,
+                pools: Http1Pools::new(&host, url.port_or_known_default()?, self.connect_timeout),
+            })
         });
-        (authority == url.authority() && !value.is_empty()).then(|| value.clone())
+        plain
+            .as_ref()
+            .filter(|plain| plain.authority == url.authority())
     }
 
     /// The calling thread's client.
@@ -416,7 +449,14 @@ impl HttpUpstream {
         timeouts: &Timeouts,
         extra: HeaderMap,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let uri = Uri::try_from(url.as_str())
+        let plain = self.plain_http(url);
+        // Plain HTTP is sent in origin form (`/path?query`); the pooled client takes the
+        // whole URL.
+        let target = match plain {
+            Some(_) => &url[url::Position::BeforePath..],
+            None => url.as_str(),
+        };
+        let uri = Uri::try_from(target)
             .map_err(|e| GatewayError::Internal(format!("upstream URL: {e}")))?;
         let mut request = Request::new(Full::new(bytes));
         *request.method_mut() = Method::POST;
@@ -424,11 +464,8 @@ impl HttpUpstream {
         let headers = request.headers_mut();
         headers.clone_from(&self.headers);
         headers.extend(extra);
-        // HTTP/1 only (an https upstream may speak HTTP/2, where the client sets :authority).
-        if url.scheme() == "http"
-            && let Some(host) = self.host_header(url)
-        {
-            headers.insert(HOST, host);
+        if let Some(plain) = plain {
+            headers.insert(HOST, plain.host.clone());
         }
 
         // The total deadline covers the head and the whole body (streams included); the
@@ -438,14 +475,29 @@ impl HttpUpstream {
             true => (timeouts.first_byte, "first byte"),
             false => (timeouts.total, "total"),
         };
-        let response = tokio::time::timeout(head_wait, self.client().request(request))
-            .await
-            .map_err(|_| GatewayError::UpstreamTimeout {
-                provider: self.name.clone(),
-                phase,
-            })?
-            .map_err(|e| transport_error(&self.name, &e))?;
-        let response = response.map(|body| UpstreamBody::live(body, deadline));
+        let timed_out = |_| GatewayError::UpstreamTimeout {
+            provider: self.name.clone(),
+            phase,
+        };
+        let response = match plain {
+            Some(plain) => {
+                let (response, lease) = tokio::time::timeout(head_wait, plain.pools.send(request))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| match e.is_timeout() {
+                        true => connect_timeout(&self.name),
+                        false => GatewayError::UpstreamUnreachable {
+                            provider: self.name.clone(),
+                        },
+                    })?;
+                response.map(|body| UpstreamBody::live(body, deadline, Some(lease)))
+            }
+            None => tokio::time::timeout(head_wait, self.client().request(request))
+                .await
+                .map_err(timed_out)?
+                .map_err(|e| transport_error(&self.name, &e))?
+                .map(|body| UpstreamBody::live(body, deadline, None)),
+        };
         if !response.status().is_success() {
             return Err(status_error(&self.name, response).await);
         }
@@ -650,14 +702,18 @@ pub fn transport_error(provider: &str, e: &hyper_util::client::legacy::Error) ->
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
-            return GatewayError::UpstreamTimeout {
-                provider,
-                phase: "connect",
-            };
+            return connect_timeout(&provider);
         }
         source = cause.source();
     }
     GatewayError::UpstreamUnreachable { provider }
+}
+
+fn connect_timeout(provider: &str) -> GatewayError {
+    GatewayError::UpstreamTimeout {
+        provider: provider.to_owned(),
+        phase: "connect",
+    }
 }
 
 /// Translates a non-2xx upstream response into an error whose message is the upstream's own
