@@ -1,6 +1,7 @@
 //! The request pipeline: route → authenticate → route ACL → endpoint → model access →
 //! provider → response (whole or streamed), with one request-log record per request.
 
+mod batches;
 mod failover;
 mod stream;
 
@@ -977,11 +978,11 @@ pub const ANSWER_HEADERS: usize = 16;
 /// Tells the client which provider and upstream model answered.
 fn with_target_headers(mut response: Response, target: &Target) -> Response {
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&target.provider_name) {
-        headers.insert(PROVIDER_HEADER, v);
+    if let Some(v) = &target.answer_headers.provider {
+        headers.insert(PROVIDER_HEADER, v.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&target.upstream_model) {
-        headers.insert(UPSTREAM_MODEL_HEADER, v);
+    if let Some(v) = &target.answer_headers.upstream_model {
+        headers.insert(UPSTREAM_MODEL_HEADER, v.clone());
     }
     response
 }

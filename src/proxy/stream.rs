@@ -175,9 +175,6 @@ impl Drop for StreamLog {
     }
 }
 
-/// Most frames sent in one write.
-const MAX_BATCH: usize = 64;
-
 pub fn sse_response(
     upstream: Upstream,
     budget: Budget,
@@ -214,10 +211,9 @@ pub fn sse_response(
         ended: false,
     };
     log.state.metrics.active_streams.inc();
-    // Frames that are already there go out in one write (one syscall, one TCP segment);
-    // `ready_chunks` never waits for more, so no frame is held back.
+    // Frames that came in one burst go out in one write (see `Batches`).
     let frames = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
-    let mut batches = frames.ready_chunks(MAX_BATCH);
+    let mut batches = super::batches::Batches::new(frames);
     let body = async_stream::stream! {
         // One idle timer, moved forward at each batch (a new timer per batch costs more than
         // the batch's own work).

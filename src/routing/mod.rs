@@ -29,6 +29,24 @@ pub struct Target {
     pub timeouts: Timeouts,
     /// Shared by every model using the same provider and upstream model, and kept across reloads.
     pub health: Arc<TargetHealth>,
+    /// `provider_name` and `upstream_model` as the header values an answer carries, made once
+    /// (`None` for a name no header can carry).
+    pub answer_headers: AnswerHeaders,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AnswerHeaders {
+    pub provider: Option<axum::http::HeaderValue>,
+    pub upstream_model: Option<axum::http::HeaderValue>,
+}
+
+impl AnswerHeaders {
+    pub fn new(provider: &str, upstream_model: &str) -> Self {
+        Self {
+            provider: axum::http::HeaderValue::from_str(provider).ok(),
+            upstream_model: axum::http::HeaderValue::from_str(upstream_model).ok(),
+        }
+    }
 }
 
 impl Target {
@@ -220,6 +238,7 @@ mod tests {
             weight,
             timeouts: Timeouts::default(),
             health: Arc::default(),
+            answer_headers: AnswerHeaders::default(),
         })
     }
 

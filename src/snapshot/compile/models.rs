@@ -14,7 +14,7 @@ use crate::config::{Config, FieldPath, ModelConfig, Strategy, TargetConfig};
 use crate::policy::pricing::{self, Price};
 use crate::providers::Provider;
 use crate::routing::health::TargetHealth;
-use crate::routing::{HashOn, Pool, Target};
+use crate::routing::{AnswerHeaders, HashOn, Pool, Target};
 use crate::snapshot::{Model, Snapshot};
 
 pub(super) type Healths = HashMap<(String, String), Arc<TargetHealth>>;
@@ -79,6 +79,7 @@ pub(super) fn compile(
                 .map(Price::from)
                 .or_else(|| pricing::default_for(&upstream_model));
             targets.push(Arc::new(Target {
+                answer_headers: AnswerHeaders::new(&tc.provider, &upstream_model),
                 provider_name: tc.provider.clone(),
                 provider,
                 price,
