@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod fast_hash;
 pub mod import;
 pub mod openwebui;
 pub mod policy;

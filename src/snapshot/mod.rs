@@ -15,6 +15,7 @@ use crate::config::{
     Config, ConfigErrors, Limits, Listen, LogConfig, PromptDecoratorConfig, ProviderConfig,
     ReloadConfig,
 };
+use crate::fast_hash::{FastHashMap, FastIndexMap};
 use crate::policy::guard::PromptGuard;
 use crate::policy::limits::RateLimits;
 use crate::policy::model_set::ModelSet;
@@ -85,7 +86,7 @@ pub struct Snapshot {
     pub created: u64,
     /// Longest prefix first, so the most specific route wins.
     routes: Vec<Arc<Route>>,
-    models: IndexMap<String, Arc<Model>>,
+    models: FastIndexMap<String, Arc<Model>>,
     /// Kept with their config so a reload can reuse unchanged providers (and their pools).
     providers: IndexMap<String, (ProviderConfig, Arc<Provider>)>,
     pub rate_limits: RateLimits,
@@ -93,7 +94,7 @@ pub struct Snapshot {
     pub metrics_end_users: bool,
     /// Health by (provider, upstream model), for reuse by the next snapshot.
     healths: HashMap<(String, String), Arc<TargetHealth>>,
-    keys: HashMap<KeyDigest, KeyEntry>,
+    keys: FastHashMap<KeyDigest, KeyEntry>,
     /// The store's keys by id.
     managed_keys: HashMap<String, Arc<ManagedKey>>,
     /// The store revision compiled in (0 without a store).

@@ -4,7 +4,9 @@
 //! create a new series.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use crate::fast_hash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
@@ -410,7 +412,7 @@ impl Metrics {
             jwks_errors: Counter::default(),
             jwks_errors_seen: AtomicU64::new(0),
             series: RwLock::default(),
-            series_hasher: RandomState::new(),
+            series_hasher: RandomState::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;

@@ -1,10 +1,10 @@
 //! Counters in this process: one map behind a mutex, so checking and increasing every counter
 //! of a request is one atomic step. Expired windows are swept as the map grows.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{Counter, Outcome, now_ms};
+use crate::fast_hash::FastHashMap;
 
 #[derive(Debug, Default)]
 pub struct LocalStore {
@@ -13,7 +13,7 @@ pub struct LocalStore {
 
 #[derive(Debug, Default)]
 struct Counters {
-    values: HashMap<String, (u64, u64)>, // key → (value, expires at, Unix ms)
+    values: FastHashMap<String, (u64, u64)>, // key → (value, expires at, Unix ms)
     sweep_at: usize,
 }
 

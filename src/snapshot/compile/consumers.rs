@@ -14,6 +14,7 @@ use crate::auth::consumer::Consumer;
 use crate::auth::keys::{KeyDigest, KeyEntry, KeyStanding, ManagedKey};
 use crate::auth::signed_user::SignedUserHeader;
 use crate::config::{Config, ConsumerConfig, FieldPath, ModelList};
+use crate::fast_hash::FastHashMap;
 use crate::policy::limits::Budgets;
 use crate::policy::model_set::ModelSet;
 use crate::snapshot::Snapshot;
@@ -21,7 +22,7 @@ use crate::store::{ConsumerRecord, KeyRecord, KeySpec, StoreContents, Touched};
 
 /// The compiled consumers, by each way a request names one.
 pub(super) struct Consumers {
-    pub keys: HashMap<KeyDigest, KeyEntry>,
+    pub keys: FastHashMap<KeyDigest, KeyEntry>,
     /// The store's keys by id.
     pub managed_keys: HashMap<String, Arc<ManagedKey>>,
     pub emails: HashMap<String, Arc<Consumer>>,
@@ -41,7 +42,7 @@ pub(super) fn compile(
     problems: &mut Problems,
 ) -> Consumers {
     let mut built = Consumers {
-        keys: HashMap::new(),
+        keys: FastHashMap::default(),
         managed_keys: HashMap::new(),
         emails: HashMap::new(),
         custom_ids: HashMap::new(),

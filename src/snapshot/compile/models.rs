@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::http::HeaderName;
-use indexmap::IndexMap;
 
 use super::providers::Providers;
 use super::{Problems, known, policies};
 use crate::config::{Config, FieldPath, ModelConfig, Strategy, TargetConfig};
+use crate::fast_hash::FastIndexMap;
 use crate::policy::pricing::{self, Price};
 use crate::providers::Provider;
 use crate::routing::health::TargetHealth;
@@ -24,9 +24,9 @@ pub(super) fn compile(
     providers: &Providers,
     previous: Option<&Snapshot>,
     problems: &mut Problems,
-) -> (IndexMap<String, Arc<Model>>, Healths) {
+) -> (FastIndexMap<String, Arc<Model>>, Healths) {
     let mut healths = Healths::new();
-    let mut models = IndexMap::new();
+    let mut models = FastIndexMap::default();
     for (name, mc) in &config.models {
         let at = FieldPath::root().key("models").key(name);
         let hash_on = check(config, name, mc, &at, problems);
