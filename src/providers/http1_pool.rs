@@ -104,17 +104,21 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if idle.len() >= MAX_IDLE {
+        // The oldest go when there are too many, or when they have idled too long (a burst's
+        // extra connections do not stay open for as long as the upstream allows).
+        while idle.len() >= MAX_IDLE
+            || idle
+                .front()
+                .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+        {
             idle.pop_front();
         }
-        idle.push_back(Idle {
-            sender,
-            since: Instant::now(),
-        });
+        idle.push_back(Idle { sender, since: now });
     }
 }
 
