@@ -146,7 +146,7 @@ fn chat(stream: bool) -> Value {
     json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "ping"}]})
 }
 
-async fn ask(gw: &TestGateway, http: &reqwest::Client, stream: bool) -> String {
+async fn send(gw: &TestGateway, http: &reqwest::Client, stream: bool) -> reqwest::Response {
     let resp = http
         .post(gw.url("/ai/v1/chat/completions"))
         .bearer_auth("dev-key-12345")
@@ -155,7 +155,11 @@ async fn ask(gw: &TestGateway, http: &reqwest::Client, stream: bool) -> String {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
+    resp
+}
+
+async fn ask(gw: &TestGateway, http: &reqwest::Client, stream: bool) -> String {
+    send(gw, http, stream).await.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -199,14 +203,7 @@ async fn a_stream_left_early_does_not_return_its_connection_to_the_pool() {
     let upstream = start_upstream(Manner::KeepAlive).await;
     let gw = gateway(&upstream).await;
     let http = client();
-    let resp = http
-        .post(gw.url("/ai/v1/chat/completions"))
-        .bearer_auth("dev-key-12345")
-        .json(&chat(true))
-        .send()
-        .await
-        .unwrap();
-    let mut body = resp.bytes_stream();
+    let mut body = send(&gw, &http, true).await.bytes_stream();
     assert!(body.next().await.unwrap().is_ok());
     drop(body);
     // The gateway notices the client has gone when it next writes; then the upstream
