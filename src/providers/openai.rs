@@ -714,6 +714,76 @@ mod tests {
         assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
     }
 
+    /// The scan a byte at a time, as it was written first: the word-at-a-time search must
+    /// agree with it wherever strings, escapes and whitespace fall relative to word boundaries.
+    fn scan_bytewise(data: &[u8]) -> Option<(bool, bool, bool)> {
+        let (mut choices_at, mut usage_at, mut has_output) = (None, false, false);
+        let mut i = 0;
+        while let Some(&b) = data.get(i) {
+            match b {
+                b'"' => {}
+                b if b <= b' ' => return None,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            }
+            let start = i + 1;
+            let mut at = start;
+            let end = loop {
+                match *data.get(at)? {
+                    b'"' => break at,
+                    b'\\' => at += 2,
+                    _ => at += 1,
+                }
+            };
+            i = end + 1;
+            if data.get(i) != Some(&b':') {
+                continue;
+            }
+            let after = &data[i + 1..];
+            match &data[start..end] {
+                b"choices" if after.first() == Some(&b'[') => choices_at = Some(i + 2),
+                b"choices" | b"error" => return None,
+                b"content" | b"reasoning_content" | b"reasoning" => {
+                    has_output |= after.first() == Some(&b'"') && after.get(1) != Some(&b'"');
+                }
+                b"tool_calls" => has_output |= !after.starts_with(b"null"),
+                b"usage" => usage_at = !after.starts_with(b"null"),
+                _ => {}
+            }
+            i += 1;
+        }
+        let choices_at = choices_at?;
+        Some((has_output, data.get(choices_at) == Some(&b']'), usage_at))
+    }
+
+    #[test]
+    fn the_word_search_agrees_with_a_byte_scan_at_every_alignment() {
+        let shapes = [
+            r#"{"id":"PAD","choices":[{"index":0,"delta":{"content":"a \"usage\": b"}}]}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content":"x\\","tool_calls":null}}],"usage":null}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content":"\\\"content\\\":\"y\""}}]}"#,
+            r#"{"id":"PAD","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"reasoning":"é ✓ \"q\""}}]}"#,
+            r#"{"id":"PAD", "choices":[]}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content":"unterminated}]}"#,
+            r#"{"id":"PAD","error":{"message":"x"}}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+        ];
+        for shape in shapes {
+            for pad in 0..17 {
+                // The id shifts what follows by `pad` bytes and holds escaped quotes.
+                let id = format!("{}{}", "p".repeat(pad), "\\\"".repeat(pad % 3));
+                let chunk = shape.replace("PAD", &id);
+                let data = chunk.as_bytes();
+                let scanned = CompactChunk::scan(data)
+                    .map(|c| (c.has_output, c.no_choices, c.usage.is_some()));
+                assert_eq!(scanned, scan_bytewise(data), "{chunk}");
+            }
+        }
+    }
+
     #[test]
     fn peeks_usage_and_output() {
         let f = peek_chunk(
