@@ -1,9 +1,11 @@
-//! HTTP plumbing shared by the adapters that call a remote upstream: the pooled client,
+//! HTTP plumbing shared by the adapters that call a remote upstream: the pooled clients,
 //! bounded body reads, error translation and secret redaction.
 //!
-//! The client is hyper's own (hyper-util's pooled client over rustls), not a convenience
-//! client: a gateway needs none of redirects, cookies or proxies, and their layers cost more
-//! per request (two URL parses, a redirect policy) than the rest of the upstream call.
+//! The clients are hyper's own, not a convenience client: a gateway needs none of redirects
+//! or cookies, and their layers cost more per request (two URL parses, a redirect policy) than
+//! the rest of the upstream call. Plain-HTTP upstreams (local models) use the proxy thread's
+//! HTTP/1 pool ([`super::http1_pool`]); TLS, HTTP/2 and egress proxies hyper-util's pooled
+//! client over rustls.
 
 use std::error::Error as _;
 use std::future::Future;
@@ -484,11 +486,15 @@ impl HttpUpstream {
                 let (response, lease) = tokio::time::timeout(head_wait, plain.pools.send(request))
                     .await
                     .map_err(timed_out)?
-                    .map_err(|e| match e.is_timeout() {
-                        true => connect_timeout(&self.name),
-                        false => GatewayError::UpstreamUnreachable {
-                            provider: self.name.clone(),
-                        },
+                    .map_err(|e| {
+                        // Connection-level causes only: no URL, nothing secret.
+                        tracing::debug!(provider = %self.name, error = %e, "upstream call failed");
+                        match e.is_timeout() {
+                            true => connect_timeout(&self.name),
+                            false => GatewayError::UpstreamUnreachable {
+                                provider: self.name.clone(),
+                            },
+                        }
                     })?;
                 response.map(|body| UpstreamBody::live(body, deadline, Some(lease)))
             }
