@@ -56,30 +56,26 @@ pub struct Lease {
 }
 
 impl Lease {
+    fn new(sender: Sender, pool: &Arc<Pool>) -> Self {
+        Self {
+            sender,
+            pool: pool.clone(),
+        }
+    }
+
     pub fn release(self) {
         self.pool.put(self.sender);
     }
 }
 
-/// Why a request could not be sent or answered.
+/// Why a request could not be sent or answered. A connect that timed out is an I/O error of
+/// kind `TimedOut`, as hyper-util's connector reports it (`transport_error` reads both alike).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("connect: {0}")]
+    #[error("connect")]
     Connect(#[source] std::io::Error),
-    #[error("connect timed out")]
-    ConnectTimeout,
-    #[error(transparent)]
+    #[error("upstream connection")]
     Http(#[from] hyper::Error),
-}
-
-impl SendError {
-    pub fn is_timeout(&self) -> bool {
-        match self {
-            SendError::ConnectTimeout => true,
-            SendError::Connect(io) => io.kind() == std::io::ErrorKind::TimedOut,
-            SendError::Http(_) => false,
-        }
-    }
 }
 
 impl Pool {
@@ -147,7 +143,7 @@ impl Http1Pools {
         let pool = &self.pools[slot.min(self.pools.len() - 1)];
         while let Some(mut sender) = pool.take() {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lease(sender, pool))),
+                Ok(response) => return Ok((response, Lease::new(sender, pool))),
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(failed.into_error().into()),
@@ -156,14 +152,7 @@ impl Http1Pools {
         }
         let mut sender = self.connect().await?;
         let response = sender.send_request(request).await?;
-        Ok((response, self.lease(sender, pool)))
-    }
-
-    fn lease(&self, sender: Sender, pool: &Arc<Pool>) -> Lease {
-        Lease {
-            sender,
-            pool: pool.clone(),
-        }
+        Ok((response, Lease::new(sender, pool)))
     }
 
     /// A new connection, driven by a task on the calling thread.
@@ -173,7 +162,7 @@ impl Http1Pools {
             tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| SendError::ConnectTimeout)?
+        .map_err(|_| SendError::Connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;

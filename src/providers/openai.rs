@@ -557,8 +557,7 @@ impl CompactChunk {
     /// (escapes included) from the rest: a key is a string followed by `:`, so key-like text
     /// inside a string value is never taken for one.
     fn scan(data: &[u8]) -> Option<Self> {
-        let (mut choices_at, mut usage_at) = (None, None);
-        let mut has_output = false;
+        let mut members = Members::default();
         let mut i = 0;
         loop {
             // Between strings: the next quote; whitespace (or a control byte) means the chunk
@@ -579,25 +578,45 @@ impl CompactChunk {
                 }
             };
             i = end + 1;
-            if data.get(i) != Some(&b':') {
-                continue;
+            if data.get(i) == Some(&b':') {
+                members.note(&data[start..end], i + 1, data)?;
+                i += 1;
             }
-            let after = &data[i + 1..];
-            match &data[start..end] {
-                b"choices" if after.first() == Some(&b'[') => choices_at = Some(i + 2),
-                b"choices" | b"error" => return None,
-                // A string value that is not empty, or tool calls that are not null.
-                b"content" | b"reasoning_content" | b"reasoning" => {
-                    has_output |= after.first() == Some(&b'"') && after.get(1) != Some(&b'"');
-                }
-                b"tool_calls" => has_output |= !after.starts_with(b"null"),
-                b"usage" => usage_at = Some(i + 1),
-                _ => {}
-            }
-            i += 1;
         }
-        let choices_at = choices_at?;
-        let usage = match usage_at {
+        members.finish(data)
+    }
+}
+
+/// What [`CompactChunk::scan`] learns from the keys it meets.
+#[derive(Default)]
+struct Members {
+    choices_at: Option<usize>,
+    usage_at: Option<usize>,
+    has_output: bool,
+}
+
+impl Members {
+    /// The member `key` whose value starts at `value_at`; `None` if the chunk must be parsed
+    /// whole (an error, or `choices` that is not an array).
+    fn note(&mut self, key: &[u8], value_at: usize, data: &[u8]) -> Option<()> {
+        let value = &data[value_at..];
+        match key {
+            b"choices" if value.first() == Some(&b'[') => self.choices_at = Some(value_at + 1),
+            b"choices" | b"error" => return None,
+            // A string value that is not empty, or tool calls that are not null.
+            b"content" | b"reasoning_content" | b"reasoning" => {
+                self.has_output |= value.first() == Some(&b'"') && value.get(1) != Some(&b'"');
+            }
+            b"tool_calls" => self.has_output |= !value.starts_with(b"null"),
+            b"usage" => self.usage_at = Some(value_at),
+            _ => {}
+        }
+        Some(())
+    }
+
+    fn finish(self, data: &[u8]) -> Option<CompactChunk> {
+        let choices_at = self.choices_at?;
+        let usage = match self.usage_at {
             Some(at) if !data[at..].starts_with(b"null") => {
                 let mut de = serde_json::Deserializer::from_slice(&data[at..]);
                 Some(<Option<WireUsage> as Deserialize>::deserialize(&mut de).ok()??)
@@ -605,7 +624,7 @@ impl CompactChunk {
             _ => None,
         };
         Some(CompactChunk {
-            has_output,
+            has_output: self.has_output,
             no_choices: data.get(choices_at) == Some(&b']'),
             usage,
         })
@@ -714,10 +733,11 @@ mod tests {
         assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
     }
 
-    /// The scan a byte at a time, as it was written first: the word-at-a-time search must
-    /// agree with it wherever strings, escapes and whitespace fall relative to word boundaries.
-    fn scan_bytewise(data: &[u8]) -> Option<(bool, bool, bool)> {
-        let (mut choices_at, mut usage_at, mut has_output) = (None, false, false);
+    /// The scan with strings found a byte at a time, as it was written first: the
+    /// word-at-a-time search must agree with it wherever strings, escapes and whitespace fall
+    /// relative to word boundaries.
+    fn scan_bytewise(data: &[u8]) -> Option<CompactChunk> {
+        let mut members = Members::default();
         let mut i = 0;
         while let Some(&b) = data.get(i) {
             match b {
@@ -738,24 +758,12 @@ mod tests {
                 }
             };
             i = end + 1;
-            if data.get(i) != Some(&b':') {
-                continue;
+            if data.get(i) == Some(&b':') {
+                members.note(&data[start..end], i + 1, data)?;
+                i += 1;
             }
-            let after = &data[i + 1..];
-            match &data[start..end] {
-                b"choices" if after.first() == Some(&b'[') => choices_at = Some(i + 2),
-                b"choices" | b"error" => return None,
-                b"content" | b"reasoning_content" | b"reasoning" => {
-                    has_output |= after.first() == Some(&b'"') && after.get(1) != Some(&b'"');
-                }
-                b"tool_calls" => has_output |= !after.starts_with(b"null"),
-                b"usage" => usage_at = !after.starts_with(b"null"),
-                _ => {}
-            }
-            i += 1;
         }
-        let choices_at = choices_at?;
-        Some((has_output, data.get(choices_at) == Some(&b']'), usage_at))
+        members.finish(data)
     }
 
     #[test]
@@ -777,9 +785,12 @@ mod tests {
                 let id = format!("{}{}", "p".repeat(pad), "\\\"".repeat(pad % 3));
                 let chunk = shape.replace("PAD", &id);
                 let data = chunk.as_bytes();
-                let scanned = CompactChunk::scan(data)
-                    .map(|c| (c.has_output, c.no_choices, c.usage.is_some()));
-                assert_eq!(scanned, scan_bytewise(data), "{chunk}");
+                let found = |c: CompactChunk| (c.has_output, c.no_choices, c.usage.is_some());
+                assert_eq!(
+                    CompactChunk::scan(data).map(found),
+                    scan_bytewise(data).map(found),
+                    "{chunk}"
+                );
             }
         }
     }

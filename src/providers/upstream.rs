@@ -7,7 +7,6 @@
 //! HTTP/1 pool ([`super::http1_pool`]); TLS, HTTP/2 and egress proxies hyper-util's pooled
 //! client over rustls.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -486,16 +485,7 @@ impl HttpUpstream {
                 let (response, lease) = tokio::time::timeout(head_wait, plain.pools.send(request))
                     .await
                     .map_err(timed_out)?
-                    .map_err(|e| {
-                        // Connection-level causes only: no URL, nothing secret.
-                        tracing::debug!(provider = %self.name, error = %e, "upstream call failed");
-                        match e.is_timeout() {
-                            true => connect_timeout(&self.name),
-                            false => GatewayError::UpstreamUnreachable {
-                                provider: self.name.clone(),
-                            },
-                        }
-                    })?;
+                    .map_err(|e| transport_error(&self.name, &e))?;
                 response.map(|body| UpstreamBody::live(body, deadline, Some(lease)))
             }
             None => tokio::time::timeout(head_wait, self.client().request(request))
@@ -701,25 +691,23 @@ fn body_error(provider: &str, error: BodyError) -> GatewayError {
 }
 
 /// Maps a failed request without leaking its URL (which may carry a key in its query).
-pub fn transport_error(provider: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
+/// Either client's errors are connection-level (no URL in them), so they are logged at debug.
+pub fn transport_error(provider: &str, e: &(dyn std::error::Error + 'static)) -> GatewayError {
+    tracing::debug!(provider, error = %e, "upstream call failed");
     let provider = provider.to_owned();
     let mut source = e.source();
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
-            return connect_timeout(&provider);
+            return GatewayError::UpstreamTimeout {
+                provider,
+                phase: "connect",
+            };
         }
         source = cause.source();
     }
     GatewayError::UpstreamUnreachable { provider }
-}
-
-fn connect_timeout(provider: &str) -> GatewayError {
-    GatewayError::UpstreamTimeout {
-        provider: provider.to_owned(),
-        phase: "connect",
-    }
 }
 
 /// Translates a non-2xx upstream response into an error whose message is the upstream's own

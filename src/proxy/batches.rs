@@ -107,24 +107,21 @@ where
                 Poll::Pending if this.paced_for > 0 || this.yields >= MAX_YIELDS => {
                     return Poll::Ready(Some(this.take()));
                 }
-                Poll::Pending if this.progress.woken.swap(false, Ordering::Relaxed) => {
-                    // A chunk came in since the last poll: more may be on its way.
-                    this.idle_polls = 0;
-                    this.yields += 1;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                Poll::Pending if this.idle_polls < IDLE_POLLS => {
-                    this.idle_polls += 1;
-                    this.yields += 1;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
                 Poll::Pending => {
-                    // Yielding brought nothing: the upstream is pacing its events.
-                    let batch = this.take();
-                    this.paced_for = PACED_BATCHES;
-                    return Poll::Ready(Some(batch));
+                    // A chunk came in since the last poll: more may be on its way.
+                    if this.progress.woken.swap(false, Ordering::Relaxed) {
+                        this.idle_polls = 0;
+                    } else if this.idle_polls < IDLE_POLLS {
+                        this.idle_polls += 1;
+                    } else {
+                        // Yielding brought nothing: the upstream is pacing its events.
+                        let batch = this.take();
+                        this.paced_for = PACED_BATCHES;
+                        return Poll::Ready(Some(batch));
+                    }
+                    this.yields += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
             }
         }
