@@ -7,9 +7,17 @@
 //! and a task spawned only to wait for the connection to become idle again. Here a connection
 //! goes back to its thread's pool when its response body ends, and a request takes the most
 //! recently used idle one.
+//!
+//! A connection has no task of its own: whoever uses it drives it (sending a request waits on
+//! it, reading the body polls it). A task per connection cost a task switch for every chunk
+//! of a streamed answer (hyper hands a body over one chunk at a time), and more than the
+//! chunk's own work; driven by the reader, everything the socket holds is read in one poll.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::http::{Request, Response};
@@ -20,6 +28,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 type Sender = SendRequest<Full<Bytes>>;
+type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
 
 /// An idle connection older than this is closed rather than used: the upstream may be about
 /// to close it (servers' keep-alive timeouts are commonly 60–120 s).
@@ -43,28 +52,84 @@ struct Pool {
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
-/// A connection in use: it returns to its pool when the response body has been read to its
-/// end ([`Lease::release`]); dropped before that, it closes (HTTP/1 cannot reuse a connection
-/// whose answer was not read).
-pub struct Lease {
+/// One connection: the handle requests are sent on, and the connection's I/O state machine
+/// (hyper's `Connection`), polled by whoever uses the connection.
+struct Conn {
     sender: Sender,
+    /// `None` once the connection has ended (closed by the upstream, or broken).
+    io: Option<Connection>,
+}
+
+impl Conn {
+    /// Lets the connection read and write what it can; false once it has ended.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(io) = &mut self.io else {
+            return false;
+        };
+        match Pin::new(io).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(ended) => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "upstream connection ended");
+                }
+                self.io = None;
+                false
+            }
+        }
+    }
+
+    /// Waits for `work` (a request in flight on this connection) while driving the connection.
+    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            self.poll_io(cx);
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Whether an idle connection can take a request: driving it lets it notice that the
+    /// upstream closed it meanwhile, and say that it wants the next request.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            let open = self.poll_io(cx);
+            match self.sender.poll_ready(cx) {
+                Poll::Ready(result) => Poll::Ready(result.is_ok()),
+                Poll::Pending if open => Poll::Pending,
+                Poll::Pending => Poll::Ready(false),
+            }
+        })
+        .await
+    }
+}
+
+/// A connection in use: its response body drives it ([`Lease::poll_io`]), and it returns to
+/// its pool when that body has been read to its end ([`Lease::release`]); dropped before
+/// that, it closes (HTTP/1 cannot reuse a connection whose answer was not read).
+pub struct Lease {
+    conn: Conn,
     pool: Arc<Pool>,
 }
 
 impl Lease {
-    fn new(sender: Sender, pool: &Arc<Pool>) -> Self {
+    fn new(conn: Conn, pool: &Arc<Pool>) -> Self {
         Self {
-            sender,
+            conn,
             pool: pool.clone(),
         }
     }
 
+    /// Drives the connection (reads what the upstream sent); false once it has ended.
+    pub fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
+        self.conn.poll_io(cx)
+    }
+
     pub fn release(self) {
-        self.pool.put(self.sender);
+        self.pool.put(self.conn);
     }
 }
 
@@ -79,25 +144,23 @@ pub enum SendError {
 }
 
 impl Pool {
-    /// The most recently used idle connection that is ready for a request; closed and
-    /// expired ones met on the way are dropped.
-    fn take(&self) -> Option<Sender> {
+    /// The most recently used idle connection; expired ones met on the way are dropped.
+    /// Whether it is still open is for the caller to find out ([`Conn::ready`]).
+    fn take(&self) -> Option<Conn> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some(Idle { sender, since }) = idle.pop_back() {
-            if sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+        while let Some(Idle { conn, since }) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
             }
-            // Not ready: closed, or (rarely) its connection has not yet taken in the end of
-            // the last answer; either way it is not worth waiting for.
         }
         None
     }
 
-    fn put(&self, sender: Sender) {
-        if sender.is_closed() {
+    fn put(&self, conn: Conn) {
+        if conn.io.is_none() || conn.sender.is_closed() {
             return;
         }
         let now = Instant::now();
@@ -114,7 +177,7 @@ impl Pool {
         {
             idle.pop_front();
         }
-        idle.push_back(Idle { sender, since: now });
+        idle.push_back(Idle { conn, since: now });
     }
 }
 
@@ -141,22 +204,27 @@ impl Http1Pools {
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let slot = crate::server::workers::current_slot();
         let pool = &self.pools[slot.min(self.pools.len() - 1)];
-        while let Some(mut sender) = pool.take() {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease::new(sender, pool))),
+        while let Some(mut conn) = pool.take() {
+            if !conn.ready().await {
+                continue;
+            }
+            let sent = conn.sender.try_send_request(request);
+            match conn.drive(sent).await {
+                Ok(response) => return Ok((response, Lease::new(conn, pool))),
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(failed.into_error().into()),
                 },
             }
         }
-        let mut sender = self.connect().await?;
-        let response = sender.send_request(request).await?;
-        Ok((response, Lease::new(sender, pool)))
+        let mut conn = self.connect().await?;
+        let sent = conn.sender.send_request(request);
+        let response = conn.drive(sent).await?;
+        Ok((response, Lease::new(conn, pool)))
     }
 
-    /// A new connection, driven by a task on the calling thread.
-    async fn connect(&self) -> Result<Sender, SendError> {
+    /// A new connection (driven by its user, see the module's notes).
+    async fn connect(&self) -> Result<Conn, SendError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
@@ -165,12 +233,10 @@ impl Http1Pools {
         .map_err(|_| SendError::Connect(std::io::ErrorKind::TimedOut.into()))?
         .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Conn {
+            sender,
+            io: Some(io),
+        })
     }
 }

@@ -106,7 +106,8 @@ pub enum BodyError {
 pub struct UpstreamBody {
     source: Source,
     deadline: Instant,
-    /// A plain-HTTP connection, back to its pool once this body has been read to its end.
+    /// A plain-HTTP connection: driven by reading this body, and back to its pool once the
+    /// body has been read to its end.
     lease: Option<Lease>,
 }
 
@@ -149,9 +150,18 @@ impl http_body::Body for UpstreamBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.source {
-            Source::Live(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(|_| BodyError::Broken))),
+            Source::Live(body) => {
+                let mut polled = Pin::new(&mut *body).poll_frame(cx);
+                // A pooled plain-HTTP connection has no task of its own: reading its body
+                // drives it (it hands over what it read, then the body has it).
+                if polled.is_pending()
+                    && let Some(lease) = &mut this.lease
+                {
+                    lease.poll_io(cx);
+                    polled = Pin::new(body).poll_frame(cx);
+                }
+                polled.map(|f| f.map(|f| f.map_err(|_| BodyError::Broken)))
+            }
             #[cfg(test)]
             Source::Made(body) => Pin::new(body).poll_frame(cx),
         };
