@@ -52,7 +52,7 @@ struct Pool {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -111,12 +111,13 @@ impl Conn {
 /// its pool when that body has been read to its end ([`Lease::release`]); dropped before
 /// that, it closes (HTTP/1 cannot reuse a connection whose answer was not read).
 pub struct Lease {
-    conn: Conn,
+    /// Boxed: hyper's connection state is large, and a lease travels inside responses.
+    conn: Box<Conn>,
     pool: Arc<Pool>,
 }
 
 impl Lease {
-    fn new(conn: Conn, pool: &Arc<Pool>) -> Self {
+    fn new(conn: Box<Conn>, pool: &Arc<Pool>) -> Self {
         Self {
             conn,
             pool: pool.clone(),
@@ -146,7 +147,7 @@ pub enum SendError {
 impl Pool {
     /// The most recently used idle connection; expired ones met on the way are dropped.
     /// Whether it is still open is for the caller to find out ([`Conn::ready`]).
-    fn take(&self) -> Option<Conn> {
+    fn take(&self) -> Option<Box<Conn>> {
         let mut idle = self
             .idle
             .lock()
@@ -159,7 +160,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Box<Conn>) {
         if conn.io.is_none() || conn.sender.is_closed() {
             return;
         }
@@ -224,7 +225,7 @@ impl Http1Pools {
     }
 
     /// A new connection (driven by its user, see the module's notes).
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
@@ -234,9 +235,9 @@ impl Http1Pools {
         .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
         let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             sender,
             io: Some(io),
-        })
+        }))
     }
 }

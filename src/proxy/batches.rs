@@ -94,6 +94,10 @@ where
         loop {
             match this.inner.poll_next_unpin(&mut inner_cx) {
                 Poll::Ready(Some(item)) => {
+                    if this.batch.capacity() == 0 {
+                        // A burst is commonly a few to a few dozen items: grow once or twice.
+                        this.batch.reserve(16);
+                    }
                     this.batch.push(item);
                     this.idle_polls = 0;
                     this.progress.woken.store(false, Ordering::Relaxed);

@@ -96,6 +96,9 @@ impl StreamLog {
         if self.counts && self.usage.is_none() {
             if frame.text_in_chat_chunk {
                 self.uncounted_bytes += frame.data.len();
+                if self.uncounted.capacity() == 0 {
+                    self.uncounted.reserve(32);
+                }
                 self.uncounted.push(frame.data.clone());
                 if self.uncounted_bytes > UNCOUNTED_MAX {
                     self.count_uncounted();
@@ -118,6 +121,9 @@ impl StreamLog {
         }
     }
 }
+
+/// What an event's data is framed with at most, when passed through (`data: `, `\n\n`).
+const SSE_FRAMING: usize = 8;
 
 /// Most bytes of chat chunks held uncounted.
 const UNCOUNTED_MAX: usize = 256 << 10;
@@ -244,7 +250,10 @@ pub fn sse_response(
                 }
                 Err(_) => vec![Err(GatewayError::UpstreamTimeout { provider: provider.clone(), phase: IDLE })],
             };
-            let mut out = BytesMut::new();
+            // Sized for the batch as passed through (a translation may still grow it).
+            let mut out = BytesMut::with_capacity(
+                batch.iter().map(|item| item.as_ref().map_or(0, |f| f.data.len() + SSE_FRAMING)).sum(),
+            );
             let mut failed = false;
             for item in batch {
                 match item {
