@@ -66,11 +66,15 @@ impl LocalStore {
             .collect()
     }
 
-    pub fn adjust(&self, deltas: &[(String, i64)]) {
+    pub fn adjust<'k>(&self, deltas: impl IntoIterator<Item = (&'k String, i64)>) {
+        let mut deltas = deltas.into_iter().peekable();
+        if deltas.peek().is_none() {
+            return;
+        }
         let mut store = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for (key, delta) in deltas {
             if let Some((value, _)) = store.values.get_mut(key) {
-                *value = value.saturating_add_signed(*delta);
+                *value = value.saturating_add_signed(delta);
             }
         }
     }

@@ -606,18 +606,6 @@ impl Limiter {
             Store::Redis(r) => r.read(counters).await,
         }
     }
-
-    async fn adjust(&self, deltas: Vec<(String, i64)>) {
-        match &self.store {
-            Store::Local(l) => l.adjust(&deltas),
-            Store::Redis(r) => {
-                if let Err(e) = r.adjust(&deltas).await {
-                    LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
-                }
-            }
-        }
-    }
 }
 
 /// Reconciliations that could not reach the store (for the metrics to come).
@@ -665,12 +653,17 @@ impl Reservation {
     }
 
     fn apply(&mut self, actual: impl Fn(Metric) -> u64) {
-        let deltas: Vec<(String, i64)> = self
+        let deltas = self
             .counters
             .iter()
-            .map(|c| (c.key.clone(), actual(c.metric) as i64 - c.amount as i64))
-            .filter(|(_, d)| *d != 0)
-            .collect();
+            .map(|c| (&c.key, actual(c.metric) as i64 - c.amount as i64))
+            .filter(|(_, d)| *d != 0);
+        let deltas: Vec<(String, i64)> = match &self.limiter.store {
+            // In-process counters are settled on the spot: a task per request cost more
+            // than the settlement.
+            Store::Local(local) => return local.adjust(deltas),
+            Store::Redis(_) => deltas.map(|(key, delta)| (key.clone(), delta)).collect(),
+        };
         if deltas.is_empty() {
             return;
         }
@@ -678,7 +671,18 @@ impl Reservation {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let settling = self.limiter.settling.clone();
-                settling.spawn_on(async move { limiter.adjust(deltas).await }, &handle);
+                settling.spawn_on(
+                    async move {
+                        let Store::Redis(redis) = &limiter.store else {
+                            return;
+                        };
+                        if let Err(e) = redis.adjust(&deltas).await {
+                            LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
+                        }
+                    },
+                    &handle,
+                );
             }
             Err(_) => {
                 LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
