@@ -16,8 +16,8 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::http::{Request, Response};
@@ -35,6 +35,9 @@ type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The most idle connections a thread keeps to one upstream; the oldest go first.
 const MAX_IDLE: usize = 256;
+/// How often idle connections are looked at: those the upstream closed are closed on our side
+/// too (not left half-closed until the next request), expired ones are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// The connections of one upstream `host:port`, one pool per proxy thread.
 pub struct Http1Pools {
@@ -160,6 +163,20 @@ impl Pool {
         None
     }
 
+    /// Closes the idle connections the upstream has closed, and the expired ones. An idle
+    /// connection has no task to notice a close: it is polled here once, without a waker
+    /// (whoever takes it next polls it with theirs).
+    fn sweep(&self) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cx = Context::from_waker(Waker::noop());
+        idle.retain_mut(|Idle { conn, since }| {
+            since.elapsed() < IDLE_TIMEOUT && conn.poll_io(&mut cx)
+        });
+    }
+
     fn put(&self, conn: Box<Conn>) {
         if conn.io.is_none() || conn.sender.is_closed() {
             return;
@@ -184,9 +201,27 @@ impl Pool {
 
 impl Http1Pools {
     pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Self {
-        let pools = (0..crate::server::workers::slot_count())
+        let pools: Box<[Arc<Pool>]> = (0..crate::server::workers::slot_count())
             .map(|_| Arc::new(Pool::default()))
             .collect();
+        let swept: Vec<Weak<Pool>> = pools.iter().map(Arc::downgrade).collect();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Ends with the pools (a reload that drops this upstream).
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    for pool in &swept {
+                        let Some(pool) = pool.upgrade() else {
+                            return;
+                        };
+                        pool.sweep();
+                    }
+                }
+            });
+        }
         Self {
             host: host.to_owned(),
             port,
@@ -239,5 +274,72 @@ impl Http1Pools {
             sender,
             io: Some(io),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn idle_count(pools: &Http1Pools) -> usize {
+        pools.pools[0]
+            .idle
+            .lock()
+            .map(|idle| idle.len())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_sweep_closes_what_the_upstream_closed_and_keeps_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            closed.await.unwrap();
+            drop(socket);
+        });
+
+        let pools = Http1Pools::new("127.0.0.1", port, Duration::from_secs(1));
+        let request = Request::builder()
+            .method("POST")
+            .uri("/v1/chat/completions")
+            .header("host", "upstream")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (response, mut lease) = pools.send(request).await.unwrap();
+        let body = lease.conn.drive(response.into_body().collect()).await;
+        assert_eq!(body.unwrap().to_bytes(), "ok");
+        lease.release();
+        assert_eq!(idle_count(&pools), 1);
+
+        pools.pools[0].sweep();
+        assert_eq!(idle_count(&pools), 1, "an open idle connection stays");
+
+        close.send(()).unwrap();
+        upstream.await.unwrap();
+        // The close reaches our socket a moment later.
+        for _ in 0..100 {
+            pools.pools[0].sweep();
+            if idle_count(&pools) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("a connection the upstream closed was kept");
     }
 }
