@@ -100,12 +100,15 @@ pub enum BodyError {
 }
 
 /// A response body that ends with [`BodyError::Deadline`] once the exchange's total time is
-/// up. The clock is read as each frame arrives (a timer polled at every pending read costs
-/// more than the frame's own work); silence is bounded by the readers' idle timeouts, and
-/// [`read_limited`] waits no longer than the deadline.
+/// up. The clock is read at the first frame of each burst, and every [`CLOCK_EVERY`] frames of
+/// a long one (a timer polled at every pending read costs more than the frame's own work, and
+/// so did reading the clock for every frame); silence is bounded by the readers' idle
+/// timeouts, and [`read_limited`] waits no longer than the deadline.
 pub struct UpstreamBody {
     source: Source,
     deadline: Instant,
+    /// Frames given since the deadline was last checked (0: check at the next one).
+    unchecked: u8,
     /// A plain-HTTP connection: driven by reading this body, and back to its pool once the
     /// body has been read to its end.
     lease: Option<Lease>,
@@ -119,10 +122,18 @@ enum Source {
 }
 
 impl UpstreamBody {
+    /// Whether this frame is one to read the clock at.
+    fn clock_due(&mut self) -> bool {
+        let due = self.unchecked == 0;
+        self.unchecked = (self.unchecked + 1) % CLOCK_EVERY;
+        due
+    }
+
     fn live(body: hyper::body::Incoming, deadline: Instant, lease: Option<Lease>) -> Self {
         Self {
             source: Source::Live(body),
             deadline,
+            unchecked: 0,
             lease,
         }
     }
@@ -135,10 +146,14 @@ impl UpstreamBody {
         Self {
             source: Source::Made(body.map_err(|never| match never {}).boxed_unsync()),
             deadline: Instant::now() + Duration::from_secs(3600),
+            unchecked: 0,
             lease: None,
         }
     }
 }
+
+/// Most frames of one burst given between two readings of the clock.
+const CLOCK_EVERY: u8 = 32;
 
 impl http_body::Body for UpstreamBody {
     type Data = Bytes;
@@ -166,7 +181,11 @@ impl http_body::Body for UpstreamBody {
             Source::Made(body) => Pin::new(body).poll_frame(cx),
         };
         match polled {
-            Poll::Ready(Some(Ok(_))) if Instant::now() >= this.deadline => {
+            Poll::Pending => {
+                this.unchecked = 0;
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(_))) if this.clock_due() && Instant::now() >= this.deadline => {
                 Poll::Ready(Some(Err(BodyError::Deadline)))
             }
             Poll::Ready(None) => {
@@ -1032,5 +1051,50 @@ mod stream_tests {
             .collect()
             .await;
         assert!(frames.last().unwrap().is_err());
+    }
+
+    /// A body of `frames` one-byte frames, all ready at once, that sleeps `pause_at` frames in
+    /// (the clock moves on in the middle of a burst).
+    fn burst(frames: usize, pause_at: usize, pause: Duration, deadline: Instant) -> UpstreamBody {
+        let items = futures_util::stream::iter(0..frames).map(move |i| {
+            if i == pause_at {
+                std::thread::sleep(pause);
+            }
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"x")))
+        });
+        let mut body = UpstreamBody::made(http_body_util::StreamBody::new(items));
+        body.deadline = deadline;
+        body
+    }
+
+    /// Frames read until the body ends or fails: (how many were given, whether it failed).
+    async fn read_all(mut body: UpstreamBody) -> (usize, Option<BodyError>) {
+        let mut given = 0;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(_) => given += 1,
+                Err(e) => return (given, Some(e)),
+            }
+        }
+        (given, None)
+    }
+
+    #[tokio::test]
+    async fn a_body_past_its_deadline_fails_at_the_next_burst_or_within_a_long_one() {
+        let soon = Instant::now() + Duration::from_millis(30);
+        // Past the deadline from the start: the first frame already fails.
+        let (given, failed) = read_all(burst(5, usize::MAX, Duration::ZERO, Instant::now())).await;
+        assert_eq!((given, failed), (0, Some(BodyError::Deadline)));
+        // Within the deadline: the whole burst goes.
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            read_all(burst(100, usize::MAX, Duration::ZERO, far)).await,
+            (100, None)
+        );
+        // The deadline passes in the middle of a long burst: it is noticed within
+        // CLOCK_EVERY frames.
+        let (given, failed) = read_all(burst(1000, 3, Duration::from_millis(50), soon)).await;
+        assert_eq!(failed, Some(BodyError::Deadline));
+        assert!((3..=usize::from(CLOCK_EVERY)).contains(&given), "{given}");
     }
 }
