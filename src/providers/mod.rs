@@ -2,6 +2,7 @@
 //! the upstream's answer (whole, or streamed as SSE) back into OpenAI shape, with usage.
 
 pub mod anthropic;
+mod event_stream;
 pub mod gemini;
 mod http1_pool;
 pub mod mock;

@@ -4,13 +4,16 @@
 //! sends however it splits it, and one line or one event may not grow past a bound: an
 //! upstream that sends an endless line gets a clear error instead of a quadratic re-scan.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
-    /// The `event:` field, or `message` when none was sent.
-    pub event: String,
+    /// The `event:` field, or `message` when none was sent (then not allocated: OpenAI-style
+    /// streams name no event).
+    pub event: Cow<'static, str>,
     /// The `data` lines joined by `\n`, as bytes: an event whose one data line arrived whole
     /// in one chunk shares that chunk's memory (no copy). Checked as UTF-8 once, by
     /// [`SseEvent::text`], where it is read.
@@ -114,9 +117,9 @@ impl SseDecoder {
                 };
                 out.push(SseEvent {
                     event: if self.event.is_empty() {
-                        "message".to_owned()
+                        Cow::Borrowed("message")
                     } else {
-                        std::mem::take(&mut self.event)
+                        Cow::Owned(std::mem::take(&mut self.event))
                     },
                     data,
                 });

@@ -24,8 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use url::Url;
 
 use super::FrameStream;
+use super::event_stream::EventStream;
 use super::http1_pool::{Http1Pools, Lease};
-use super::sse::SseDecoder;
 use super::translate::StreamTranslator;
 use crate::config::{Timeouts, UpstreamTls};
 use crate::error::GatewayError;
@@ -564,7 +564,7 @@ impl HttpUpstream {
     pub fn event_stream<T: StreamTranslator>(
         &self,
         response: UpstreamResponse,
-        mut translator: T,
+        translator: T,
     ) -> Result<FrameStream, GatewayError> {
         let is_sse = response
             .headers()
@@ -576,48 +576,12 @@ impl HttpUpstream {
                 self.protocol_error("a streamed request was not answered with an event stream")
             );
         }
-        let provider = self.name.clone();
-        let mut body = response.into_body();
-        let mut decoder = SseDecoder::new(MAX_EVENT_BYTES);
-        Ok(Box::pin(async_stream::stream! {
-            let mut events = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let decoded = match frame {
-                    Ok(frame) => match frame.data_ref() {
-                        Some(chunk) => decoder.feed(chunk, &mut events).map_err(|e| GatewayError::UpstreamProtocol {
-                            provider: provider.clone(),
-                            detail: e.to_string(),
-                        }),
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(body_error(&provider, e)),
-                };
-                if let Err(e) = decoded {
-                    yield Err(e);
-                    return;
-                }
-                for event in events.drain(..) {
-                    // Whatever an upstream says (an error event quoting its key included)
-                    // reaches clients and logs only without the provider keys.
-                    let data = match event.text().map(redact::provider_secrets) {
-                        Ok(std::borrow::Cow::Borrowed(_)) => event.data.clone(),
-                        Ok(std::borrow::Cow::Owned(redacted)) => bytes::Bytes::from(redacted),
-                        Err(e) => {
-                            yield Err(GatewayError::UpstreamProtocol { provider: provider.clone(), detail: e.to_string() });
-                            return;
-                        }
-                    };
-                    match translator.on_event_bytes(&event.event, data) {
-                        Ok(frames) => for frame in frames { yield Ok(frame) },
-                        Err(e) => { yield Err(e); return; }
-                    }
-                }
-            }
-            match translator.finish() {
-                Ok(frames) => for frame in frames { yield Ok(frame) },
-                Err(e) => yield Err(e),
-            }
-        }))
+        Ok(Box::pin(EventStream::new(
+            response.into_body(),
+            translator,
+            self.name.clone(),
+            MAX_EVENT_BYTES,
+        )))
     }
 }
 
@@ -706,7 +670,7 @@ pub async fn read_limited(
 /// The phase named by idle timeouts.
 pub const IDLE: &str = "idle between chunks";
 
-fn body_error(provider: &str, error: BodyError) -> GatewayError {
+pub(super) fn body_error(provider: &str, error: BodyError) -> GatewayError {
     match error {
         BodyError::Deadline => GatewayError::UpstreamTimeout {
             provider: provider.to_owned(),

@@ -1,0 +1,123 @@
+//! An upstream's event stream read through a [`StreamTranslator`]: each upstream chunk is
+//! decoded into events, each event (redacted of provider keys) into frames, given one at a
+//! time. Hand-written rather than an `async_stream` generator: it runs once per chunk and
+//! once per frame, and a generator's yield moved every frame through two extra slots.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::Body;
+
+use super::Frame;
+use super::sse::{SseDecoder, SseEvent};
+use super::translate::StreamTranslator;
+use super::upstream::{UpstreamBody, body_error};
+use crate::error::GatewayError;
+use crate::telemetry::redact;
+
+pub struct EventStream<T> {
+    body: UpstreamBody,
+    decoder: SseDecoder,
+    translator: T,
+    provider: String,
+    /// Decoded events not yet translated, last first (taken with `pop`).
+    events: Vec<SseEvent>,
+    /// Frames of the last translated event not yet given.
+    frames: std::vec::IntoIter<Frame>,
+    /// The body ended (its last frames are in `frames`), or the stream failed.
+    ended: bool,
+}
+
+impl<T: StreamTranslator> EventStream<T> {
+    pub fn new(body: UpstreamBody, translator: T, provider: String, max_event: usize) -> Self {
+        Self {
+            body,
+            decoder: SseDecoder::new(max_event),
+            translator,
+            provider,
+            events: Vec::new(),
+            frames: Vec::new().into_iter(),
+            ended: false,
+        }
+    }
+
+    fn protocol_error(&self, detail: String) -> GatewayError {
+        GatewayError::UpstreamProtocol {
+            provider: self.provider.clone(),
+            detail,
+        }
+    }
+
+    /// The frames of one event. Whatever an upstream says (an error event quoting its key
+    /// included) reaches clients and logs only without the provider keys.
+    fn translate(&mut self, event: SseEvent) -> Result<Vec<Frame>, GatewayError> {
+        let text = event
+            .text()
+            .map_err(|e| self.protocol_error(e.to_string()))?;
+        let data = match redact::provider_secrets(text) {
+            Cow::Borrowed(_) => event.data,
+            Cow::Owned(redacted) => Bytes::from(redacted),
+        };
+        self.translator.on_event_bytes(&event.event, data)
+    }
+
+    /// Gives `error` as the stream's last item.
+    fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame, GatewayError>>> {
+        self.ended = true;
+        self.events.clear();
+        self.frames = Vec::new().into_iter();
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+// No field is ever pinned: the translator is only called through `&mut`.
+impl<T> Unpin for EventStream<T> {}
+
+impl<T: StreamTranslator> Stream for EventStream<T> {
+    type Item = Result<Frame, GatewayError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(frame) = this.frames.next() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if let Some(event) = this.events.pop() {
+                match this.translate(event) {
+                    Ok(frames) => this.frames = frames.into_iter(),
+                    Err(error) => return this.fail(error),
+                }
+                continue;
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Some(chunk) = frame.data_ref() else {
+                        continue;
+                    };
+                    if let Err(e) = this.decoder.feed(chunk, &mut this.events) {
+                        let error = this.protocol_error(e.to_string());
+                        return this.fail(error);
+                    }
+                    this.events.reverse();
+                }
+                Some(Err(e)) => {
+                    let error = body_error(&this.provider, e);
+                    return this.fail(error);
+                }
+                None => {
+                    this.ended = true;
+                    match this.translator.finish() {
+                        Ok(frames) => this.frames = frames.into_iter(),
+                        Err(error) => return this.fail(error),
+                    }
+                }
+            }
+        }
+    }
+}
