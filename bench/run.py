@@ -85,6 +85,8 @@ error_log {WORK}/nginx-{port}.err warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  # As Tollgate: a client's keep-alive connection is not closed after 1,000 requests.
+  keepalive_requests 1000000;
   client_body_buffer_size 1m;
   client_max_body_size 16m;
   upstream mock {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
@@ -145,24 +147,39 @@ def wrk(url, payload, connections, duration=DURATION, pid=None, key="bench-key-1
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "errors": int(errors.group(1)) if errors else 0}
 
 
-def first_byte_ms(url, payload, n=500, key="bench-key-12345"):
-    """Median time (ms) from sending a streamed request to the first byte of its body, over
-    `n` sequential requests on one keep-alive connection."""
-    import http.client
+def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
+    """Median time (ms) from sending a streamed request to the first byte of its answer, per
+    target: `n` requests on one keep-alive connection each, the targets taking turns request
+    by request (so that the machine's noisy moments fall on all of them alike). A bare socket,
+    so that the client's own work (parsing, buffering) adds as little as it can."""
+    import socket
     import statistics
     from urllib.parse import urlsplit
-    u = urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port)
-    times = []
+    conns = {}
+    for name, url in urls.items():
+        u = urlsplit(url)
+        head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+                f"content-type: application/json\r\nauthorization: Bearer {key}\r\n"
+                f"content-length: {len(payload.encode())}\r\n\r\n")
+        sock = socket.create_connection((u.hostname, u.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns[name] = (sock, head.encode() + payload.encode())
+    times = {name: [] for name in urls}
     for _ in range(n):
-        started = time.perf_counter()
-        conn.request("POST", u.path, payload, {"content-type": "application/json", "authorization": f"Bearer {key}"})
-        r = conn.getresponse()
-        r.read(1)
-        times.append((time.perf_counter() - started) * 1000)
-        r.read()
-    conn.close()
-    return statistics.median(times)
+        for name, (sock, request) in conns.items():
+            started = time.perf_counter()
+            sock.sendall(request)
+            got = sock.recv(65536)
+            times[name].append((time.perf_counter() - started) * 1000)
+            # The rest of the (chunked) stream, up to its last chunk.
+            while not got.endswith(b"0\r\n\r\n"):
+                more = sock.recv(65536)
+                if not more:
+                    raise RuntimeError(f"{name} closed the connection mid-stream")
+                got = got[-8:] + more
+    for sock, _ in conns.values():
+        sock.close()
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def callgrind(kind, args, port, path, payload, n=1000):
@@ -224,10 +241,12 @@ def main():
             "stream16": wrk(url, stream, 16, pid=pid),
             "stream1": wrk(url, stream, 1, pid=pid),
             "paced16": wrk(url, paced, 16, pid=pid),
-            "ttfb": {"p50": first_byte_ms(url, stream)},
             "big": wrk(url, big, 1, "5s", pid=pid),
             "slow16": wrk(slow[name][0], plain, 16, pid=slow[name][1]),
         }
+    ttfb = first_bytes_ms({name: url for name, (url, _) in targets.items()}, stream)
+    for name in targets:
+        results[name]["ttfb"] = {"p50": ttfb[name]}
     results["nginx"]["rss"] = peak_rss_mib(ng.pid)
     results["tollgate"]["rss"] = peak_rss_mib(gw.pid)
     for p in (gw, gw_slow, ng, ng_slow):

@@ -11,7 +11,12 @@
 //!
 //! A stream whose yields bring nothing is paced (a model writing tokens as it makes them):
 //! it then sends each item as it comes, without yielding, and tries again after
-//! [`PACED_BATCHES`] batches. The first batch never waits: it goes out with the response head.
+//! [`PACED_BATCHES`] batches.
+//!
+//! The first item goes alone, at once, and the stream then gives way once: hyper's server
+//! writes out what it holds only when the body has nothing more to give, so without the pause
+//! the response head and the first event would wait until the whole burst behind them was
+//! read and translated (the time to first byte then grew with the burst).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +48,10 @@ pub struct Batches<S: Stream> {
     yields: u8,
     /// Batches left to send without yielding first.
     paced_for: u8,
+    /// No item was given yet.
+    first: bool,
+    /// Give way once before the next batch (the first item was just given).
+    hold: bool,
 }
 
 /// The waker the inner stream is polled with: notes that it was woken, and wakes the task.
@@ -67,8 +76,9 @@ impl<S: Stream + Unpin> Batches<S> {
             progress: Arc::default(),
             idle_polls: 0,
             yields: 0,
-            // The first batch goes without yielding.
-            paced_for: 1,
+            paced_for: 0,
+            first: true,
+            hold: false,
         }
     }
 
@@ -88,6 +98,10 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if std::mem::take(&mut this.hold) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         this.progress.task.register(cx.waker());
         let waker = waker_ref(&this.progress);
         let mut inner_cx = Context::from_waker(&waker);
@@ -99,6 +113,10 @@ where
                         this.batch.reserve(16);
                     }
                     this.batch.push(item);
+                    if std::mem::take(&mut this.first) {
+                        this.hold = true;
+                        return Poll::Ready(Some(this.take()));
+                    }
                     this.idle_polls = 0;
                     this.progress.woken.store(false, Ordering::Relaxed);
                     if this.batch.len() >= MAX_BATCH {
@@ -193,6 +211,19 @@ mod tests {
     fn the_first_item_goes_at_once_and_the_rest_of_a_burst_as_one_batch() {
         let burst = (1..=20).map(Some).collect();
         assert_eq!(batches(burst), vec![vec![1], (2..=20).collect::<Vec<_>>()]);
+    }
+
+    #[test]
+    fn the_first_item_goes_alone_and_the_stream_gives_way_before_the_rest() {
+        let mut stream = Batches::new(futures_util::stream::iter(1..=5));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut stream).poll_next(&mut cx);
+        assert_eq!(poll(), Poll::Ready(Some(vec![1])));
+        // Here the server writes the head and the first item out.
+        assert_eq!(poll(), Poll::Pending);
+        assert_eq!(poll(), Poll::Ready(Some(vec![2, 3, 4, 5])));
+        assert_eq!(poll(), Poll::Ready(None));
     }
 
     #[test]
