@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, mpsc};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::config::HttpSinkConfig;
@@ -59,12 +60,29 @@ impl SinkQueue {
 
 const FILE_QUEUE: usize = 8192;
 
+/// How long lines are gathered after the first one before they are written together: one
+/// write per batch, not per line.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// JSON lines on standard output.
 pub fn stdout(writers: &TaskTracker, dropped: &Family<SinkLabel, Counter>) -> SinkQueue {
     let (queue, rx) = SinkQueue::new("stdout", FILE_QUEUE, dropped);
-    writers.spawn(async move {
-        let mut out = tokio::io::stdout();
-        write_lines(rx, &mut out).await;
-    });
+    spawn_writer(
+        writers,
+        "tollgate-log-out",
+        move |batches| {
+            let out = std::io::stdout();
+            while let Some((batch, _)) = batches.next_batch() {
+                let mut out = out.lock();
+                if out.write_all(batch).and_then(|()| out.flush()).is_err() {
+                    // Standard output is gone: the queue fills and further records are counted
+                    // as dropped.
+                    return;
+                }
+            }
+        },
+        rx,
+    );
     queue
 }
 
@@ -75,7 +93,8 @@ pub fn file(
     dropped: &Family<SinkLabel, Counter>,
 ) -> SinkQueue {
     let (queue, rx) = SinkQueue::new("file", FILE_QUEUE, dropped);
-    let reopen = Arc::new(Notify::new());
+    let lost = queue.dropped.clone();
+    let reopen = Arc::new(AtomicBool::new(false));
     #[cfg(unix)]
     {
         let reopen = reopen.clone();
@@ -86,88 +105,109 @@ pub fn file(
                 return;
             };
             while usr1.recv().await.is_some() {
-                reopen.notify_one();
+                reopen.store(true, Ordering::Relaxed);
             }
         });
     }
-    writers.spawn(async move {
-        let mut rx = rx;
-        loop {
-            let mut file = match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await
-            {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot open the request log file");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
+    spawn_writer(
+        writers,
+        "tollgate-log-file",
+        move |batches| {
+            let mut file = None;
+            while let Some((batch, lines)) = batches.next_batch() {
+                if reopen.swap(false, Ordering::Relaxed) && file.take().is_some() {
+                    tracing::info!(path = %path.display(), "reopening the request log file");
                 }
-            };
-            if !write_lines_until(&mut rx, &mut file, &reopen).await {
-                return;
+                let out = match &mut file {
+                    Some(out) => out,
+                    None => match std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                    {
+                        Ok(opened) => file.insert(opened),
+                        Err(e) => {
+                            // This batch is lost (and counted); the next one tries again.
+                            tracing::error!(path = %path.display(), error = %e, "cannot open the request log file");
+                            lost.inc_by(lines as u64);
+                            std::thread::sleep(Duration::from_secs(1));
+                            continue;
+                        }
+                    },
+                };
+                if let Err(e) = out.write_all(batch) {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write the request log file");
+                    lost.inc_by(lines as u64);
+                    file = None; // reopen and carry on
+                }
             }
-            tracing::info!(path = %path.display(), "reopening the request log file");
-        }
-    });
+        },
+        rx,
+    );
     queue
 }
 
-/// Writes until the channel closes (false) or `reopen` fires (true).
-async fn write_lines_until(
-    rx: &mut mpsc::Receiver<Bytes>,
-    out: &mut tokio::fs::File,
-    reopen: &Notify,
-) -> bool {
-    loop {
-        tokio::select! {
-            () = reopen.notified() => {
-                let _ = out.flush().await;
-                return true;
-            }
-            line = rx.recv() => {
-                let Some(line) = line else { return false };
-                if write_batch(rx, out, line).await.is_err() {
-                    return true; // reopen and carry on
-                }
-            }
+/// A sink's queue as its writer thread sees it: batches of newline-terminated lines.
+struct Batches {
+    rx: mpsc::Receiver<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl Batches {
+    /// Waits for a line, gathers what else arrives within [`GATHER`] (not when the queue is
+    /// closing), and returns them all with their count; `None` once the queue is closed and
+    /// empty.
+    fn next_batch(&mut self) -> Option<(&[u8], usize)> {
+        let first = self.rx.blocking_recv()?;
+        if !self.rx.is_closed() {
+            std::thread::sleep(GATHER);
         }
+        // The buffer is kept between batches, unless a burst made it large.
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new();
+        }
+        self.buf.clear();
+        self.buf.reserve((first.len() + 1) * (self.rx.len() + 1));
+        self.buf.extend_from_slice(&first);
+        self.buf.push(b'\n');
+        let mut lines = 1;
+        while let Ok(line) = self.rx.try_recv() {
+            self.buf.extend_from_slice(&line);
+            self.buf.push(b'\n');
+            lines += 1;
+        }
+        Some((&self.buf, lines))
     }
 }
 
-async fn write_lines<W: tokio::io::AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Bytes>, out: &mut W) {
-    while let Some(line) = rx.recv().await {
-        if write_batch(&mut rx, out, line).await.is_err() {
-            return;
-        }
+/// Runs `write` on a thread of its own: writes to stdout and files block, and on tokio's
+/// blocking pool every batch was a hand-off between threads plus a copy into tokio's buffer.
+/// The tracker sees the writer as one task, done when the thread ends (its queue closed and
+/// drained). If the thread cannot be started, the sink's records are counted as dropped.
+fn spawn_writer(
+    writers: &TaskTracker,
+    name: &str,
+    write: impl FnOnce(&mut Batches) + Send + 'static,
+    rx: mpsc::Receiver<Bytes>,
+) {
+    let (done, finished) = oneshot::channel::<()>();
+    let started = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _done = done; // dropped when the thread ends, however it ends
+            let mut batches = Batches {
+                rx,
+                buf: Vec::new(),
+            };
+            write(&mut batches);
+        });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "cannot start the request log writer thread");
+        return;
     }
-}
-
-/// How long lines are gathered after the first one before they are written together. tokio
-/// writes stdout and files on its blocking pool: each write is a hand-off to another thread
-/// (futex calls, context switches), which per line cost more than the request itself.
-const GATHER: Duration = Duration::from_millis(10);
-
-/// Writes `first` and whatever else is queued within [`GATHER`], then flushes once.
-async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
-    rx: &mut mpsc::Receiver<Bytes>,
-    out: &mut W,
-    first: Bytes,
-) -> std::io::Result<()> {
-    if !rx.is_closed() {
-        tokio::time::sleep(GATHER).await;
-    }
-    let mut buf = Vec::with_capacity((first.len() + 1) * (rx.len() + 1));
-    buf.extend_from_slice(&first);
-    buf.push(b'\n');
-    while let Ok(line) = rx.try_recv() {
-        buf.extend_from_slice(&line);
-        buf.push(b'\n');
-    }
-    out.write_all(&buf).await?;
-    out.flush().await
+    writers.spawn(async move {
+        let _ = finished.await;
+    });
 }
 
 /// POSTs batches (JSON arrays) to the endpoint; a batch that still fails after the retries is
