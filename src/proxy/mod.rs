@@ -126,7 +126,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let dialect = snapshot
         .match_route(request.uri().path())
         .map_or(Dialect::Chat, |(_, endpoint)| Dialect::for_path(endpoint));
-    let result = dispatch(&state, &snapshot, request, &mut pending.exchange).await;
+    // Boxed: the pipeline's future is several KB, and the layers above (axum's handler box,
+    // the service wrappers) move this one by value; a box here is the one copy.
+    let result = Box::pin(dispatch(&state, &snapshot, request, &mut pending.exchange)).await;
     pending.answered = true;
     let exchange = &mut pending.exchange;
     let request_id = exchange.record.request_id.clone();
