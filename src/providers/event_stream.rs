@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -29,6 +30,8 @@ pub struct EventStream<T> {
     frames: std::vec::IntoIter<Frame>,
     /// The body ended (its last frames are in `frames`), or the stream failed.
     ended: bool,
+    /// The provider keys masked in every event, loaded once for the stream.
+    secrets: Arc<redact::SecretRedactor>,
 }
 
 impl<T: StreamTranslator> EventStream<T> {
@@ -41,6 +44,7 @@ impl<T: StreamTranslator> EventStream<T> {
             events: Vec::new(),
             frames: Vec::new().into_iter(),
             ended: false,
+            secrets: redact::provider_secret_redactor(),
         }
     }
 
@@ -57,7 +61,7 @@ impl<T: StreamTranslator> EventStream<T> {
         let text = event
             .text()
             .map_err(|e| self.protocol_error(e.to_string()))?;
-        let data = match redact::provider_secrets(text) {
+        let data = match self.secrets.redact(text) {
             Cow::Borrowed(_) => event.data,
             Cow::Owned(redacted) => Bytes::from(redacted),
         };

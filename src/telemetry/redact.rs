@@ -127,6 +127,13 @@ pub fn provider_secrets_in_bytes(bytes: bytes::Bytes) -> bytes::Bytes {
     }
 }
 
+/// The provider keys known now, for a caller that redacts many texts in a row (a stream's
+/// events): one load instead of one per text. Keys registered later are not in it, and need
+/// not be: they belong to providers configured after the caller started.
+pub fn provider_secret_redactor() -> Arc<SecretRedactor> {
+    PROVIDER_SECRETS.load_full()
+}
+
 /// `text` with every configured provider key masked.
 pub fn provider_secrets<'t>(text: &'t str) -> Cow<'t, str> {
     match PROVIDER_SECRETS.load().redact(text) {
