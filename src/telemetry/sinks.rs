@@ -75,8 +75,8 @@ pub fn stdout(writers: &TaskTracker, dropped: &Family<SinkLabel, Counter>) -> Si
             while let Some((batch, _)) = batches.next_batch() {
                 let mut out = out.lock();
                 if out.write_all(batch).and_then(|()| out.flush()).is_err() {
-                    // Standard output is gone: the queue fills and further records are counted
-                    // as dropped.
+                    // Standard output is gone: the queue closes with this thread, and further
+                    // records are counted as dropped.
                     return;
                 }
             }
