@@ -3,15 +3,15 @@
 //! Every sink has a bounded queue: when it is full the record is dropped and counted, so a
 //! slow disk or a dead endpoint never grows memory or slows requests.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
