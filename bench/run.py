@@ -1,5 +1,6 @@
-"""Tollgate beside nginx (a plain reverse proxy with upstream keep-alive) and the mock upstream
-itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the latency added
+"""Tollgate beside nginx (a plain reverse proxy with upstream keep-alive), the hyper floor (hyper's
+server in front of hyper's client and nothing else, bench/hyper_floor.rs: what any hyper-based
+proxy pays before it does anything) and the mock upstream itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the latency added
 at 1 connection, CPU microseconds per request of the proxy process, instructions per request
 (valgrind callgrind: repeatable on a noisy shared machine), and peak RSS; streaming (20
 chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
@@ -191,7 +192,7 @@ def callgrind(kind, args, port, path, payload, n=1000):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{port}/", timeout=180)
         subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), str(port), path, str(count), payload], check=True)
-        p.send_signal(signal.SIGTERM if kind == "tollgate" else signal.SIGQUIT)
+        p.send_signal(signal.SIGQUIT if kind == "nginx" else signal.SIGTERM)
         p.wait(timeout=120)
         text = out.read_text(errors="replace")
         totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
@@ -208,11 +209,13 @@ def main():
     ng_cfg, ng_slow_cfg = WORK / "nginx.conf", WORK / "nginx-slow.conf"
     nginx_config(ng_cfg, up, 18191)
     nginx_config(ng_slow_cfg, up_slow, 18192)
+    # hyper's server in front of hyper's client, nothing else: what any hyper-based proxy pays.
+    floor = start([str(REL / "examples" / "hyper-floor"), "127.0.0.1:18194", f"127.0.0.1:{up}"])
     gw = start([str(REL / "tollgate"), "serve", "--config", str(gw_cfg)])
     gw_slow = start([str(REL / "tollgate"), "serve", "--config", str(gw_slow_cfg)])
     ng = start(["nginx", "-c", str(ng_cfg), "-g", "daemon off; master_process off;"])
     ng_slow = start(["nginx", "-c", str(ng_slow_cfg), "-g", "daemon off; master_process off;"])
-    for port in (up, up_slow, 18191, 18192):
+    for port in (up, up_slow, 18191, 18192, 18194):
         wait_http(f"http://127.0.0.1:{port}/")
     wait_http("http://127.0.0.1:18182/ready")
     wait_http("http://127.0.0.1:18184/ready")
@@ -222,6 +225,7 @@ def main():
         "nginx": ("http://127.0.0.1:18191/v1/chat/completions", ng.pid),
         "tollgate": ("http://127.0.0.1:18181/ai/v1/chat/completions", gw.pid),
     }
+    floor_url = "http://127.0.0.1:18194/v1/chat/completions"
     slow = {
         "direct": (f"http://127.0.0.1:{up_slow}/v1/chat/completions", None),
         "nginx": ("http://127.0.0.1:18192/v1/chat/completions", ng_slow.pid),
@@ -244,12 +248,20 @@ def main():
             "big": wrk(url, big, 1, "5s", pid=pid),
             "slow16": wrk(slow[name][0], plain, 16, pid=slow[name][1]),
         }
-    ttfb = first_bytes_ms({name: url for name, (url, _) in targets.items()}, stream)
-    for name in targets:
+    wrk(floor_url, plain, 16, "2s")
+    results["floor"] = {
+        "c16": wrk(floor_url, plain, 16, pid=floor.pid),
+        "c64": wrk(floor_url, plain, 64, pid=floor.pid),
+        "c1": wrk(floor_url, plain, 1, pid=floor.pid),
+        "stream16": wrk(floor_url, stream, 16, pid=floor.pid),
+        "stream1": wrk(floor_url, stream, 1, pid=floor.pid),
+    }
+    ttfb = first_bytes_ms({**{name: url for name, (url, _) in targets.items()}, "floor": floor_url}, stream)
+    for name in (*targets, "floor"):
         results[name]["ttfb"] = {"p50": ttfb[name]}
     results["nginx"]["rss"] = peak_rss_mib(ng.pid)
     results["tollgate"]["rss"] = peak_rss_mib(gw.pid)
-    for p in (gw, gw_slow, ng, ng_slow):
+    for p in (gw, gw_slow, ng, ng_slow, floor):
         p.terminate()
 
     # Instructions per request, nginx and Tollgate serving the same requests from the same mock.
@@ -261,6 +273,7 @@ def main():
     for kind, payload in (("plain", plain), ("stream", stream)):
         ir[("nginx", kind)] = callgrind("nginx", ["nginx", "-c", str(cg_ng), "-g", "daemon off; master_process off;"], 18193, "/v1/chat/completions", payload)
         ir[("tollgate", kind)] = callgrind("tollgate", [str(REL / "tollgate"), "serve", "--config", str(cg_gw)], 18185, "/ai/v1/chat/completions", payload)
+        ir[("floor", kind)] = callgrind("floor", [str(REL / "examples" / "hyper-floor"), "127.0.0.1:18189", f"127.0.0.1:{up}"], 18189, "/v1/chat/completions", payload)
 
     # Start-up with 1M consumers with keys.
     million = WORK / "gw-1m.yaml"
@@ -438,19 +451,21 @@ def report_console(c):
 def report(r, ir, start_s, rss_1m, one_m, store_1m):
     def row(label, key, field, fmt="{:,.0f}"):
         cells = []
-        for name in ("direct", "nginx", "tollgate"):
-            v = r[name][key][field]
+        for name in ("direct", "nginx", "floor", "tollgate"):
+            v = r[name].get(key, {}).get(field)
             cells.append("—" if v is None else fmt.format(v))
         ng, tg = r["nginx"][key][field], r["tollgate"][key][field]
+        fl = r["floor"].get(key, {}).get(field)
         ratio = f"{tg / ng:.2f}×" if ng else "—"
-        print(f"| {label} | {' | '.join(cells)} | {ratio} |")
+        floor_ratio = f"{fl / ng:.2f}×" if ng and fl is not None else "—"
+        print(f"| {label} | {' | '.join(cells)} | {floor_ratio} | {ratio} |")
 
     versions = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (shared by load generator, mock and proxy), "
           f"{DURATION} per scenario, wrk; {versions}; Tollgate with key auth, a token-limit policy, "
           f"metrics and the request log on\n")
-    print("| scenario | direct | nginx | Tollgate | Tollgate / nginx |")
-    print("|---|---:|---:|---:|---:|")
+    print("| scenario | direct | nginx | hyper floor | Tollgate | floor / nginx | Tollgate / nginx |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     row("req/s, c=16", "c16", "rps")
     row("req/s, c=64", "c64", "rps")
     row("CPU µs/request, c=16", "c16", "cpu_us", "{:.1f}")
@@ -464,16 +479,15 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
     row("50 ms upstream req/s, c=16", "slow16", "rps")
     row("50 ms upstream p50 ms, c=16", "slow16", "p50", "{:.2f}")
     row("400 KB prompt p50 ms, c=1", "big", "p50", "{:.2f}")
-    print(f"| instructions/request | — | {ir[('nginx', 'plain')]:,.0f} | {ir[('tollgate', 'plain')]:,.0f} | "
-          f"{ir[('tollgate', 'plain')] / ir[('nginx', 'plain')]:.2f}× |")
-    print(f"| streaming instructions/request | — | {ir[('nginx', 'stream')]:,.0f} | {ir[('tollgate', 'stream')]:,.0f} | "
-          f"{ir[('tollgate', 'stream')] / ir[('nginx', 'stream')]:.2f}× |")
-    print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | {r['tollgate']['rss']:.1f} | — |")
+    for label, kind in (("instructions/request", "plain"), ("streaming instructions/request", "stream")):
+        ng, fl, tg = (ir[(name, kind)] for name in ("nginx", "floor", "tollgate"))
+        print(f"| {label} | — | {ng:,.0f} | {fl:,.0f} | {tg:,.0f} | {fl / ng:.2f}× | {tg / ng:.2f}× |")
+    print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | — | {r['tollgate']['rss']:.1f} | — | — |")
     added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
     big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
-    ttfb = {n: r[n]["ttfb"]["p50"] - r["direct"]["ttfb"]["p50"] for n in ("nginx", "tollgate")}
+    ttfb = {n: r[n]["ttfb"]["p50"] - r["direct"]["ttfb"]["p50"] for n in ("nginx", "floor", "tollgate")}
     print(f"\ntime to first byte of a stream added at c=1: nginx {ttfb['nginx'] * 1000:.0f} µs, "
-          f"Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
+          f"hyper floor {ttfb['floor'] * 1000:.0f} µs, Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
     print(f"added p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
           f"400 KB prompt added: nginx {big['nginx']:.2f} ms, Tollgate {big['tollgate']:.2f} ms")
     print(f"1M consumers with keys: start-up {start_s:.1f} s, RSS {rss_1m:.0f} MiB, "

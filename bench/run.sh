@@ -17,5 +17,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
-cargo build --release --quiet --bin tollgate --example mock-upstream
+cargo build --release --quiet --bin tollgate --example mock-upstream --example hyper-floor
 exec python3 bench/run.py "$@"
