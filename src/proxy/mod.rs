@@ -114,7 +114,33 @@ impl Exchange {
     }
 }
 
-/// The fallback handler of the proxy listener: every path goes through here.
+/// The proxy listener's service: every request, whatever its path, goes to [`handle`]. A
+/// router with one fallback did the same through several layers of its own (a boxed
+/// service cloned per request, its future boxed, the answer mapped twice).
+#[derive(Clone)]
+pub struct ProxyService(pub Arc<AppState>);
+
+impl tower_service::Service<Request> for ProxyService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move { Ok(handle(State(state), request).await) })
+    }
+}
+
+/// Answers one request of the proxy listener (see [`ProxyService`]).
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let snapshot = state.snapshot();
     let mut pending = Unanswered {

@@ -214,9 +214,7 @@ impl Gateway {
         let stop = self.stop;
         let watcher = self.watcher;
 
-        let proxy_app = Router::new()
-            .fallback(crate::proxy::handle)
-            .with_state(state.clone());
+        let proxy_app = crate::proxy::ProxyService(state.clone());
         let status_app = Router::new()
             .route(
                 "/health",
