@@ -45,9 +45,12 @@ pub const OVERHEAD_HEADER: HeaderName = HeaderName::from_static("x-tollgate-over
 /// On a `count_tokens` answer the gateway computed itself: `estimate`.
 pub const TOKEN_COUNT_HEADER: HeaderName = HeaderName::from_static("x-tollgate-token-count");
 
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
 /// Anthropic's SDKs and Claude Code send `anthropic-version`: they get Anthropic's list shape.
 fn anthropic_shape(headers: &HeaderMap) -> bool {
-    headers.contains_key("anthropic-version")
+    headers.contains_key(ANTHROPIC_VERSION)
 }
 
 /// A fresh request id: a random UUID, written without the formatting machinery.
@@ -298,7 +301,7 @@ async fn dispatch(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
-    if (header_bytes + request.uri().to_string().len()) as u64 > limit {
+    if (header_bytes + uri_len(request.uri())) as u64 > limit {
         return Err(GatewayError::HeadersTooLarge { limit });
     }
 
@@ -396,6 +399,14 @@ async fn dispatch(
     }
 }
 
+/// The length of `uri` as written (without formatting it): origin form, or absolute form.
+fn uri_len(uri: &axum::http::Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + "://".len());
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + authority + path
+}
+
 /// One authenticated request on one route.
 struct Call<'a> {
     state: &'a Arc<AppState>,
@@ -421,7 +432,7 @@ impl Call<'_> {
         let options = self.snapshot.dialects.clone();
         let betas = parts
             .headers
-            .get("anthropic-beta")
+            .get(ANTHROPIC_BETA)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(512).collect::<String>());
         // Every dialect names the model at the top of its body.
@@ -1018,6 +1029,21 @@ fn with_target_headers(mut response: Response, target: &Target) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uri_is_measured_as_it_is_written() {
+        for text in [
+            "/",
+            "/ai/v1/chat/completions",
+            "/ai/v1/models?limit=5&after=x",
+            "http://gateway.example:8080/ai/v1/models?x=1",
+            "https://gateway.example/",
+            "*",
+        ] {
+            let uri: axum::http::Uri = text.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{text}");
+        }
+    }
 
     #[test]
     fn overhead_is_written_in_milliseconds_with_three_decimals() {
