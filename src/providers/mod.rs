@@ -8,8 +8,10 @@ mod http1_pool;
 pub mod mock;
 pub mod openai;
 pub mod sse;
+mod swar;
 pub mod translate;
 mod upstream;
+mod usage_scan;
 
 pub use upstream::IDLE;
 
@@ -62,6 +64,21 @@ struct PromptDetails {
 #[derive(Debug, Deserialize)]
 struct CompletionDetails {
     reasoning_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// The usage object (or `null`) at the start of `value`, which may go on past it; `None`
+    /// if it is not one. Compactly written ones are read by a byte walk, others by serde.
+    pub fn read(value: &[u8]) -> Option<Option<Self>> {
+        if value.starts_with(b"null") {
+            return Some(None);
+        }
+        if let Some(usage) = usage_scan::compact(value) {
+            return Some(Some(usage));
+        }
+        let mut de = serde_json::Deserializer::from_slice(value);
+        <Option<Self> as Deserialize>::deserialize(&mut de).ok()
+    }
 }
 
 impl From<WireUsage> for Usage {

@@ -266,11 +266,11 @@ fn answer_usage(body: &[u8]) -> Option<Option<WireUsage>> {
     use std::sync::LazyLock;
     static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\":"));
     let looks_like_object = body.trim_ascii().first() == Some(&b'{');
-    if looks_like_object && let Some(at) = USAGE.rfind(body) {
-        let mut de = serde_json::Deserializer::from_slice(&body[at + USAGE.needle().len()..]);
-        if let Ok(Some(usage)) = Option::<WireUsage>::deserialize(&mut de) {
-            return Some(Some(usage));
-        }
+    if looks_like_object
+        && let Some(at) = USAGE.rfind(body)
+        && let Some(Some(usage)) = WireUsage::read(&body[at + USAGE.needle().len()..])
+    {
+        return Some(Some(usage));
     }
     #[derive(Deserialize)]
     struct UsagePeek {
@@ -562,7 +562,7 @@ impl CompactChunk {
         loop {
             // Between strings: the next quote; whitespace (or a control byte) means the chunk
             // is not compact, and the caller parses it whole.
-            i = match swar::quote_or_space(data, i) {
+            i = match super::swar::quote_or_space(data, i) {
                 None => break,
                 Some(at) if data[at] != b'"' => return None,
                 Some(at) => at,
@@ -571,7 +571,7 @@ impl CompactChunk {
             let start = i + 1;
             let mut at = start;
             let end = loop {
-                at = swar::quote_or_backslash(data, at)?;
+                at = super::swar::quote_or_backslash(data, at)?;
                 match data[at] {
                     b'"' => break at,
                     _ => at += 2,
@@ -617,10 +617,7 @@ impl Members {
     fn finish(self, data: &[u8]) -> Option<CompactChunk> {
         let choices_at = self.choices_at?;
         let usage = match self.usage_at {
-            Some(at) if !data[at..].starts_with(b"null") => {
-                let mut de = serde_json::Deserializer::from_slice(&data[at..]);
-                Some(<Option<WireUsage> as Deserialize>::deserialize(&mut de).ok()??)
-            }
+            Some(at) if !data[at..].starts_with(b"null") => Some(WireUsage::read(&data[at..])??),
             _ => None,
         };
         Some(CompactChunk {
@@ -628,92 +625,6 @@ impl Members {
             no_choices: data.get(choices_at) == Some(&b']'),
             usage,
         })
-    }
-}
-
-/// Finding the next byte of a small set eight bytes at a time (chunks are a few hundred bytes
-/// of short strings: a byte loop cost ten instructions a byte, SIMD searches' set-up more than
-/// the search).
-mod swar {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-    /// Flags the bytes of `x` equal to `b`. Bytes above a flagged one may be flagged wrongly,
-    /// so only the lowest flag counts.
-    fn equal(x: u64, b: u8) -> u64 {
-        let v = x ^ (ONES * u64::from(b));
-        v.wrapping_sub(ONES) & !v & HIGHS
-    }
-
-    /// Flags the bytes of `x` up to the space (whitespace and control bytes), as [`equal`].
-    fn space_or_below(x: u64) -> u64 {
-        x.wrapping_sub(ONES * 0x21) & !x & HIGHS
-    }
-
-    /// The first `"`, or byte up to the space, at or after `from`.
-    pub fn quote_or_space(data: &[u8], from: usize) -> Option<usize> {
-        find(
-            data,
-            from,
-            |x| equal(x, b'"') | space_or_below(x),
-            |b| b == b'"' || b <= b' ',
-        )
-    }
-
-    /// The first `"` or backslash at or after `from`.
-    pub fn quote_or_backslash(data: &[u8], from: usize) -> Option<usize> {
-        find(
-            data,
-            from,
-            |x| equal(x, b'"') | equal(x, b'\\'),
-            |b| b == b'"' || b == b'\\',
-        )
-    }
-
-    #[inline(always)]
-    fn find(
-        data: &[u8],
-        from: usize,
-        word: impl Fn(u64) -> u64,
-        byte: impl Fn(u8) -> bool,
-    ) -> Option<usize> {
-        let rest = data.get(from..)?;
-        let mut words = rest.chunks_exact(8);
-        let mut at = from;
-        for chunk in words.by_ref() {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(chunk);
-            let flagged = word(u64::from_le_bytes(bytes));
-            if flagged != 0 {
-                return Some(at + (flagged.trailing_zeros() / 8) as usize);
-            }
-            at += 8;
-        }
-        let tail = words.remainder();
-        tail.iter().position(|&b| byte(b)).map(|p| at + p)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn finds_the_first_stop_at_every_offset() {
-            let text = br#"{"a":"b\"c d","e":1}"#;
-            for from in 0..=text.len() {
-                let naive = |stop: &dyn Fn(u8) -> bool| {
-                    text[from..].iter().position(|&b| stop(b)).map(|p| from + p)
-                };
-                assert_eq!(
-                    super::quote_or_space(text, from),
-                    naive(&|b| b == b'"' || b <= b' ')
-                );
-                assert_eq!(
-                    super::quote_or_backslash(text, from),
-                    naive(&|b| b == b'"' || b == b'\\')
-                );
-            }
-            // Bytes above 0x7f (UTF-8) are never stops.
-            assert_eq!(super::quote_or_space("ééééé\"".as_bytes(), 0), Some(10));
-        }
     }
 }
 
