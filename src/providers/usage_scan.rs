@@ -198,12 +198,15 @@ impl Details {
 mod tests {
     use super::*;
 
-    fn by_serde(text: &str) -> Option<(u64, u64, Option<u64>, Option<u64>, Option<u64>)> {
+    /// Prompt, completion, total, cached and reasoning tokens.
+    type Fields = (u64, u64, Option<u64>, Option<u64>, Option<u64>);
+
+    fn by_serde(text: &str) -> Option<Fields> {
         let usage: WireUsage = serde_json::from_str(text).ok()?;
         Some(fields(usage))
     }
 
-    fn fields(u: WireUsage) -> (u64, u64, Option<u64>, Option<u64>, Option<u64>) {
+    fn fields(u: WireUsage) -> Fields {
         (
             u.prompt_tokens,
             u.completion_tokens,
