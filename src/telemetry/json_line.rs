@@ -1,13 +1,43 @@
 //! A writer for flat JSON objects whose keys are fixed at compile time: the request log's line.
 //!
 //! serde_json escapes every key of every record byte by byte; a record has ~40 keys, which made
-//! the log line the largest cost of a request after hyper's own. Here keys are written as the
-//! literals they are, and a value is copied as is unless it holds a byte JSON must escape (then
+//! the log line the largest cost of a request after hyper's own. Here a key is a literal made at
+//! compile time with its separator and quotes (`,"name":`, see [`key!`]) and written in one
+//! copy, and a value is copied as is unless it holds a byte JSON must escape (then
 //! serde_json writes it). Integers are written by `itoa` and floats by serde_json (which
 //! writes the shortest exact form, and `null` for NaN), so the output is what serde would have
 //! written.
 
 use serde::Serialize;
+
+/// A key as it is written after another member: `,"name":` (the first member leaves out the
+/// comma). Made by [`key!`], which checks at compile time that the name needs no escaping.
+#[derive(Debug, Clone, Copy)]
+pub struct Key(&'static str);
+
+impl Key {
+    pub const fn new(written: &'static str) -> Self {
+        let bytes = written.as_bytes();
+        assert!(bytes.len() >= 4 && bytes[0] == b',' && bytes[1] == b'"');
+        let mut i = 2;
+        while i < bytes.len() - 2 {
+            assert!(
+                !ESCAPED[bytes[i] as usize],
+                "a JSON key that needs escaping"
+            );
+            i += 1;
+        }
+        Self(written)
+    }
+}
+
+/// A [`Key`] for the literal `name`, made at compile time: `key!("status")`.
+macro_rules! key {
+    ($name:literal) => {
+        const { $crate::telemetry::json_line::Key::new(concat!(",\"", $name, "\":")) }
+    };
+}
+pub(crate) use key;
 
 /// An object being written into `out`; [`JsonObject::end`] closes it.
 pub struct JsonObject<'a> {
@@ -21,68 +51,65 @@ impl<'a> JsonObject<'a> {
         Self { out, first: true }
     }
 
-    /// `key` must not need escaping (the callers pass identifiers).
-    fn key(&mut self, key: &'static str) {
-        debug_assert!(!needs_escape(key), "a JSON key that needs escaping: {key}");
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+    fn key(&mut self, key: Key) {
+        let written = key.0.as_bytes();
+        let written = match std::mem::replace(&mut self.first, false) {
+            true => &written[1..],
+            false => written,
+        };
+        self.out.extend_from_slice(written);
     }
 
-    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+    pub fn str(&mut self, key: Key, value: &str) -> &mut Self {
         self.key(key);
         write_str(self.out, value);
         self
     }
 
-    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+    pub fn opt_str(&mut self, key: Key, value: Option<&str>) -> &mut Self {
         match value {
             Some(v) => self.str(key, v),
             None => self.null(key),
         }
     }
 
-    pub fn u64(&mut self, key: &'static str, value: u64) -> &mut Self {
+    pub fn u64(&mut self, key: Key, value: u64) -> &mut Self {
         self.key(key);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
         self
     }
 
-    pub fn opt_u64(&mut self, key: &'static str, value: Option<u64>) -> &mut Self {
+    pub fn opt_u64(&mut self, key: Key, value: Option<u64>) -> &mut Self {
         match value {
             Some(v) => self.u64(key, v),
             None => self.null(key),
         }
     }
 
-    pub fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+    pub fn bool(&mut self, key: Key, value: bool) -> &mut Self {
         self.key(key);
         self.out
             .extend_from_slice(if value { b"true" } else { b"false" });
         self
     }
 
-    pub fn f64(&mut self, key: &'static str, value: f64) -> &mut Self {
+    pub fn f64(&mut self, key: Key, value: f64) -> &mut Self {
         self.value(key, &value)
     }
 
-    pub fn opt_f64(&mut self, key: &'static str, value: Option<f64>) -> &mut Self {
+    pub fn opt_f64(&mut self, key: Key, value: Option<f64>) -> &mut Self {
         self.value(key, &value)
     }
 
-    fn null(&mut self, key: &'static str) -> &mut Self {
+    fn null(&mut self, key: Key) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(b"null");
         self
     }
 
     /// Any serialisable value, written by serde_json (nested objects, floats).
-    pub fn value<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> &mut Self {
+    pub fn value<T: Serialize + ?Sized>(&mut self, key: Key, value: &T) -> &mut Self {
         self.key(key);
         if serde_json::to_writer(&mut *self.out, value).is_err() {
             // Only a map with non-string keys or a failing Serialize impl get here; the
@@ -95,7 +122,7 @@ impl<'a> JsonObject<'a> {
     /// An array under `key` with one element per item, each written by `each`.
     pub fn array<T>(
         &mut self,
-        key: &'static str,
+        key: Key,
         items: &[T],
         mut each: impl FnMut(&mut Vec<u8>, &T),
     ) -> &mut Self {
@@ -133,7 +160,7 @@ fn needs_escape(value: &str) -> bool {
 }
 
 /// The bytes JSON writes escaped: control characters, the quote and the backslash.
-static ESCAPED: [bool; 256] = {
+const ESCAPED: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 0x20 {
@@ -153,16 +180,16 @@ mod tests {
     fn writes_what_serde_json_writes() {
         let mut out = Vec::new();
         let mut o = JsonObject::begin(&mut out);
-        o.str("plain", "gpt-4o")
-            .str("quoted", "say \"hi\"\n\\ \u{1} é \u{7f}")
-            .opt_str("none", None)
-            .u64("n", 18_446_744_073_709_551_615)
-            .opt_u64("m", Some(7))
-            .bool("yes", true)
-            .f64("ms", 0.1 + 0.2)
-            .opt_f64("nan", Some(f64::NAN))
-            .array("list", &["a", "b\"c"], |out, s| write_str(out, s))
-            .value("nested", &serde_json::json!({"x": 1}));
+        o.str(key!("plain"), "gpt-4o")
+            .str(key!("quoted"), "say \"hi\"\n\\ \u{1} é \u{7f}")
+            .opt_str(key!("none"), None)
+            .u64(key!("n"), 18_446_744_073_709_551_615)
+            .opt_u64(key!("m"), Some(7))
+            .bool(key!("yes"), true)
+            .f64(key!("ms"), 0.1 + 0.2)
+            .opt_f64(key!("nan"), Some(f64::NAN))
+            .array(key!("list"), &["a", "b\"c"], |out, s| write_str(out, s))
+            .value(key!("nested"), &serde_json::json!({"x": 1}));
         o.end();
         let expected = serde_json::json!({
             "plain": "gpt-4o",

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
-use super::json_line::{JsonObject, write_str};
+use super::json_line::{JsonObject, key, write_str};
 use super::sinks::{self, SinkLabel, SinkQueue};
 use crate::config::{LogConfig, RequestLogTarget};
 use crate::providers::Usage;
@@ -114,13 +114,13 @@ pub struct AttemptRecord {
 impl AttemptRecord {
     fn write_json(&self, out: &mut Vec<u8>) {
         JsonObject::begin(out)
-            .str("provider", &self.provider)
-            .str("provider_kind", self.provider_kind)
-            .str("model", &self.model)
-            .str("outcome", self.outcome)
-            .bool("skipped", self.skipped)
-            .opt_f64("started_ms", self.started_ms)
-            .opt_f64("latency_ms", self.latency_ms)
+            .str(key!("provider"), &self.provider)
+            .str(key!("provider_kind"), self.provider_kind)
+            .str(key!("model"), &self.model)
+            .str(key!("outcome"), self.outcome)
+            .bool(key!("skipped"), self.skipped)
+            .opt_f64(key!("started_ms"), self.started_ms)
+            .opt_f64(key!("latency_ms"), self.latency_ms)
             .end();
     }
 
@@ -159,54 +159,54 @@ impl RequestRecord {
     /// the two together), without escaping each key (see [`super::json_line`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = JsonObject::begin(out);
-        o.str("time", &self.time)
-            .str("request_id", &self.request_id)
-            .str("method", &self.method)
-            .str("path", &self.path)
-            .opt_str("route", self.route.as_deref())
-            .opt_str("consumer", self.consumer.as_deref())
-            .opt_str("custom_id", self.custom_id.as_deref());
+        o.str(key!("time"), &self.time)
+            .str(key!("request_id"), &self.request_id)
+            .str(key!("method"), &self.method)
+            .str(key!("path"), &self.path)
+            .opt_str(key!("route"), self.route.as_deref())
+            .opt_str(key!("consumer"), self.consumer.as_deref())
+            .opt_str(key!("custom_id"), self.custom_id.as_deref());
         if let Some(key_id) = &self.key_id {
-            o.str("key_id", key_id);
+            o.str(key!("key_id"), key_id);
         }
-        o.opt_str("end_user", self.end_user.as_deref());
+        o.opt_str(key!("end_user"), self.end_user.as_deref());
         if let Some(acting_as) = &self.acting_as {
-            o.str("acting_as", acting_as);
+            o.str(key!("acting_as"), acting_as);
         }
-        o.opt_str("endpoint", self.endpoint)
-            .opt_str("model", self.model.as_deref())
-            .opt_str("provider", self.provider.as_deref())
-            .opt_str("upstream_model", self.upstream_model.as_deref())
-            .bool("stream", self.stream)
-            .u64("status", u64::from(self.status))
-            .opt_str("error", self.error)
-            .opt_str("error_message", self.error_message.as_deref())
-            .opt_u64("prompt_tokens", self.prompt_tokens)
-            .opt_u64("completion_tokens", self.completion_tokens)
-            .opt_u64("total_tokens", self.total_tokens)
-            .opt_u64("cached_tokens", self.cached_tokens)
-            .opt_u64("cache_write_tokens", self.cache_write_tokens)
-            .opt_u64("reasoning_tokens", self.reasoning_tokens);
+        o.opt_str(key!("endpoint"), self.endpoint)
+            .opt_str(key!("model"), self.model.as_deref())
+            .opt_str(key!("provider"), self.provider.as_deref())
+            .opt_str(key!("upstream_model"), self.upstream_model.as_deref())
+            .bool(key!("stream"), self.stream)
+            .u64(key!("status"), u64::from(self.status))
+            .opt_str(key!("error"), self.error)
+            .opt_str(key!("error_message"), self.error_message.as_deref())
+            .opt_u64(key!("prompt_tokens"), self.prompt_tokens)
+            .opt_u64(key!("completion_tokens"), self.completion_tokens)
+            .opt_u64(key!("total_tokens"), self.total_tokens)
+            .opt_u64(key!("cached_tokens"), self.cached_tokens)
+            .opt_u64(key!("cache_write_tokens"), self.cache_write_tokens)
+            .opt_u64(key!("reasoning_tokens"), self.reasoning_tokens);
         if self.usage_estimated {
-            o.bool("usage_estimated", true);
+            o.bool(key!("usage_estimated"), true);
         }
         if !self.dropped.is_empty() {
-            o.array("dropped", &self.dropped, |out, d| write_str(out, d));
+            o.array(key!("dropped"), &self.dropped, |out, d| write_str(out, d));
         }
-        o.opt_f64("cost_usd", self.cost_usd)
-            .u64("request_bytes", self.request_bytes)
-            .u64("response_bytes", self.response_bytes)
-            .f64("latency_ms", self.latency_ms)
-            .opt_f64("overhead_ms", self.overhead_ms)
-            .opt_f64("upstream_latency_ms", self.upstream_latency_ms)
-            .opt_f64("ttft_ms", self.ttft_ms)
-            .bool("client_disconnected", self.client_disconnected)
-            .array("attempts", &self.attempts, |out, a| a.write_json(out));
+        o.opt_f64(key!("cost_usd"), self.cost_usd)
+            .u64(key!("request_bytes"), self.request_bytes)
+            .u64(key!("response_bytes"), self.response_bytes)
+            .f64(key!("latency_ms"), self.latency_ms)
+            .opt_f64(key!("overhead_ms"), self.overhead_ms)
+            .opt_f64(key!("upstream_latency_ms"), self.upstream_latency_ms)
+            .opt_f64(key!("ttft_ms"), self.ttft_ms)
+            .bool(key!("client_disconnected"), self.client_disconnected)
+            .array(key!("attempts"), &self.attempts, |out, a| a.write_json(out));
         if let Some(body) = &self.request_body {
-            o.value("request_body", body);
+            o.value(key!("request_body"), body);
         }
         if let Some(body) = &self.response_body {
-            o.value("response_body", body);
+            o.value(key!("response_body"), body);
         }
         o.end();
     }
