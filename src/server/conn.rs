@@ -73,26 +73,23 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// What a listener serves: a router (status, admin), or the proxy's one handler.
+type AppRequest = hyper::Request<Body>;
+type AppResponse = hyper::Response<Body>;
+type Never = std::convert::Infallible;
+
+/// What a listener serves: a router (status, admin), or the proxy's one handler. (A trait
+/// alias: the blanket impl below names the same bounds.)
 pub trait App:
-    Service<
-        hyper::Request<Body>,
-        Response = hyper::Response<Body>,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    > + Clone
+    Service<AppRequest, Response = AppResponse, Error = Never, Future: Send + 'static>
+    + Clone
     + Send
     + 'static
 {
 }
 
 impl<A> App for A where
-    A: Service<
-            hyper::Request<Body>,
-            Response = hyper::Response<Body>,
-            Error = std::convert::Infallible,
-            Future: Send + 'static,
-        > + Clone
+    A: Service<AppRequest, Response = AppResponse, Error = Never, Future: Send + 'static>
+        + Clone
         + Send
         + 'static
 {
