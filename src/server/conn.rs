@@ -303,8 +303,8 @@ struct CountingService<A> {
 }
 
 impl<A: App> Service<hyper::Request<Incoming>> for CountingService<A> {
-    type Response = hyper::Response<Body>;
-    type Error = std::convert::Infallible;
+    type Response = AppResponse;
+    type Error = Never;
     type Future = Counted<A::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -337,7 +337,7 @@ pin_project_lite::pin_project! {
 
 impl<F> Future for Counted<F>
 where
-    F: Future<Output = Result<hyper::Response<Body>, std::convert::Infallible>>,
+    F: Future<Output = Result<AppResponse, Never>>,
 {
     type Output = F::Output;
 
