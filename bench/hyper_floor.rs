@@ -85,14 +85,11 @@ async fn accept(listener: std::net::TcpListener, upstream: SocketAddr) {
 }
 
 /// An upstream connection, driven by a task of its own (as hyper's client examples do).
-async fn connect(upstream: SocketAddr) -> Result<SendRequest<Incoming>, hyper::Error> {
-    let stream = TcpStream::connect(upstream)
-        .await
-        .map_err(|_| ())
-        .and_then(|s| s.set_nodelay(true).map(|()| s).map_err(|_| ()));
-    let Ok(stream) = stream else {
-        std::process::exit(1);
-    };
+async fn connect(
+    upstream: SocketAddr,
+) -> Result<SendRequest<Incoming>, Box<dyn std::error::Error>> {
+    let stream = TcpStream::connect(upstream).await?;
+    stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::task::spawn_local(connection);
     Ok(sender)

@@ -41,19 +41,19 @@ pub(super) fn compact(value: &[u8]) -> Option<WireUsage> {
             b"prompt_tokens_details" => {
                 seen.once(3)?;
                 usage.prompt_tokens_details = reader
-                    .details(b"cached_tokens")?
+                    .details(Some(b"cached_tokens"))?
                     .map(|cached_tokens| PromptDetails { cached_tokens });
             }
             b"completion_tokens_details" => {
                 seen.once(4)?;
                 usage.completion_tokens_details = reader
-                    .details(b"reasoning_tokens")?
+                    .details(Some(b"reasoning_tokens"))?
                     .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
             }
             // Members the gateway does not read: numbers, null, or a flat object of them.
             _ => match reader.peek()? {
                 b'{' => {
-                    reader.details(b"")?;
+                    reader.details(None)?;
                 }
                 _ => {
                     reader.number_or_null()?;
@@ -143,7 +143,7 @@ impl<'a> Reader<'a> {
 
     /// A details object (or `null`) of numbers and nulls, and the value of its member
     /// `wanted` if it has one; `None` if it is not written so.
-    fn details(&mut self, wanted: &[u8]) -> Option<Details> {
+    fn details(&mut self, wanted: Option<&[u8]>) -> Option<Details> {
         if self.null() {
             return Some(Details::Null);
         }
@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
         loop {
             let key = self.key()?;
             let value = self.number_or_null()?;
-            if key == wanted {
+            if Some(key) == wanted {
                 if found.is_some() {
                     return None;
                 }
