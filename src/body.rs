@@ -11,23 +11,35 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+/// Cloned per failover attempt and for the token estimate: the bytes and the member list are
+/// shared (an edit after a clone copies the list, never the bytes).
 #[derive(Debug, Clone)]
 pub struct JsonBody {
     bytes: Bytes,
-    members: Vec<Member>,
+    members: Arc<Vec<Member>>,
 }
 
 #[derive(Debug, Clone)]
 struct Member {
-    key: String,
+    key: MemberKey,
     value: MemberValue,
+}
+
+/// A member's name: where it stands in the bytes when written without escapes (as nearly
+/// every client writes its keys: no allocation), else decoded.
+#[derive(Debug, Clone)]
+enum MemberKey {
+    /// A span of `bytes`, between the quotes.
+    Original(Range<usize>),
+    Decoded(Box<str>),
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +50,9 @@ enum MemberValue {
     Edited(Bytes),
     Removed,
 }
+
+/// Most bodies have a handful of top-level members (model, messages, stream, a few options).
+const USUAL_MEMBERS: usize = 8;
 
 impl JsonBody {
     /// A body the gateway built (a translation's canonical request).
@@ -51,16 +66,10 @@ impl JsonBody {
     pub fn parse(bytes: Bytes) -> Result<Self, serde_json::Error> {
         let base = bytes.as_ptr() as usize;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let spans = deserializer.deserialize_map(MemberSpans { base })?;
+        let members = deserializer.deserialize_map(MemberSpans { base })?;
         deserializer.end()?;
         Ok(Self {
-            members: spans
-                .into_iter()
-                .map(|(key, span)| Member {
-                    key,
-                    value: MemberValue::Original(span),
-                })
-                .collect(),
+            members: Arc::new(members),
             bytes,
         })
     }
@@ -74,9 +83,16 @@ impl JsonBody {
         self.bytes.is_empty()
     }
 
+    fn is_named(&self, member: &Member, key: &str) -> bool {
+        match &member.key {
+            MemberKey::Original(span) => &self.bytes[span.clone()] == key.as_bytes(),
+            MemberKey::Decoded(decoded) => &**decoded == key,
+        }
+    }
+
     fn member(&self, key: &str) -> Option<&Member> {
         // JSON parsers keep the last of repeated keys; so does this.
-        self.members.iter().rev().find(|m| m.key == key)
+        self.members.iter().rev().find(|m| self.is_named(m, key))
     }
 
     /// The raw JSON of a member (`None` when absent or removed).
@@ -116,20 +132,37 @@ impl JsonBody {
         }
     }
 
+    /// Sets a member to a string, unless it holds that string already (an upstream's model
+    /// name is most often the one the client sent: the body then goes out as it came).
+    pub fn set_str(&mut self, key: &str, value: &str) {
+        if self.get::<Cow<str>>(key).and_then(Result::ok).as_deref() != Some(value) {
+            self.set(key, &value);
+        }
+    }
+
     /// Sets a member to raw JSON the caller vouches for.
     pub fn set_raw(&mut self, key: &str, raw: Bytes) {
-        match self.members.iter_mut().rev().find(|m| m.key == key) {
-            Some(m) => m.value = MemberValue::Edited(raw),
-            None => self.members.push(Member {
-                key: key.to_owned(),
+        let at = self.members.iter().rposition(|m| self.is_named(m, key));
+        let members = Arc::make_mut(&mut self.members);
+        match at {
+            Some(at) => members[at].value = MemberValue::Edited(raw),
+            None => members.push(Member {
+                key: MemberKey::Decoded(key.into()),
                 value: MemberValue::Edited(raw),
             }),
         }
     }
 
     pub fn remove(&mut self, key: &str) {
-        for m in self.members.iter_mut().filter(|m| m.key == key) {
-            m.value = MemberValue::Removed;
+        let named: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.is_named(&self.members[i], key))
+            .collect();
+        if named.is_empty() {
+            return;
+        }
+        let members = Arc::make_mut(&mut self.members);
+        for i in named {
+            members[i].value = MemberValue::Removed;
         }
     }
 
@@ -145,7 +178,7 @@ impl JsonBody {
         let mut out = BytesMut::with_capacity(self.bytes.len() + 64);
         out.extend_from_slice(b"{");
         let mut first = true;
-        for m in &self.members {
+        for m in self.members.iter() {
             let value: &[u8] = match &m.value {
                 MemberValue::Original(span) => &self.bytes[span.clone()],
                 MemberValue::Edited(bytes) => bytes,
@@ -155,9 +188,17 @@ impl JsonBody {
                 out.extend_from_slice(b",");
             }
             first = false;
-            // Keys are written back escaped, as serde_json writes any string.
-            if let Ok(key) = serde_json::to_vec(&m.key) {
-                out.extend_from_slice(&key);
+            match &m.key {
+                // Written without escapes by the client: valid as it stands.
+                MemberKey::Original(span) => {
+                    out.extend_from_slice(b"\"");
+                    out.extend_from_slice(&self.bytes[span.clone()]);
+                    out.extend_from_slice(b"\"");
+                }
+                // Written back escaped, as serde_json writes any string.
+                MemberKey::Decoded(key) => {
+                    let _ = serde_json::to_writer((&mut out).writer(), key);
+                }
             }
             out.extend_from_slice(b":");
             out.extend_from_slice(value);
@@ -177,26 +218,59 @@ impl JsonBody {
     }
 }
 
-/// Collects the top-level members' keys and value spans of one JSON object.
+/// Collects the top-level members' names and value spans of one JSON object.
 struct MemberSpans {
     base: usize,
 }
 
 impl<'de> Visitor<'de> for MemberSpans {
-    type Value = Vec<(String, Range<usize>)>;
+    type Value = Vec<Member>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let mut members = Vec::with_capacity(USUAL_MEMBERS);
+        while let Some(key) = map.next_key_seed(KeySpan { base: self.base })? {
             let value: &'de RawValue = map.next_value()?;
             let start = value.get().as_ptr() as usize - self.base;
-            members.push((key, start..start + value.get().len()));
+            members.push(Member {
+                key,
+                value: MemberValue::Original(start..start + value.get().len()),
+            });
         }
         Ok(members)
+    }
+}
+
+/// A member name: its span when the parser could borrow it from the bytes (no escapes).
+struct KeySpan {
+    base: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySpan {
+    type Value = MemberKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<MemberKey, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySpan {
+    type Value = MemberKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<MemberKey, E> {
+        let start = key.as_ptr() as usize - self.base;
+        Ok(MemberKey::Original(start..start + key.len()))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<MemberKey, E> {
+        Ok(MemberKey::Decoded(key.into()))
     }
 }
 
@@ -269,30 +343,43 @@ struct PartView<'a> {
 
 /// The text of a message's content: a string, or the text parts of an array.
 pub fn content_text(content: Option<&RawValue>) -> ContentText<'_> {
+    let mut out = ContentText::default();
+    out.images = for_each_text(content, |text| out.texts.push(text));
+    out
+}
+
+/// Calls `each` with every text of a message's content (a string, or the text parts of an
+/// array), without collecting them; returns how many images it holds.
+pub fn for_each_text<'a>(content: Option<&'a RawValue>, mut each: impl FnMut(Cow<'a, str>)) -> u64 {
     let Some(raw) = content else {
-        return ContentText::default();
+        return 0;
     };
     let json = raw.get();
     match json.as_bytes().first() {
-        Some(b'"') => ContentText {
-            texts: serde_json::from_str::<Text>(json)
-                .map(|t| vec![t.0])
-                .unwrap_or_default(),
-            images: 0,
-        },
+        Some(b'"') => {
+            // Valid JSON (checked when the message was read): without a backslash, the text
+            // is what stands between the quotes, and needs no second parse.
+            let inner = json.strip_prefix('"').and_then(|j| j.strip_suffix('"'));
+            if let Some(inner) = inner.filter(|i| memchr::memchr(b'\\', i.as_bytes()).is_none()) {
+                each(Cow::Borrowed(inner));
+            } else if let Ok(text) = serde_json::from_str::<Text>(json) {
+                each(text.0);
+            }
+            0
+        }
         Some(b'[') => {
             let parts: Vec<PartView> = serde_json::from_str(json).unwrap_or_default();
-            let mut out = ContentText::default();
+            let mut images = 0;
             for part in parts {
                 match part.kind.as_deref() {
-                    Some("text") => out.texts.extend(part.text),
-                    Some("image_url") => out.images += 1,
+                    Some("text") => part.text.into_iter().for_each(&mut each),
+                    Some("image_url") => images += 1,
                     _ => {}
                 }
             }
-            out
+            images
         }
-        _ => ContentText::default(),
+        _ => 0,
     }
 }
 
@@ -328,6 +415,40 @@ mod tests {
             out,
             json!({"model": "upstream", "temperature": 0.5, "weird\"key": 1, "stream_options": {"include_usage": true}})
         );
+    }
+
+    #[test]
+    fn escaped_names_are_found_decoded_and_written_back_escaped() {
+        let text = r#"{"mod\u0065l": "m", "a\"b": 1, "messages": []}"#;
+        let mut b = JsonBody::parse(Bytes::from(text)).unwrap();
+        assert_eq!(b.get::<String>("model").unwrap().unwrap(), "m");
+        assert_eq!(b.raw("a\"b").unwrap(), b"1");
+        b.set("messages", &json!([{"role": "user"}]));
+        let out: Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        assert_eq!(
+            out,
+            json!({"model": "m", "a\"b": 1, "messages": [{"role": "user"}]})
+        );
+    }
+
+    #[test]
+    fn a_clone_edited_leaves_the_original_as_it_was() {
+        let original = body(json!({"model": "a", "stream": true}));
+        let mut attempt = original.clone();
+        attempt.set("model", &"b");
+        attempt.remove("stream");
+        assert_eq!(original.to_bytes(), r#"{"model":"a","stream":true}"#);
+        assert_eq!(attempt.to_bytes(), r#"{"model":"b"}"#);
+    }
+
+    #[test]
+    fn setting_the_string_a_member_holds_leaves_the_body_unedited() {
+        let text = r#"{"model":  "m", "x": 1}"#;
+        let mut b = JsonBody::parse(Bytes::from(text)).unwrap();
+        b.set_str("model", "m");
+        assert_eq!(b.to_bytes(), text);
+        b.set_str("model", "upstream");
+        assert_eq!(b.to_bytes(), r#"{"model":"upstream","x":1}"#);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl AnthropicProvider {
         opts: CallOptions<'_>,
         client_headers: &axum::http::HeaderMap,
     ) -> Result<ChatReply, GatewayError> {
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         let response = self
             .http
             .post_bytes_with(
@@ -127,7 +127,7 @@ impl AnthropicProvider {
         opts: CallOptions<'_>,
         client_headers: &axum::http::HeaderMap,
     ) -> Result<Complete, GatewayError> {
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         let mut url = self.url.clone();
         url.path_segments_mut()
             .map_err(|()| self.http.protocol_error("the base URL cannot take a path"))?
