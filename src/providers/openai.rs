@@ -112,7 +112,7 @@ impl OpenAiProvider {
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         if !self.stream_usage {
             // Such servers (Mistral) refuse the field with a 422, even from the client, and
             // report stream usage unasked.
@@ -164,7 +164,7 @@ impl OpenAiProvider {
             .responses_url
             .as_ref()
             .ok_or_else(|| GatewayError::Internal("no Responses API on this provider".into()))?;
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         let response = self
             .http
             .post_bytes(url, body.to_bytes(), opts.timeouts)
@@ -210,7 +210,7 @@ impl OpenAiProvider {
         url.path_segments_mut()
             .map_err(|()| self.http.protocol_error("the base URL cannot take a path"))?
             .push("input_tokens");
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         let response = self
             .http
             .post_bytes(&url, body.to_bytes(), opts.timeouts)
@@ -227,7 +227,7 @@ impl OpenAiProvider {
         mut body: JsonBody,
         opts: CallOptions<'_>,
     ) -> Result<Complete, GatewayError> {
-        body.set("model", &opts.upstream_model);
+        body.set_str("model", opts.upstream_model);
         let response = self
             .http
             .post_bytes(
@@ -551,39 +551,60 @@ struct CompactChunk {
     usage: Option<WireUsage>,
 }
 
+/// The keys [`CompactChunk::scan`] looks for, as they stand in compact JSON: the quotes and
+/// the colon. Those bytes cannot lie inside a string (its quotes would be escaped), so where
+/// the opening quote is not escaped, they are that key.
+const CHUNK_KEYS: [&[u8]; 7] = [
+    b"\"choices\":",
+    b"\"error\":",
+    b"\"usage\":",
+    b"\"content\":",
+    b"\"reasoning_content\":",
+    b"\"reasoning\":",
+    b"\"tool_calls\":",
+];
+
 impl CompactChunk {
-    /// `None` unless the chunk is written compactly (no whitespace between tokens, and
-    /// `"choices":[`) and carries no error. One pass over the bytes that tells strings
-    /// (escapes included) from the rest: a key is a string followed by `:`, so key-like text
-    /// inside a string value is never taken for one.
+    /// `None` unless the chunk is written compactly (`"choices":[`, every key found followed
+    /// by its value) and carries no error; the caller then parses it whole. The keys are
+    /// found by one multi-pattern search (SIMD where the CPU has it), not by walking the
+    /// chunk's strings: a chunk of ~150 bytes holds a dozen strings and two or three of
+    /// these keys.
     fn scan(data: &[u8]) -> Option<Self> {
+        static KEYS: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+            std::sync::LazyLock::new(|| {
+                aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(CHUNK_KEYS)
+                    .build()
+            });
+        let keys = KEYS.as_ref()?;
         let mut members = Members::default();
-        let mut i = 0;
-        loop {
-            // Between strings: the next quote; whitespace (or a control byte) means the chunk
-            // is not compact, and the caller parses it whole.
-            i = match super::swar::quote_or_space(data, i) {
-                None => break,
-                Some(at) if data[at] != b'"' => return None,
-                Some(at) => at,
-            };
-            // A string: its end is the next quote that no backslash escapes.
-            let start = i + 1;
-            let mut at = start;
-            let end = loop {
-                at = super::swar::quote_or_backslash(data, at)?;
-                match data[at] {
-                    b'"' => break at,
-                    _ => at += 2,
-                }
-            };
-            i = end + 1;
-            if data.get(i) == Some(&b':') {
-                members.note(&data[start..end], i + 1, data)?;
-                i += 1;
+        for found in keys.find_iter(data) {
+            let at = found.start();
+            // An escaped quote (an odd run of backslashes before it) ends a longer key's name.
+            let backslashes = data[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+            if backslashes % 2 == 1 {
+                continue;
             }
+            let key = CHUNK_KEYS[found.pattern().as_usize()];
+            members.note(&key[1..key.len() - 2], found.end(), data)?;
         }
         members.finish(data)
+    }
+}
+
+/// Where the string at the start of `value` ends: the index of its closing quote (`None` if
+/// it has none).
+fn string_end(value: &[u8]) -> Option<usize> {
+    let mut at = 1;
+    loop {
+        at = super::swar::quote_or_backslash(value, at)?;
+        match value[at] {
+            b'"' => return Some(at),
+            _ => at += 2,
+        }
     }
 }
 
@@ -604,8 +625,13 @@ impl Members {
             b"choices" if value.first() == Some(&b'[') => self.choices_at = Some(value_at + 1),
             b"choices" | b"error" => return None,
             // A string value that is not empty, or tool calls that are not null.
-            b"content" | b"reasoning_content" | b"reasoning" => {
-                self.has_output |= value.first() == Some(&b'"') && value.get(1) != Some(&b'"');
+            b"content" | b"reasoning_content" | b"reasoning" => match value.first() {
+                Some(b'"') => self.has_output |= string_end(value)? > 1,
+                Some(b) if b.is_ascii_whitespace() => return None,
+                _ => {}
+            },
+            b"tool_calls" | b"usage" if value.first().is_none_or(u8::is_ascii_whitespace) => {
+                return None;
             }
             b"tool_calls" => self.has_output |= !value.starts_with(b"null"),
             b"usage" => self.usage_at = Some(value_at),
@@ -644,41 +670,34 @@ mod tests {
         assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
     }
 
-    /// The scan with strings found a byte at a time, as it was written first: the
-    /// word-at-a-time search must agree with it wherever strings, escapes and whitespace fall
-    /// relative to word boundaries.
-    fn scan_bytewise(data: &[u8]) -> Option<CompactChunk> {
-        let mut members = Members::default();
-        let mut i = 0;
-        while let Some(&b) = data.get(i) {
-            match b {
-                b'"' => {}
-                b if b <= b' ' => return None,
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            }
-            let start = i + 1;
-            let mut at = start;
-            let end = loop {
-                match *data.get(at)? {
-                    b'"' => break at,
-                    b'\\' => at += 2,
-                    _ => at += 1,
-                }
-            };
-            i = end + 1;
-            if data.get(i) == Some(&b':') {
-                members.note(&data[start..end], i + 1, data)?;
-                i += 1;
-            }
-        }
-        members.finish(data)
+    /// What a chunk tells when parsed whole (the path a chunk that is not compact takes).
+    fn parsed(data: &[u8]) -> (bool, bool, Option<u64>, Option<String>, String) {
+        let peek = ChunkPeek::read(data);
+        let (choices, usage, error) = match peek {
+            Some(p) => (p.choices.unwrap_or_default(), p.usage, p.error.is_some()),
+            None => (Vec::new(), None, false),
+        };
+        let has_output = choices.iter().filter_map(|c| c.delta.as_ref()).any(|d| {
+            d.content.as_deref().is_some_and(|c| !c.is_empty())
+                || d.tool_calls.is_some()
+                || d.reasoning_content
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty())
+        });
+        let error = error.then(|| "error".to_owned());
+        (
+            has_output,
+            choices.is_empty() && usage.is_some(),
+            usage.map(|u| Usage::from(u).total_tokens),
+            error,
+            texts_of(&choices),
+        )
     }
 
+    /// The key search agrees with the whole parse wherever keys, escapes and key-like text
+    /// inside values fall, and whatever the chunk's spacing.
     #[test]
-    fn the_word_search_agrees_with_a_byte_scan_at_every_alignment() {
+    fn the_key_search_agrees_with_the_whole_parse() {
         let shapes = [
             r#"{"id":"PAD","choices":[{"index":0,"delta":{"content":"a \"usage\": b"}}]}"#,
             r#"{"id":"PAD","choices":[{"delta":{"content":"x\\","tool_calls":null}}],"usage":null}"#,
@@ -689,6 +708,11 @@ mod tests {
             r#"{"id":"PAD","choices":[{"delta":{"content":"unterminated}]}"#,
             r#"{"id":"PAD","error":{"message":"x"}}"#,
             r#"{"id":"PAD","choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content":""}}],"usage":null}"#,
+            r#"{"PAD\"content":"x","choices":[{"delta":{"content":""}}]}"#,
+            r#"{"id": "PAD", "choices": [{"delta": {"content": "Hi"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content": "spaced"}}]}"#,
+            r#"{"id":"PAD","choices":[{"delta":{"content":"\\\\"}}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
         ];
         for shape in shapes {
             for pad in 0..17 {
@@ -696,14 +720,21 @@ mod tests {
                 let id = format!("{}{}", "p".repeat(pad), "\\\"".repeat(pad % 3));
                 let chunk = shape.replace("PAD", &id);
                 let data = chunk.as_bytes();
-                let found = |c: CompactChunk| (c.has_output, c.no_choices, c.usage.is_some());
-                assert_eq!(
-                    CompactChunk::scan(data).map(found),
-                    scan_bytewise(data).map(found),
-                    "{chunk}"
+                let frame = peek_chunk(bytes::Bytes::copy_from_slice(data));
+                let got = (
+                    frame.has_output,
+                    frame.usage_only,
+                    frame.usage.as_ref().map(|u| u.total_tokens),
+                    frame.error.as_ref().map(|_| "error".to_owned()),
+                    frame.generated_text().into_owned(),
                 );
+                assert_eq!(got, parsed(data), "{chunk}");
             }
         }
+        // Compact chunks are read by the search, not parsed.
+        let compact =
+            br#"{"id":"x","choices":[{"delta":{"content":"a \"usage\": b"}}],"usage":null}"#;
+        assert!(CompactChunk::scan(compact).is_some_and(|c| c.has_output && c.usage.is_none()));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Finding the next byte of a small set eight bytes at a time, for the scans of stream chunks
-//! and usage objects (a few hundred bytes of short strings: a byte loop cost ten instructions a
+//! Finding the next quote or backslash eight bytes at a time, for the scans of stream chunks'
+//! strings and usage objects (a few hundred bytes of short strings: a byte loop cost ten instructions a
 //! byte, SIMD searches' set-up more than the search).
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -10,22 +10,6 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 fn equal(x: u64, b: u8) -> u64 {
     let v = x ^ (ONES * u64::from(b));
     v.wrapping_sub(ONES) & !v & HIGHS
-}
-
-/// Flags the bytes of `x` up to the space (whitespace and control bytes), as [`equal`].
-fn space_or_below(x: u64) -> u64 {
-    x.wrapping_sub(ONES * 0x21) & !x & HIGHS
-}
-
-/// The first `"`, or byte up to the space, at or after `from`.
-#[inline]
-pub(super) fn quote_or_space(data: &[u8], from: usize) -> Option<usize> {
-    find(
-        data,
-        from,
-        |x| equal(x, b'"') | space_or_below(x),
-        |b| b == b'"' || b <= b' ',
-    )
 }
 
 /// The first `"` or backslash at or after `from`.
@@ -72,15 +56,11 @@ mod tests {
                 text[from..].iter().position(|&b| stop(b)).map(|p| from + p)
             };
             assert_eq!(
-                super::quote_or_space(text, from),
-                naive(&|b| b == b'"' || b <= b' ')
-            );
-            assert_eq!(
                 super::quote_or_backslash(text, from),
                 naive(&|b| b == b'"' || b == b'\\')
             );
         }
         // Bytes above 0x7f (UTF-8) are never stops.
-        assert_eq!(super::quote_or_space("ééééé\"".as_bytes(), 0), Some(10));
+        assert_eq!(super::quote_or_backslash("ééééé\"".as_bytes(), 0), Some(10));
     }
 }
