@@ -439,11 +439,26 @@ fn headers_for(counters: &[Counter], values: &[u64]) -> LimitHeaders {
     let mut headers = Vec::with_capacity(tightest.len() * 3);
     for (per, max, remaining, reset) in tightest {
         let [limit, left, resets] = header_names(per);
-        headers.push((limit, HeaderValue::from(max)));
-        headers.push((left, HeaderValue::from(remaining)));
-        headers.push((resets, HeaderValue::from(reset)));
+        headers.push((limit, number_value(max)));
+        headers.push((left, number_value(remaining)));
+        headers.push((resets, number_value(reset)));
     }
     headers
+}
+
+/// A number as a header value in one allocation (`HeaderValue::from(u64)` makes two: a
+/// buffer, then its shared handle); seconds to a window's reset, under a minute for most
+/// windows, in none.
+fn number_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..=SMALL_NUMBERS).map(HeaderValue::from).collect());
+    const SMALL_NUMBERS: u64 = 120;
+    if n <= SMALL_NUMBERS {
+        return SMALL[n as usize].clone();
+    }
+    // Digits are always a valid header value.
+    HeaderValue::from_bytes(itoa::Buffer::new().format(n).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// The three header names of a window: built in for the named windows, made for others.
