@@ -20,6 +20,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+mod swar;
 pub mod telemetry;
 
 pub use error::GatewayError;

@@ -8,7 +8,6 @@ mod http1_pool;
 pub mod mock;
 pub mod openai;
 pub mod sse;
-mod swar;
 pub mod translate;
 mod upstream;
 mod usage_scan;

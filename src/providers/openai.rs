@@ -600,7 +600,7 @@ impl CompactChunk {
 fn string_end(value: &[u8]) -> Option<usize> {
     let mut at = 1;
     loop {
-        at = super::swar::quote_or_backslash(value, at)?;
+        at = crate::swar::quote_or_backslash(value, at)?;
         match value[at] {
             b'"' => return Some(at),
             _ => at += 2,

@@ -107,7 +107,7 @@ impl<'a> Reader<'a> {
     fn key(&mut self) -> Option<&'a [u8]> {
         self.byte(b'"')?;
         let start = self.at;
-        let end = super::swar::quote_or_backslash(self.data, start)?;
+        let end = crate::swar::quote_or_backslash(self.data, start)?;
         self.at = end;
         self.byte(b'"')?;
         let data: &'a [u8] = self.data;

@@ -21,8 +21,9 @@ impl Key {
         assert!(bytes.len() >= 4 && bytes[0] == b',' && bytes[1] == b'"');
         let mut i = 2;
         while i < bytes.len() - 2 {
+            let b = bytes[i];
             assert!(
-                !ESCAPED[bytes[i] as usize],
+                b >= b' ' && b != b'"' && b != b'\\',
                 "a JSON key that needs escaping"
             );
             i += 1;
@@ -156,21 +157,8 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) {
 }
 
 fn needs_escape(value: &str) -> bool {
-    value.bytes().any(|b| ESCAPED[usize::from(b)])
+    crate::swar::any_json_escaped(value.as_bytes())
 }
-
-/// The bytes JSON writes escaped: control characters, the quote and the backslash.
-const ESCAPED: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        table[b] = true;
-        b += 1;
-    }
-    table[b'"' as usize] = true;
-    table[b'\\' as usize] = true;
-    table
-};
 
 #[cfg(test)]
 mod tests {
