@@ -3,12 +3,11 @@
 //! time. Hand-written rather than an `async_stream` generator: it runs once per chunk and
 //! once per frame, and a generator's yield moved every frame through two extra slots.
 
-use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use futures_util::Stream;
 use http_body::Body;
 
@@ -26,8 +25,8 @@ pub struct EventStream<T> {
     provider: String,
     /// Decoded events not yet translated, last first (taken with `pop`).
     events: Vec<SseEvent>,
-    /// Frames of the last translated event not yet given.
-    frames: std::vec::IntoIter<Frame>,
+    /// Frames translated and not yet given (kept for the stream: no allocation an event).
+    frames: VecDeque<Frame>,
     /// The body ended (its last frames are in `frames`), or the stream failed.
     ended: bool,
     /// The provider keys masked in every event, loaded once for the stream.
@@ -42,7 +41,7 @@ impl<T: StreamTranslator> EventStream<T> {
             translator,
             provider,
             events: Vec::new(),
-            frames: Vec::new().into_iter(),
+            frames: VecDeque::new(),
             ended: false,
             secrets: redact::provider_secret_redactor(),
         }
@@ -56,23 +55,20 @@ impl<T: StreamTranslator> EventStream<T> {
     }
 
     /// The frames of one event. Whatever an upstream says (an error event quoting its key
-    /// included) reaches clients and logs only without the provider keys.
-    fn translate(&mut self, event: SseEvent) -> Result<Vec<Frame>, GatewayError> {
-        let text = event
-            .text()
-            .map_err(|e| self.protocol_error(e.to_string()))?;
-        let data = match self.secrets.redact(text) {
-            Cow::Borrowed(_) => event.data,
-            Cow::Owned(redacted) => Bytes::from(redacted),
-        };
-        self.translator.on_event_bytes(&event.event, data)
+    /// included) reaches clients and logs only without the provider keys. The data are
+    /// searched as bytes: a translator that reads them checks them as UTF-8 itself, one that
+    /// passes them on passes them as they came (as a whole answer is).
+    fn translate(&mut self, event: SseEvent) -> Result<(), GatewayError> {
+        let data = self.secrets.redact_bytes(event.data);
+        self.translator
+            .push_event_frames(&event.event, data, &mut self.frames)
     }
 
     /// Gives `error` as the stream's last item.
     fn fail(&mut self, error: GatewayError) -> Poll<Option<Result<Frame, GatewayError>>> {
         self.ended = true;
         self.events.clear();
-        self.frames = Vec::new().into_iter();
+        self.frames.clear();
         Poll::Ready(Some(Err(error)))
     }
 }
@@ -86,13 +82,12 @@ impl<T: StreamTranslator> Stream for EventStream<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
-            if let Some(frame) = this.frames.next() {
+            if let Some(frame) = this.frames.pop_front() {
                 return Poll::Ready(Some(Ok(frame)));
             }
             if let Some(event) = this.events.pop() {
-                match this.translate(event) {
-                    Ok(frames) => this.frames = frames.into_iter(),
-                    Err(error) => return this.fail(error),
+                if let Err(error) = this.translate(event) {
+                    return this.fail(error);
                 }
                 continue;
             }
@@ -117,7 +112,7 @@ impl<T: StreamTranslator> Stream for EventStream<T> {
                 None => {
                     this.ended = true;
                     match this.translator.finish() {
-                        Ok(frames) => this.frames = frames.into_iter(),
+                        Ok(frames) => this.frames.extend(frames),
                         Err(error) => return this.fail(error),
                     }
                 }

@@ -304,6 +304,16 @@ impl StreamTranslator for PassThrough {
         Ok(vec![peek_chunk(data)])
     }
 
+    fn push_event_frames(
+        &mut self,
+        _event: &str,
+        data: bytes::Bytes,
+        out: &mut std::collections::VecDeque<Frame>,
+    ) -> Result<(), GatewayError> {
+        out.push_back(peek_chunk(data));
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<Vec<Frame>, GatewayError> {
         Ok(Vec::new())
     }

@@ -15,16 +15,9 @@ pub struct SseEvent {
     /// streams name no event).
     pub event: Cow<'static, str>,
     /// The `data` lines joined by `\n`, as bytes: an event whose one data line arrived whole
-    /// in one chunk shares that chunk's memory (no copy). Checked as UTF-8 once, by
-    /// [`SseEvent::text`], where it is read.
+    /// in one chunk shares that chunk's memory (no copy). Not checked as UTF-8 here: a
+    /// translator that reads the data checks them, one that passes them on does not need to.
     pub data: Bytes,
-}
-
-impl SseEvent {
-    /// The data as text; an event stream that is not UTF-8 is refused here.
-    pub fn text(&self) -> Result<&str, SseError> {
-        std::str::from_utf8(&self.data).map_err(|_| SseError::Utf8)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

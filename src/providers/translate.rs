@@ -27,6 +27,17 @@ pub trait StreamTranslator: Send + 'static {
             }),
         }
     }
+    /// [`StreamTranslator::on_event_bytes`] with the frames added to `out`: a translator that
+    /// makes one frame an event spares the stream an allocation an event.
+    fn push_event_frames(
+        &mut self,
+        event: &str,
+        data: Bytes,
+        out: &mut std::collections::VecDeque<Frame>,
+    ) -> Result<(), GatewayError> {
+        out.extend(self.on_event_bytes(event, data)?);
+        Ok(())
+    }
     /// The upstream closed the stream cleanly: whatever is still owed (finish, usage, `[DONE]`).
     fn finish(&mut self) -> Result<Vec<Frame>, GatewayError>;
 }

@@ -107,6 +107,20 @@ impl SecretRedactor {
     }
 }
 
+impl SecretRedactor {
+    /// `bytes` (an upstream's event or answer) with every secret masked; the same bytes, not
+    /// copied, when there is none. Keys are ASCII: the bytes need not be UTF-8 to be searched.
+    pub fn redact_bytes(&self, bytes: bytes::Bytes) -> bytes::Bytes {
+        match &self.matcher {
+            Some(m) if self.found_in(&bytes) => {
+                let masks = vec![SECRET_MASK.as_bytes(); m.patterns_len()];
+                bytes::Bytes::from(m.replace_all_bytes(&bytes, &masks))
+            }
+            _ => bytes,
+        }
+    }
+}
+
 /// Adds a provider key to what is redacted from every upstream text.
 pub fn register_provider_secret(secret: &str) {
     PROVIDER_SECRETS.rcu(|current| match current.with(secret) {
@@ -117,14 +131,7 @@ pub fn register_provider_secret(secret: &str) {
 
 /// `bytes` (a whole upstream answer) with every configured provider key masked.
 pub fn provider_secrets_in_bytes(bytes: bytes::Bytes) -> bytes::Bytes {
-    let redactor = PROVIDER_SECRETS.load();
-    match &redactor.matcher {
-        Some(m) if redactor.found_in(&bytes) => {
-            let masks = vec![SECRET_MASK.as_bytes(); m.patterns_len()];
-            bytes::Bytes::from(m.replace_all_bytes(&bytes, &masks))
-        }
-        _ => bytes,
-    }
+    PROVIDER_SECRETS.load().redact_bytes(bytes)
 }
 
 /// The provider keys known now, for a caller that redacts many texts in a row (a stream's
