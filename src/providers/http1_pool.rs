@@ -253,7 +253,9 @@ impl Http1Pools {
                 },
             }
         }
-        let mut conn = self.connect().await?;
+        // Boxed: connecting (a TCP connect and hyper's handshake) is rare on a warm pool, and
+        // its state would otherwise widen every request's future, moved by value above.
+        let mut conn = Box::pin(self.connect()).await?;
         let sent = conn.sender.send_request(request);
         let response = conn.drive(sent).await?;
         Ok((response, Lease::new(conn, pool)))

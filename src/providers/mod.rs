@@ -282,11 +282,13 @@ impl Provider {
         stream: bool,
         opts: CallOptions<'_>,
     ) -> Result<ChatReply, GatewayError> {
+        // The translating adapters' futures are boxed: the widest arm sets the size of every
+        // request's future, which is moved by value on its way up (a copy of its whole size).
         match self {
             Provider::OpenAi(p) => p.chat(body, stream, opts).await,
-            Provider::Anthropic(p) => p.chat(body, stream, opts).await,
-            Provider::Gemini(p) => p.chat(body, stream, opts).await,
-            Provider::Mock(p) => p.chat(body, stream, opts).await,
+            Provider::Anthropic(p) => Box::pin(p.chat(body, stream, opts)).await,
+            Provider::Gemini(p) => Box::pin(p.chat(body, stream, opts)).await,
+            Provider::Mock(p) => Box::pin(p.chat(body, stream, opts)).await,
             Provider::Disabled(reason) => Err(GatewayError::ProviderUnavailable(reason.clone())),
         }
     }

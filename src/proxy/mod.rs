@@ -119,7 +119,8 @@ impl Exchange {
 
 /// The proxy listener's service: every request, whatever its path, goes to [`handle`]. A
 /// router with one fallback did the same through several layers of its own (a boxed
-/// service cloned per request, its future boxed, the answer mapped twice).
+/// service cloned per request, its future boxed, the answer mapped twice). The future is
+/// boxed once, here, as it is made: hyper keeps it by pointer from then on.
 #[derive(Clone)]
 pub struct ProxyService(pub Arc<AppState>);
 
@@ -155,9 +156,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let dialect = snapshot
         .match_route(request.uri().path())
         .map_or(Dialect::Chat, |(_, endpoint)| Dialect::for_path(endpoint));
-    // Boxed: the pipeline's future is several KB, and the layers above (axum's handler box,
-    // the service wrappers) move this one by value; a box here is the one copy.
-    let result = Box::pin(dispatch(&state, &snapshot, request, &mut pending.exchange)).await;
+    // Not boxed here: `ProxyService` boxes this whole future as it is made, the one copy of
+    // the pipeline's state (several KB; the rarely taken paths inside are boxed where they
+    // are awaited, so that they do not widen it).
+    let result = dispatch(&state, &snapshot, request, &mut pending.exchange).await;
     pending.answered = true;
     let exchange = &mut pending.exchange;
     let request_id = exchange.record.request_id.clone();

@@ -610,7 +610,9 @@ impl Limiter {
     async fn reserve(&self, counters: &[Counter]) -> Result<Outcome, StoreError> {
         match &self.store {
             Store::Local(l) => Ok(l.reserve(counters)),
-            Store::Redis(r) => r.reserve(counters).await,
+            // Boxed: a Redis round trip's state is large, and would widen every request's
+            // future (moved by value on its way up) for the in-process counters too.
+            Store::Redis(r) => Box::pin(r.reserve(counters)).await,
         }
     }
 
