@@ -564,15 +564,27 @@ struct CompactChunk {
 /// The keys [`CompactChunk::scan`] looks for, as they stand in compact JSON: the quotes and
 /// the colon. Those bytes cannot lie inside a string (its quotes would be escaped), so where
 /// the opening quote is not escaped, they are that key.
-const CHUNK_KEYS: [&[u8]; 7] = [
-    b"\"choices\":",
-    b"\"error\":",
-    b"\"usage\":",
-    b"\"content\":",
-    b"\"reasoning_content\":",
-    b"\"reasoning\":",
-    b"\"tool_calls\":",
+const CHUNK_KEYS: [(&[u8], ChunkKey); 7] = [
+    (b"\"choices\":", ChunkKey::Choices),
+    (b"\"error\":", ChunkKey::Error),
+    (b"\"usage\":", ChunkKey::Usage),
+    (b"\"content\":", ChunkKey::Output),
+    (b"\"reasoning_content\":", ChunkKey::Output),
+    (b"\"reasoning\":", ChunkKey::Output),
+    (b"\"tool_calls\":", ChunkKey::ToolCalls),
 ];
+
+/// What a key found in a chunk stands for (by the pattern that found it: no name compared
+/// again).
+#[derive(Clone, Copy)]
+enum ChunkKey {
+    Choices,
+    Error,
+    Usage,
+    /// Generated text: `content`, `reasoning_content`, `reasoning`.
+    Output,
+    ToolCalls,
+}
 
 impl CompactChunk {
     /// `None` unless the chunk is written compactly (`"choices":[`, every key found followed
@@ -586,7 +598,7 @@ impl CompactChunk {
                 aho_corasick::packed::Config::new()
                     .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
                     .builder()
-                    .extend(CHUNK_KEYS)
+                    .extend(CHUNK_KEYS.iter().map(|(pattern, _)| pattern))
                     .build()
             });
         let keys = KEYS.as_ref()?;
@@ -598,8 +610,8 @@ impl CompactChunk {
             if backslashes % 2 == 1 {
                 continue;
             }
-            let key = CHUNK_KEYS[found.pattern().as_usize()];
-            members.note(&key[1..key.len() - 2], found.end(), data)?;
+            let (_, key) = CHUNK_KEYS[found.pattern().as_usize()];
+            members.note(key, found.end(), data)?;
         }
         members.finish(data)
     }
@@ -629,23 +641,26 @@ struct Members {
 impl Members {
     /// The member `key` whose value starts at `value_at`; `None` if the chunk must be parsed
     /// whole (an error, or `choices` that is not an array).
-    fn note(&mut self, key: &[u8], value_at: usize, data: &[u8]) -> Option<()> {
+    fn note(&mut self, key: ChunkKey, value_at: usize, data: &[u8]) -> Option<()> {
         let value = &data[value_at..];
         match key {
-            b"choices" if value.first() == Some(&b'[') => self.choices_at = Some(value_at + 1),
-            b"choices" | b"error" => return None,
+            ChunkKey::Choices if value.first() == Some(&b'[') => {
+                self.choices_at = Some(value_at + 1)
+            }
+            ChunkKey::Choices | ChunkKey::Error => return None,
             // A string value that is not empty, or tool calls that are not null.
-            b"content" | b"reasoning_content" | b"reasoning" => match value.first() {
+            ChunkKey::Output => match value.first() {
                 Some(b'"') => self.has_output |= string_end(value)? > 1,
                 Some(b) if b.is_ascii_whitespace() => return None,
                 _ => {}
             },
-            b"tool_calls" | b"usage" if value.first().is_none_or(u8::is_ascii_whitespace) => {
+            ChunkKey::ToolCalls | ChunkKey::Usage
+                if value.first().is_none_or(u8::is_ascii_whitespace) =>
+            {
                 return None;
             }
-            b"tool_calls" => self.has_output |= !value.starts_with(b"null"),
-            b"usage" => self.usage_at = Some(value_at),
-            _ => {}
+            ChunkKey::ToolCalls => self.has_output |= !value.starts_with(b"null"),
+            ChunkKey::Usage => self.usage_at = Some(value_at),
         }
         Some(())
     }

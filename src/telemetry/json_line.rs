@@ -150,6 +150,8 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) {
         // Writing a str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, value);
     } else {
+        // One capacity check for the three writes.
+        out.reserve(value.len() + 2);
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
