@@ -88,7 +88,8 @@ struct Limit {
 
 #[derive(Debug, Clone)]
 struct Policy {
-    name: String,
+    /// Shared with the counters made from it (named in a 429's message).
+    name: Arc<str>,
     scope: LimitScope,
     consumers: HashSet<String>,
     groups: HashSet<String>,
@@ -157,7 +158,7 @@ pub struct Counter {
     per: Duration,
     /// When this counter's window ends (Unix ms).
     window_end_ms: u64,
-    policy: String,
+    policy: Arc<str>,
 }
 
 impl Counter {
@@ -180,7 +181,7 @@ impl RateLimits {
             .policies
             .iter()
             .map(|(name, p)| Policy {
-                name: name.clone(),
+                name: Arc::from(name.as_str()),
                 scope: p.scope,
                 consumers: p.consumers.iter().cloned().collect(),
                 groups: p.groups.iter().cloned().collect(),
@@ -207,7 +208,7 @@ impl RateLimits {
         let counters: Vec<Counter> = budgets
             .limits
             .iter()
-            .map(|limit| counter_of(limit, "budget", &budgets.owner, &Amounts::default(), now_ms))
+            .map(|limit| counter_of(limit, &BUDGET, &budgets.owner, &Amounts::default(), now_ms))
             .collect();
         let values = self.limiter.read(&counters).await?;
         let unit = |metric: Metric, n: u64| match metric {
@@ -252,37 +253,31 @@ impl RateLimits {
         let now_ms = now_ms();
         let mut out = Vec::new();
         for policy in self.policies.iter().filter(|p| p.matches(facts)) {
-            let scope_keys: Vec<String> = match (policy.scope, provider) {
-                (LimitScope::Provider, Some(p)) => vec![p.to_owned()],
+            // The counters of `policy` for one scope key (borrowed from the request's facts).
+            let mut count = |scope_key: &str| {
+                for limit in &policy.limits {
+                    out.push(counter_of(limit, &policy.name, scope_key, estimate, now_ms));
+                }
+            };
+            match (policy.scope, provider) {
+                (LimitScope::Provider, Some(p)) => count(p),
                 (LimitScope::Provider, None) | (_, Some(_)) => continue,
-                (LimitScope::Consumer, None) => vec![facts.consumer.name.clone()],
+                (LimitScope::Consumer, None) => count(&facts.consumer.name),
                 (LimitScope::Group, None) => facts
                     .consumer
                     .groups
                     .iter()
                     .filter(|g| policy.groups.is_empty() || policy.groups.contains(*g))
-                    .cloned()
-                    .collect(),
-                (LimitScope::Model, None) => vec![facts.model.to_owned()],
-                (LimitScope::Route, None) => vec![facts.route.to_owned()],
-                (LimitScope::Global, None) => vec!["*".to_owned()],
-            };
-            for scope_key in &scope_keys {
-                for limit in &policy.limits {
-                    out.push(counter_of(limit, &policy.name, scope_key, estimate, now_ms));
-                }
+                    .for_each(|g| count(g)),
+                (LimitScope::Model, None) => count(facts.model),
+                (LimitScope::Route, None) => count(facts.route),
+                (LimitScope::Global, None) => count("*"),
             }
         }
         if provider.is_none() {
             for budgets in facts.budgets() {
                 for limit in &budgets.limits {
-                    out.push(counter_of(
-                        limit,
-                        "budget",
-                        &budgets.owner,
-                        estimate,
-                        now_ms,
-                    ));
+                    out.push(counter_of(limit, &BUDGET, &budgets.owner, estimate, now_ms));
                 }
             }
         }
@@ -331,11 +326,15 @@ impl RateLimits {
     }
 }
 
+/// The policy name of a consumer's or a key's own budgets (told apart from a configured policy
+/// of that name by identity).
+static BUDGET: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("budget"));
+
 /// The counter of `limit` for `scope_key` in the window around `now_ms`: windows are aligned
 /// to multiples of their length, so every node names the same counter.
 fn counter_of(
     limit: &Limit,
-    policy: &str,
+    policy: &Arc<str>,
     scope_key: &str,
     estimate: &Amounts,
     now_ms: u64,
@@ -363,10 +362,10 @@ fn counter_of(
         max: limit.max,
         per: limit.per,
         window_end_ms: window_start + per_ms,
-        policy: if policy == "budget" {
-            format!("budget of {scope_key}")
+        policy: if Arc::ptr_eq(policy, &BUDGET) {
+            Arc::from(format!("budget of {scope_key}"))
         } else {
-            policy.to_owned()
+            policy.clone()
         },
     }
 }
