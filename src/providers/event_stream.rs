@@ -54,14 +54,13 @@ impl<T: StreamTranslator> EventStream<T> {
         }
     }
 
-    /// The frames of one event. Whatever an upstream says (an error event quoting its key
-    /// included) reaches clients and logs only without the provider keys. The data are
-    /// searched as bytes: a translator that reads them checks them as UTF-8 itself, one that
-    /// passes them on passes them as they came (as a whole answer is).
+    /// The frames of one event, without the provider keys (see
+    /// [`StreamTranslator::push_event_frames`]). The data are searched as bytes: a translator
+    /// that reads them checks them as UTF-8 itself, one that passes them on passes them as
+    /// they came (as a whole answer is).
     fn translate(&mut self, event: SseEvent) -> Result<(), GatewayError> {
-        let data = self.secrets.redact_bytes(event.data);
         self.translator
-            .push_event_frames(&event.event, data, &mut self.frames)
+            .push_event_frames(&event.event, event.data, &self.secrets, &mut self.frames)
     }
 
     /// Gives `error` as the stream's last item.

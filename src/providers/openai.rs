@@ -15,6 +15,7 @@ use super::{CallOptions, ChatReply, Complete, Frame, Usage, WireUsage};
 use crate::body::JsonBody;
 use crate::config::{AzureProviderConfig, OpenAiPreset, OpenAiProviderConfig};
 use crate::error::GatewayError;
+use crate::telemetry::redact::{Found, SecretRedactor};
 
 #[derive(Debug)]
 pub struct OpenAiProvider {
@@ -308,9 +309,10 @@ impl StreamTranslator for PassThrough {
         &mut self,
         _event: &str,
         data: bytes::Bytes,
+        secrets: &SecretRedactor,
         out: &mut std::collections::VecDeque<Frame>,
     ) -> Result<(), GatewayError> {
-        out.push_back(peek_chunk(data));
+        out.push_back(peek_chunk_redacting(data, secrets));
         Ok(())
     }
 
@@ -498,11 +500,31 @@ struct DeltaPeek<'a> {
     reasoning_content: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// [`peek_chunk`] for an upstream's chunk not yet masked: the chunk's keys and the provider
+/// keys are found in one search where they can be ([`SecretRedactor::with_keys`]); a chunk
+/// that holds a provider key is masked first, then read as any other.
+fn peek_chunk_redacting(data: bytes::Bytes, secrets: &SecretRedactor) -> Frame {
+    let scanned = secrets
+        .with_keys(&CHUNK_KEY_PATTERNS, &data)
+        .map(|found| CompactChunk::scan_found(&data, found));
+    match scanned {
+        Some(Scan::Compact(scan)) => chunk_frame(data, Some(scan)),
+        Some(Scan::Whole) => chunk_frame(data, None),
+        Some(Scan::Secret) | None => peek_chunk(secrets.redact_bytes(data)),
+    }
+}
+
 /// What the gateway needs of a streamed chunk: output or not, usage, error. A compact chunk
 /// (as OpenAI, vLLM, Ollama and llama.cpp write them) is read by byte search alone; its text
 /// is read only if it is needed ([`chunk_text`]: payload logging, or charging a stream that
 /// ends without usage). Anything else is parsed.
 fn peek_chunk(data: bytes::Bytes) -> Frame {
+    let scan = CompactChunk::scan(&data);
+    chunk_frame(data, scan)
+}
+
+/// The frame of a chunk: from its compact `scan`, or (`None`) by parsing it whole.
+fn chunk_frame(data: bytes::Bytes, scan: Option<CompactChunk>) -> Frame {
     if &data[..] == b"[DONE]" {
         return Frame::done();
     }
@@ -510,7 +532,7 @@ fn peek_chunk(data: bytes::Bytes) -> Frame {
         data,
         ..Frame::default()
     };
-    if let Some(scan) = CompactChunk::scan(&frame.data) {
+    if let Some(scan) = scan {
         frame.has_output = scan.has_output;
         frame.text_in_chat_chunk = scan.has_output;
         frame.usage_only = scan.no_choices && scan.usage.is_some();
@@ -564,14 +586,25 @@ struct CompactChunk {
 /// The keys [`CompactChunk::scan`] looks for, as they stand in compact JSON: the quotes and
 /// the colon. Those bytes cannot lie inside a string (its quotes would be escaped), so where
 /// the opening quote is not escaped, they are that key.
-const CHUNK_KEYS: [(&[u8], ChunkKey); 7] = [
-    (b"\"choices\":", ChunkKey::Choices),
-    (b"\"error\":", ChunkKey::Error),
-    (b"\"usage\":", ChunkKey::Usage),
-    (b"\"content\":", ChunkKey::Output),
-    (b"\"reasoning_content\":", ChunkKey::Output),
-    (b"\"reasoning\":", ChunkKey::Output),
-    (b"\"tool_calls\":", ChunkKey::ToolCalls),
+static CHUNK_KEY_PATTERNS: [&[u8]; 7] = [
+    b"\"choices\":",
+    b"\"error\":",
+    b"\"usage\":",
+    b"\"content\":",
+    b"\"reasoning_content\":",
+    b"\"reasoning\":",
+    b"\"tool_calls\":",
+];
+
+/// What each of [`CHUNK_KEY_PATTERNS`] stands for.
+const CHUNK_KEY_KINDS: [ChunkKey; 7] = [
+    ChunkKey::Choices,
+    ChunkKey::Error,
+    ChunkKey::Usage,
+    ChunkKey::Output,
+    ChunkKey::Output,
+    ChunkKey::Output,
+    ChunkKey::ToolCalls,
 ];
 
 /// What a key found in a chunk stands for (by the pattern that found it: no name compared
@@ -598,23 +631,58 @@ impl CompactChunk {
                 aho_corasick::packed::Config::new()
                     .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
                     .builder()
-                    .extend(CHUNK_KEYS.iter().map(|(pattern, _)| pattern))
+                    .extend(CHUNK_KEY_PATTERNS)
                     .build()
             });
-        let keys = KEYS.as_ref()?;
-        let mut members = Members::default();
-        for found in keys.find_iter(data) {
-            let at = found.start();
+        let found = KEYS.as_ref()?.find_iter(data).map(|m| Found::Key {
+            index: m.pattern().as_usize(),
+            start: m.start(),
+            end: m.end(),
+        });
+        match Self::scan_found(data, found) {
+            Scan::Compact(chunk) => Some(chunk),
+            Scan::Whole | Scan::Secret => None,
+        }
+    }
+
+    /// The chunk read from what a search `found` in it, in order. Every match is looked at,
+    /// even once the chunk is known not to be compact: a provider key further on must not go
+    /// unseen.
+    fn scan_found(data: &[u8], found: impl Iterator<Item = Found>) -> Scan {
+        let mut members = Some(Members::default());
+        for found in found {
+            let Found::Key { index, start, end } = found else {
+                return Scan::Secret;
+            };
             // An escaped quote (an odd run of backslashes before it) ends a longer key's name.
-            let backslashes = data[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+            let backslashes = data[..start]
+                .iter()
+                .rev()
+                .take_while(|&&b| b == b'\\')
+                .count();
             if backslashes % 2 == 1 {
                 continue;
             }
-            let (_, key) = CHUNK_KEYS[found.pattern().as_usize()];
-            members.note(key, found.end(), data)?;
+            if let Some(read) = &mut members
+                && read.note(CHUNK_KEY_KINDS[index], end, data).is_none()
+            {
+                members = None;
+            }
         }
-        members.finish(data)
+        match members.and_then(|m| m.finish(data)) {
+            Some(chunk) => Scan::Compact(chunk),
+            None => Scan::Whole,
+        }
     }
+}
+
+/// What [`CompactChunk::scan_found`] makes of a chunk.
+enum Scan {
+    Compact(CompactChunk),
+    /// Not compact, or carrying an error: to be parsed whole.
+    Whole,
+    /// It holds a provider key: to be masked before anything else.
+    Secret,
 }
 
 /// Where the string at the start of `value` ends: the index of its closing quote (`None` if
@@ -760,6 +828,73 @@ mod tests {
         let compact =
             br#"{"id":"x","choices":[{"delta":{"content":"a \"usage\": b"}}],"usage":null}"#;
         assert!(CompactChunk::scan(compact).is_some_and(|c| c.has_output && c.usage.is_none()));
+    }
+
+    /// One search for the chunk's keys and the provider keys reads a chunk as the two
+    /// searches did, and masks a provider key wherever it stands.
+    #[test]
+    fn keys_and_provider_keys_found_in_one_search() {
+        let secret = "sk-upstream-secret-0123456789";
+        let secrets = SecretRedactor::of(&[secret]);
+        let chunks = [
+            r#"{"id":"x","choices":[{"delta":{"content":"Hi"}}],"usage":null}"#.to_owned(),
+            format!(r#"{{"id":"x","choices":[{{"delta":{{"content":"key {secret} here"}}}}]}}"#),
+            format!(r#"{{"error":{{"message":"bad key {}"}}}}"#, &secret[..12]),
+            format!(
+                r#"{{"id": "x", "choices": [{{"delta": {{"content": "{}"}}}}]}}"#,
+                &secret[secret.len() - 9..]
+            ),
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#
+                .to_owned(),
+            "[DONE]".to_owned(),
+        ];
+        assert!(secrets.with_keys(&CHUNK_KEY_PATTERNS, b"{}").is_some());
+        for chunk in chunks {
+            let data = bytes::Bytes::from(chunk.clone());
+            let one = peek_chunk_redacting(data.clone(), &secrets);
+            let two = peek_chunk(secrets.redact_bytes(data));
+            assert_eq!(one.data, two.data, "{chunk}");
+            assert!(
+                !String::from_utf8_lossy(&one.data).contains(&secret[..8]),
+                "{chunk}"
+            );
+            assert!(!String::from_utf8_lossy(&one.data).contains(&secret[secret.len() - 8..]));
+            assert_eq!(
+                (
+                    one.has_output,
+                    one.usage_only,
+                    one.last,
+                    one.error.is_some()
+                ),
+                (
+                    two.has_output,
+                    two.usage_only,
+                    two.last,
+                    two.error.is_some()
+                ),
+                "{chunk}"
+            );
+            assert_eq!(
+                one.usage.map(|u| u.total_tokens),
+                two.usage.map(|u| u.total_tokens)
+            );
+        }
+        // A secret that could hide inside a key's match, or run through one, gets the two
+        // searches instead.
+        for unsafe_secret in ["content", "abc\":xyz", "rea:soning"] {
+            let secrets = SecretRedactor::of(&[unsafe_secret]);
+            assert!(
+                secrets.with_keys(&CHUNK_KEY_PATTERNS, b"{}").is_none(),
+                "{unsafe_secret}"
+            );
+            let frame = peek_chunk_redacting(
+                bytes::Bytes::from(format!(
+                    r#"{{"choices":[{{"delta":{{"content":"{unsafe_secret}"}}}}]}}"#
+                )),
+                &secrets,
+            );
+            assert!(!String::from_utf8_lossy(&frame.data).contains(unsafe_secret));
+        }
     }
 
     #[test]

@@ -27,15 +27,19 @@ pub trait StreamTranslator: Send + 'static {
             }),
         }
     }
-    /// [`StreamTranslator::on_event_bytes`] with the frames added to `out`: a translator that
-    /// makes one frame an event spares the stream an allocation an event.
+    /// One upstream event as it came, its frames added to `out`. Whatever an upstream says (an
+    /// error event quoting its key included) reaches clients and logs only without the
+    /// provider keys: by default the data are masked with `secrets` and translated by
+    /// [`StreamTranslator::on_event_bytes`]. A translator that overrides this (one frame an
+    /// event spares the stream an allocation an event) masks them itself.
     fn push_event_frames(
         &mut self,
         event: &str,
         data: Bytes,
+        secrets: &crate::telemetry::redact::SecretRedactor,
         out: &mut std::collections::VecDeque<Frame>,
     ) -> Result<(), GatewayError> {
-        out.extend(self.on_event_bytes(event, data)?);
+        out.extend(self.on_event_bytes(event, secrets.redact_bytes(data))?);
         Ok(())
     }
     /// The upstream closed the stream cleanly: whatever is still owed (finish, usage, `[DONE]`).

@@ -49,23 +49,105 @@ pub struct SecretRedactor {
     /// event is checked, and this is several times faster than the automaton; the automaton
     /// masks what it finds.
     detector: Option<aho_corasick::packed::Searcher>,
+    /// The secrets and a caller's keys in one searcher ([`SecretRedactor::with_keys`]), made
+    /// on first use: the keys it was made for, and the searcher (`None` where it cannot be).
+    keyed: std::sync::OnceLock<(usize, Option<aho_corasick::packed::Searcher>)>,
+}
+
+/// What [`SecretRedactor::with_keys`] finds: one of the caller's keys (its index and span),
+/// or a secret (or a fragment of one).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Key {
+        index: usize,
+        start: usize,
+        end: usize,
+    },
+    Secret,
 }
 
 impl SecretRedactor {
+    /// One pass over `haystack` for the caller's `keys` and for the secrets together: a
+    /// stream's pass-through reads a few keys of every event, which a second search over the
+    /// same bytes cost as much as the secrets' own. `None` where the two cannot share a
+    /// search (no SIMD searcher, or a secret that could hide inside a key's match or span
+    /// one: a secret with a quote or a colon, or within a key); the caller then redacts and
+    /// searches on its own. Matches do not overlap: a secret starting inside a key's match
+    /// would have to run past it (through the key's closing `":`) or lie within it, and
+    /// neither is allowed here.
+    pub fn with_keys<'h>(
+        &'h self,
+        keys: &'static [&'static [u8]],
+        haystack: &'h [u8],
+    ) -> Option<impl Iterator<Item = Found> + 'h> {
+        let (made_for, searcher) = self.keyed.get_or_init(|| {
+            let patterns = self.patterns();
+            let unsafe_secret = patterns.iter().any(|s| {
+                s.iter().any(|&b| b == b'"' || b == b':')
+                    || keys.iter().any(|k| k.windows(s.len()).any(|w| w == *s))
+            });
+            let searcher = (!unsafe_secret)
+                .then(|| {
+                    let mut all: Vec<&[u8]> = keys.to_vec();
+                    all.extend(patterns);
+                    aho_corasick::packed::Config::new()
+                        .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                        .builder()
+                        .extend(all)
+                        .build()
+                })
+                .flatten();
+            (keys.as_ptr() as usize, searcher)
+        });
+        if *made_for != keys.as_ptr() as usize {
+            return None;
+        }
+        let searcher = searcher.as_ref()?;
+        Some(
+            searcher
+                .find_iter(haystack)
+                .map(move |m| match m.pattern().as_usize() {
+                    index if index < keys.len() => Found::Key {
+                        index,
+                        start: m.start(),
+                        end: m.end(),
+                    },
+                    _ => Found::Secret,
+                }),
+        )
+    }
+
+    /// A redactor of `secrets` alone (the process-wide one only grows).
+    #[cfg(test)]
+    pub(crate) fn of(secrets: &[&str]) -> Self {
+        secrets.iter().fold(Self::default(), |redactor, secret| {
+            redactor.with(secret).unwrap_or(redactor)
+        })
+    }
+
+    /// The secrets and the fragments of them an upstream may quote.
+    fn patterns(&self) -> Vec<&[u8]> {
+        let mut patterns: Vec<&[u8]> = Vec::new();
+        for s in &self.secrets {
+            patterns.push(s.as_bytes());
+            if s.len() >= 12 && s.is_char_boundary(8) && s.is_char_boundary(s.len() - 8) {
+                patterns.push(&s.as_bytes()[..8]);
+                patterns.push(&s.as_bytes()[s.len() - 8..]);
+            }
+        }
+        patterns
+    }
+
     fn with(&self, secret: &str) -> Option<Self> {
         if secret.len() < 4 || self.secrets.iter().any(|s| s == secret) {
             return None;
         }
-        let mut secrets = self.secrets.clone();
-        secrets.push(secret.to_owned());
-        let mut patterns: Vec<&str> = Vec::new();
-        for s in &secrets {
-            patterns.push(s);
-            if s.len() >= 12 && s.is_char_boundary(8) && s.is_char_boundary(s.len() - 8) {
-                patterns.push(&s[..8]);
-                patterns.push(&s[s.len() - 8..]);
-            }
-        }
+        let mut next = Self {
+            secrets: self.secrets.clone(),
+            ..Self::default()
+        };
+        next.secrets.push(secret.to_owned());
+        let patterns = next.patterns();
         // A DFA without a prefilter: a few instructions per byte whatever the text (a
         // prefilter on a key's "rare" bytes fires all the time on JSON and costs several times
         // more).
@@ -81,9 +163,9 @@ impl SecretRedactor {
             .extend(&patterns)
             .build();
         Some(Self {
-            secrets,
             matcher,
             detector,
+            ..next
         })
     }
 
