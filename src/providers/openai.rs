@@ -297,14 +297,6 @@ impl StreamTranslator for PassThrough {
     }
 
     /// The chunk goes on as the bytes it came in.
-    fn on_event_bytes(
-        &mut self,
-        _event: &str,
-        data: bytes::Bytes,
-    ) -> Result<Vec<Frame>, GatewayError> {
-        Ok(vec![peek_chunk(data)])
-    }
-
     fn push_event_frames(
         &mut self,
         _event: &str,

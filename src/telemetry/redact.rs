@@ -178,18 +178,6 @@ impl SecretRedactor {
         }
     }
 
-    /// `text` with every secret (and quoted fragment) masked; borrowed when there is none.
-    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        match &self.matcher {
-            Some(m) if self.found_in(text.as_bytes()) => {
-                Cow::Owned(m.replace_all(text, &vec![SECRET_MASK; m.patterns_len()]))
-            }
-            _ => Cow::Borrowed(text),
-        }
-    }
-}
-
-impl SecretRedactor {
     /// `bytes` (an upstream's event or answer) with every secret masked; the same bytes, not
     /// copied, when there is none. Keys are ASCII: the bytes need not be UTF-8 to be searched.
     pub fn redact_bytes(&self, bytes: bytes::Bytes) -> bytes::Bytes {
@@ -199,6 +187,16 @@ impl SecretRedactor {
                 bytes::Bytes::from(m.replace_all_bytes(&bytes, &masks))
             }
             _ => bytes,
+        }
+    }
+
+    /// `text` with every secret (and quoted fragment) masked; borrowed when there is none.
+    pub fn redact<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match &self.matcher {
+            Some(m) if self.found_in(text.as_bytes()) => {
+                Cow::Owned(m.replace_all(text, &vec![SECRET_MASK; m.patterns_len()]))
+            }
+            _ => Cow::Borrowed(text),
         }
     }
 }
