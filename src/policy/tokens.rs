@@ -65,10 +65,12 @@ fn letter_case(bytes: &[u8], i: usize, width: usize) -> (bool, bool) {
     char::from_u32(code).map_or((false, false), |c| (c.is_lowercase(), c.is_uppercase()))
 }
 
-/// The estimated tokens of `text`: the tokens of its runs of one class of character
-/// ([`run_tokens`]), counted as the runs grow, one step of a small state machine a byte (this
-/// runs over every prompt a limit policy reserves for, 400 KB for an agent's context). ASCII
-/// steps by table; other characters by their class and case.
+/// The estimated tokens of `text`: the tokens of its runs of one class of character (a word
+/// is one token, plus one a camelCase split and one every six letters past the first; digits
+/// one a three; a lone space none, longer spaces one an eight; newlines and punctuation one a
+/// two; a wide character one), counted as the runs grow, one step of a small state machine a
+/// byte (this runs over every prompt a limit policy reserves for, 400 KB for an agent's
+/// context). ASCII steps by table; other characters by their class and case.
 pub fn count(text: &str) -> u64 {
     let bytes = text.as_bytes();
     let mut tokens = 0u64;
@@ -165,7 +167,8 @@ impl Run {
 }
 
 /// The step from `state` over a character of `class`: the next state's code, with the tokens
-/// it adds above [`STATE_BITS`]. Adds up to [`run_tokens`] over each run.
+/// it adds above [`STATE_BITS`]. Over a run, the steps add up to the run's tokens as
+/// [`count`] defines them (the tests hold the two readings together).
 const fn next_step(state: u8, class: Class, lower: bool, upper: bool) -> u8 {
     let (next, tokens) = match (Run::of(state), class) {
         (Run::Letter(k, prev_lower), Class::Letter) => {
@@ -220,23 +223,6 @@ static ASCII_STEPS: [[u8; 128]; STATES] = {
     }
     table
 };
-
-/// The tokens of a run of `run` characters of one class (`upper_breaks`: camelCase splits);
-/// [`count`] adds them up as a run grows.
-#[cfg_attr(not(test), allow(dead_code))]
-fn run_tokens(kind: Class, run: u64, upper_breaks: u64) -> u64 {
-    match kind {
-        // Common words are one token (with the space before them); long ones split.
-        Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
-        Class::Digit => run.div_ceil(3),
-        // A single space joins the next word; indentation runs are tokens of their own.
-        Class::Space if run == 1 => 0,
-        Class::Space => run.div_ceil(8),
-        Class::Newline => run.div_ceil(2),
-        Class::Punct => run.div_ceil(2),
-        Class::Wide => 1,
-    }
-}
 
 /// The prompt tokens of a chat request: messages (text parts counted, images reckoned) and
 /// tool definitions. Messages are read one at a time from the raw body.
@@ -334,6 +320,23 @@ mod tests {
                 (0.85..=1.45).contains(&ratio),
                 "{estimate} vs {reference} ({ratio:.2}) for {text:?}"
             );
+        }
+    }
+
+    /// The tokens of a run of `run` characters of one class (`upper_breaks`: camelCase
+    /// splits), as the estimate defines them: [`count`]'s state machine adds them up as a run
+    /// grows.
+    fn run_tokens(kind: Class, run: u64, upper_breaks: u64) -> u64 {
+        match kind {
+            // Common words are one token (with the space before them); long ones split.
+            Class::Letter => 1 + upper_breaks + run.saturating_sub(1) / 6,
+            Class::Digit => run.div_ceil(3),
+            // A single space joins the next word; indentation runs are tokens of their own.
+            Class::Space if run == 1 => 0,
+            Class::Space => run.div_ceil(8),
+            Class::Newline => run.div_ceil(2),
+            Class::Punct => run.div_ceil(2),
+            Class::Wide => 1,
         }
     }
 

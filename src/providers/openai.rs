@@ -755,27 +755,14 @@ mod tests {
         assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
     }
 
-    /// What a chunk tells when parsed whole (the path a chunk that is not compact takes).
-    fn parsed(data: &[u8]) -> (bool, bool, Option<u64>, Option<String>, String) {
-        let peek = ChunkPeek::read(data);
-        let (choices, usage, error) = match peek {
-            Some(p) => (p.choices.unwrap_or_default(), p.usage, p.error.is_some()),
-            None => (Vec::new(), None, false),
-        };
-        let has_output = choices.iter().filter_map(|c| c.delta.as_ref()).any(|d| {
-            d.content.as_deref().is_some_and(|c| !c.is_empty())
-                || d.tool_calls.is_some()
-                || d.reasoning_content
-                    .as_deref()
-                    .is_some_and(|c| !c.is_empty())
-        });
-        let error = error.then(|| "error".to_owned());
+    /// What a chunk's frame tells: output, usage only, total tokens, error, text.
+    fn told(frame: &Frame) -> (bool, bool, Option<u64>, bool, String) {
         (
-            has_output,
-            choices.is_empty() && usage.is_some(),
-            usage.map(|u| Usage::from(u).total_tokens),
-            error,
-            texts_of(&choices),
+            frame.has_output,
+            frame.usage_only,
+            frame.usage.as_ref().map(|u| u.total_tokens),
+            frame.error.is_some(),
+            frame.generated_text().into_owned(),
         )
     }
 
@@ -804,16 +791,10 @@ mod tests {
                 // The id shifts what follows by `pad` bytes and holds escaped quotes.
                 let id = format!("{}{}", "p".repeat(pad), "\\\"".repeat(pad % 3));
                 let chunk = shape.replace("PAD", &id);
-                let data = chunk.as_bytes();
-                let frame = peek_chunk(bytes::Bytes::copy_from_slice(data));
-                let got = (
-                    frame.has_output,
-                    frame.usage_only,
-                    frame.usage.as_ref().map(|u| u.total_tokens),
-                    frame.error.as_ref().map(|_| "error".to_owned()),
-                    frame.generated_text().into_owned(),
-                );
-                assert_eq!(got, parsed(data), "{chunk}");
+                let data = bytes::Bytes::from(chunk.clone());
+                // `None`: the whole parse, the path a chunk that is not compact takes.
+                let whole = chunk_frame(data.clone(), None);
+                assert_eq!(told(&peek_chunk(data)), told(&whole), "{chunk}");
             }
         }
         // Compact chunks are read by the search, not parsed.
