@@ -42,9 +42,14 @@ impl LocalStore {
             .iter()
             .map(|c| {
                 let value = current(&store, &c.key) + c.amount;
-                store
-                    .values
-                    .insert(c.key.clone(), (value, now + c.ttl_ms(now)));
+                let entry = (value, now + c.ttl_ms(now));
+                // A window's key is copied into the map once, when the window opens.
+                match store.values.get_mut(&c.key) {
+                    Some(slot) => *slot = entry,
+                    None => {
+                        store.values.insert(c.key.clone(), entry);
+                    }
+                }
                 value
             })
             .collect();
