@@ -1,8 +1,9 @@
 """Tollgate beside nginx (a plain reverse proxy with upstream keep-alive), the hyper floor (hyper's
 server in front of hyper's client and nothing else, bench/hyper_floor.rs: what any hyper-based
 proxy pays before it does anything) and the mock upstream itself, in one run on this machine: req/s at 16 and 64 connections, p50/p99, the latency added
-at 1 connection, CPU microseconds per request of the proxy process, instructions per request
-(valgrind callgrind: repeatable on a noisy shared machine), and peak RSS; streaming (20
+at 1 connection, CPU microseconds per request of the proxy process, instructions, L1 cache
+misses and estimated cycles per request (valgrind callgrind with its cache model: repeatable on
+a noisy shared machine), and peak RSS; streaming (20
 chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
 writes them), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
 the same run. Then the console's admin calls over a full request ring of 10,000 consumers
@@ -184,19 +185,29 @@ def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
 
 
 def callgrind(kind, args, port, path, payload, n=1000):
-    """Instructions per request: two runs under callgrind, serving 50 and 50 + n requests."""
+    """Per request, from two runs under callgrind serving 50 and 50 + n requests: instructions,
+    L1 cache misses (instruction and data, valgrind's model of this machine's caches) and
+    estimated cycles, Ir + 10 x L1 misses + 100 x last-level misses (KCachegrind's cycle
+    estimate). Like the instruction count the misses repeat run to run on a noisy machine, and
+    they carry what the count alone leaves out: a proxy whose code and data per request
+    outgrow the L1 caches pays for every line it fetches again."""
     totals = []
     for count in (50, 50 + n):
         out = WORK / f"cg-{kind}-{count}.out"
-        p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *args],
+        p = subprocess.Popen(["valgrind", "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out}", *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{port}/", timeout=180)
         subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), str(port), path, str(count), payload], check=True)
         p.send_signal(signal.SIGQUIT if kind == "nginx" else signal.SIGTERM)
         p.wait(timeout=120)
         text = out.read_text(errors="replace")
-        totals.append(int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1)))
-    return (totals[1] - totals[0]) / n
+        events = re.search(r"^events: (.*)$", text, re.M).group(1).split()
+        values = re.search(r"^(?:summary|totals): (.*)$", text, re.M).group(1).split()
+        totals.append(dict(zip(events, map(int, values))))
+    d = {e: (totals[1][e] - totals[0][e]) / n for e in totals[0]}
+    l1 = d["I1mr"] + d["D1mr"] + d["D1mw"]
+    ll = d["ILmr"] + d["DLmr"] + d["DLmw"]
+    return {"ir": d["Ir"], "i1": d["I1mr"], "d1": d["D1mr"] + d["D1mw"], "cycles": d["Ir"] + 10 * l1 + 100 * ll}
 
 
 def main():
@@ -479,9 +490,11 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
     row("50 ms upstream req/s, c=16", "slow16", "rps")
     row("50 ms upstream p50 ms, c=16", "slow16", "p50", "{:.2f}")
     row("400 KB prompt p50 ms, c=1", "big", "p50", "{:.2f}")
-    for label, kind in (("instructions/request", "plain"), ("streaming instructions/request", "stream")):
-        ng, fl, tg = (ir[(name, kind)] for name in ("nginx", "floor", "tollgate"))
-        print(f"| {label} | — | {ng:,.0f} | {fl:,.0f} | {tg:,.0f} | {fl / ng:.2f}× | {tg / ng:.2f}× |")
+    for prefix, kind in (("", "plain"), ("streaming ", "stream")):
+        for label, field in (("instructions", "ir"), ("L1 instruction-cache misses", "i1"),
+                             ("L1 data-cache misses", "d1"), ("estimated cycles", "cycles")):
+            ng, fl, tg = (ir[(name, kind)][field] for name in ("nginx", "floor", "tollgate"))
+            print(f"| {prefix}{label}/request | — | {ng:,.0f} | {fl:,.0f} | {tg:,.0f} | {fl / ng:.2f}× | {tg / ng:.2f}× |")
     print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | — | {r['tollgate']['rss']:.1f} | — | — |")
     added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
     big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
