@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use super::workers::{LiveConnection, Placed};
+
 /// The client-facing timeouts and the connection cap of one listener.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
@@ -96,6 +98,9 @@ impl<A> App for A where
 }
 
 /// Serves `app` on `listener` until `shutdown.graceful`; connection tasks go on `tracker`.
+/// A proxy thread passes its `handoff`: it then serves the connections other threads hand it
+/// too, and hands over those it accepts while another thread serves fewer.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<A: App>(
     name: &'static str,
     listener: TcpListener,
@@ -104,6 +109,7 @@ pub async fn serve<A: App>(
     shutdown: Shutdown,
     tracker: TaskTracker,
     tls: Option<Arc<super::tls::TlsServer>>,
+    mut handoff: Option<super::workers::Handoff>,
 ) {
     let (slots, limits) = (limits.open, limits.conn);
     let mut warn_accept = RateLimitedWarning::default();
@@ -118,13 +124,26 @@ pub async fn serve<A: App>(
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let next = tokio::select! {
+            accepted = listener.accept() => Next::Accepted(accepted.map(|(stream, _peer)| stream)),
+            Some((stream, counted)) = async {
+                match handoff.as_mut() {
+                    Some(handoff) => handoff.next().await,
+                    None => std::future::pending().await,
+                }
+            } => Next::HandedOver(stream, counted),
             () = shutdown.graceful.cancelled() => return,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
+        let (stream, counted) = match next {
+            Next::HandedOver(stream, counted) => (stream, Some(counted)),
+            Next::Accepted(Ok(stream)) => match &handoff {
+                None => (stream, None),
+                Some(handoff) => match handoff.place(stream) {
+                    Placed::Here(stream, counted) => (stream, Some(counted)),
+                    Placed::Elsewhere => continue,
+                },
+            },
+            Next::Accepted(Err(error)) => {
                 warn_accept.warn(|suppressed| {
                     tracing::error!(listener = name, %error, suppressed, "cannot accept a connection");
                 });
@@ -187,8 +206,15 @@ pub async fn serve<A: App>(
                 }
             }
             drop(permit);
+            drop(counted);
         });
     }
+}
+
+/// What the accept loop woke for.
+enum Next {
+    Accepted(io::Result<TcpStream>),
+    HandedOver(TcpStream, LiveConnection),
 }
 
 /// One connection, plain or TLS, until it ends or the shutdown cuts it.

@@ -259,6 +259,7 @@ impl Gateway {
                 cut.clone(),
                 connections.clone(),
                 tls_for(config::ListenerName::Admin),
+                None,
             )
         });
         let proxy_threads = {
@@ -266,16 +267,29 @@ impl Gateway {
             let tls = tls_for(config::ListenerName::Proxy);
             let count = state.snapshot().listen.proxy_threads();
             let limits = conn::ListenerLimits::new(proxy_limits);
-            workers::ProxyThreads::start(count, self.proxy.into_std()?, move |listener| {
-                let (app, limits, cut, connections, tls) = (
-                    proxy_app.clone(),
-                    limits.clone(),
-                    cut.clone(),
-                    connections.clone(),
-                    tls.clone(),
-                );
-                conn::serve("proxy", listener, app, limits, cut, connections, tls)
-            })?
+            workers::ProxyThreads::start(
+                count,
+                self.proxy.into_std()?,
+                move |listener, handoff| {
+                    let (app, limits, cut, connections, tls) = (
+                        proxy_app.clone(),
+                        limits.clone(),
+                        cut.clone(),
+                        connections.clone(),
+                        tls.clone(),
+                    );
+                    conn::serve(
+                        "proxy",
+                        listener,
+                        app,
+                        limits,
+                        cut,
+                        connections,
+                        tls,
+                        Some(handoff),
+                    )
+                },
+            )?
         };
         let accepting = async {
             let admin = async {
@@ -293,6 +307,7 @@ impl Gateway {
                     cut.clone(),
                     connections.clone(),
                     tls_for(config::ListenerName::Status),
+                    None,
                 ),
             )
         };

@@ -5,12 +5,21 @@
 //! waking another thread; on tokio's shared work-stealing pool every request paid for several
 //! cross-thread wake-ups (futex calls) and lost its caches. Everything else (status, admin,
 //! reloads, log writers, the store) runs on the main runtime.
+//!
+//! Whichever thread wakes first for a new connection accepts it, and one that drains the
+//! accept queue took a burst of connections whole: under a load of 16 keep-alive clients one
+//! thread often served all 16 and the other none. So a thread that accepts a connection while
+//! another serves fewer hands it over ([`Handoff`]): connections stay spread within one of
+//! each other, at the price of one cross-thread wake-up per handed-over connection (never
+//! per request).
 
 use std::cell::Cell;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 thread_local! {
@@ -37,9 +46,101 @@ pub fn current_slot() -> usize {
     SLOT.with(Cell::get)
 }
 
+/// The live connections of each proxy thread, and the way to hand one to another thread.
+#[derive(Debug)]
+struct Balancer {
+    live: Box<[AtomicUsize]>,
+    inboxes: Box<[mpsc::UnboundedSender<(std::net::TcpStream, LiveConnection)>]>,
+}
+
+impl Balancer {
+    /// Counts a connection on thread `index` until the returned guard drops.
+    fn claim(self: &Arc<Self>, index: usize) -> LiveConnection {
+        self.live[index].fetch_add(1, Ordering::Relaxed);
+        LiveConnection {
+            balancer: self.clone(),
+            index,
+        }
+    }
+
+    /// The thread that serves fewest connections, `own` on a tie.
+    fn least_busy(&self, own: usize) -> usize {
+        let load = |i: usize| self.live[i].load(Ordering::Relaxed);
+        (0..self.live.len()).fold(own, |best, i| if load(i) < load(best) { i } else { best })
+    }
+}
+
+/// One connection counted against the thread serving it; uncounted when dropped.
+#[derive(Debug)]
+pub struct LiveConnection {
+    balancer: Arc<Balancer>,
+    index: usize,
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.balancer.live[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A proxy thread's side of the balancing: the connections other threads handed to it, and
+/// the others' counts.
+#[derive(Debug)]
+pub struct Handoff {
+    balancer: Arc<Balancer>,
+    index: usize,
+    inbox: mpsc::UnboundedReceiver<(std::net::TcpStream, LiveConnection)>,
+}
+
+/// Where a connection this thread accepted is served.
+pub enum Placed {
+    /// Here, counted.
+    Here(tokio::net::TcpStream, LiveConnection),
+    /// Handed to a thread that serves fewer.
+    Elsewhere,
+}
+
+impl Handoff {
+    /// Keeps `stream` or hands it to the thread serving fewest connections.
+    pub fn place(&self, stream: tokio::net::TcpStream) -> Placed {
+        let target = self.balancer.least_busy(self.index);
+        if target != self.index {
+            // Off this thread's event loop, then onto the target's when it receives it.
+            if let Ok(std_stream) = stream.into_std() {
+                let counted = self.balancer.claim(target);
+                return match self.balancer.inboxes[target].send((std_stream, counted)) {
+                    Ok(()) => Placed::Elsewhere,
+                    // The target is gone (shutting down): serve it here after all.
+                    Err(mpsc::error::SendError((std_stream, _))) => {
+                        match tokio::net::TcpStream::from_std(std_stream) {
+                            Ok(stream) => Placed::Here(stream, self.balancer.claim(self.index)),
+                            Err(_) => Placed::Elsewhere,
+                        }
+                    }
+                };
+            }
+            return Placed::Elsewhere;
+        }
+        Placed::Here(stream, self.balancer.claim(self.index))
+    }
+
+    /// The next connection another thread handed over, on this thread's event loop.
+    pub async fn next(&mut self) -> Option<(tokio::net::TcpStream, LiveConnection)> {
+        loop {
+            let (std_stream, counted) = self.inbox.recv().await?;
+            // Fails only if the descriptor cannot join this event loop; the client sees a
+            // closed connection, as for a failed accept.
+            if let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) {
+                return Some((stream, counted));
+            }
+        }
+    }
+}
+
 /// The proxy threads: each accepts on its own clone of the listening socket and drives
-/// `serve(listener)` (its accept loop and the connections it accepts), then keeps running
-/// what its connections left (streams finishing, settlements) until [`ProxyThreads::stop`].
+/// `serve(listener, handoff)` (its accept loop and the connections it accepts), then keeps
+/// running what its connections left (streams finishing, settlements) until
+/// [`ProxyThreads::stop`].
 pub struct ProxyThreads {
     threads: Vec<JoinHandle<()>>,
     done: CancellationToken,
@@ -52,13 +153,19 @@ impl ProxyThreads {
         serve: F,
     ) -> std::io::Result<Self>
     where
-        F: Fn(tokio::net::TcpListener) -> Fut + Send + Clone + 'static,
+        F: Fn(tokio::net::TcpListener, Handoff) -> Fut + Send + Clone + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         listener.set_nonblocking(true)?;
         let done = CancellationToken::new();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+        let balancer = Arc::new(Balancer {
+            live: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+            inboxes: senders.into_boxed_slice(),
+        });
         let mut threads = Vec::with_capacity(count);
-        for i in 0..count {
+        for (i, inbox) in receivers.into_iter().enumerate() {
             // Cloned here, so a failure stops the start rather than leaving a thread deaf.
             let listener = listener.try_clone()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -66,6 +173,11 @@ impl ProxyThreads {
                 .build()?;
             let serve = serve.clone();
             let done = done.clone();
+            let handoff = Handoff {
+                balancer: balancer.clone(),
+                index: i,
+                inbox,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-proxy-{i}"))
                 .spawn(move || {
@@ -73,7 +185,7 @@ impl ProxyThreads {
                     runtime.block_on(async move {
                         let serving = async {
                             match tokio::net::TcpListener::from_std(listener) {
-                                Ok(listener) => serve(listener).await,
+                                Ok(listener) => serve(listener, handoff).await,
                                 Err(error) => {
                                     tracing::error!(%error, "a proxy thread cannot listen")
                                 }
@@ -109,5 +221,81 @@ impl ProxyThreads {
 impl Drop for ProxyThreads {
     fn drop(&mut self) {
         self.done.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::conn::{self, ConnLimits, ListenerLimits, Shutdown};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::task::TaskTracker;
+
+    /// A request on `stream`; the answer's body names the proxy thread that served it.
+    async fn serving_thread(stream: &mut tokio::net::TcpStream) -> usize {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"\r\n\r\n1") && !answer.ends_with(b"\r\n\r\n2") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+        (answer[answer.len() - 1] - b'0') as usize
+    }
+
+    #[tokio::test]
+    async fn connections_are_spread_over_the_threads_whichever_accepts_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown {
+            graceful: tokio_util::sync::CancellationToken::new(),
+            hard: tokio_util::sync::CancellationToken::new(),
+        };
+        let limits = ListenerLimits::new(ConnLimits {
+            header_read: Duration::from_secs(5),
+            keepalive_idle: Duration::from_secs(60),
+            max_connections: 100,
+        });
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(|| async { current_slot().to_string() }),
+        );
+        let graceful = shutdown.graceful.clone();
+        let threads = ProxyThreads::start(2, listener, move |listener, handoff| {
+            let (app, limits, shutdown) = (app.clone(), limits.clone(), shutdown.clone());
+            conn::serve(
+                "proxy",
+                listener,
+                app,
+                limits,
+                shutdown,
+                TaskTracker::new(),
+                None,
+                Some(handoff),
+            )
+        })
+        .unwrap();
+        // Each connection opens once the one before is served (and counted): whichever
+        // thread wakes for it, it goes to the thread serving fewer.
+        let mut open = Vec::new();
+        let mut served = [0usize; 3];
+        for _ in 0..8 {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            served[serving_thread(&mut stream).await] += 1;
+            open.push(stream);
+        }
+        assert_eq!(served, [0, 4, 4], "connections served by thread 1 and 2");
+        // A handed-over connection keeps its thread for its next requests.
+        for stream in &mut open {
+            let first = serving_thread(stream).await;
+            assert_eq!(serving_thread(stream).await, first);
+        }
+        graceful.cancel();
+        threads.stop().await;
     }
 }
