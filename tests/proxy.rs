@@ -727,6 +727,30 @@ async fn oversized_bodies_and_headers_are_refused() {
 }
 
 #[tokio::test]
+async fn a_body_sent_in_pieces_reaches_the_upstream_whole() {
+    let (gw, upstream) = setup().await;
+    let body = chat_body("llama3.2:1b", &"piece by piece ".repeat(500)).to_string();
+    // Chunked, in uneven pieces, without a Content-Length.
+    let pieces: Vec<Vec<u8>> = body.as_bytes().chunks(777).map(<[u8]>::to_vec).collect();
+    let resp = client()
+        .post(gw.url("/ollama/v1/chat/completions"))
+        .bearer_auth("dev-key-12345")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces.into_iter().map(Ok::<_, std::io::Error>),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = upstream.state.last();
+    assert_eq!(
+        sent.body["messages"],
+        chat_body("llama3.2:1b", &"piece by piece ".repeat(500))["messages"]
+    );
+}
+
+#[tokio::test]
 async fn the_default_body_limit_takes_long_agent_contexts() {
     let (gw, _up) = setup().await;
     let long = "token ".repeat(1_500_000); // ~9 MB

@@ -14,7 +14,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
@@ -971,7 +971,10 @@ async fn cpu_bound<T: Send + 'static>(
         .map_err(|e| GatewayError::Internal(format!("work on the request body failed: {e}")))
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, GatewayError> {
+/// The whole request body, at most `limit` bytes. A body that arrives in one piece (most do)
+/// is that piece, not copied; one in several is gathered into one buffer sized by its
+/// declared length.
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: u64) -> Result<Bytes, GatewayError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -979,15 +982,37 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes,
     if declared.is_some_and(|len| len > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit as usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::BodyTooLarge { limit })
+    let (mut first, mut gathered): (Option<Bytes>, Option<bytes::BytesMut>) = (None, None);
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            GatewayError::InvalidRequest("the request body could not be read".into())
+        })?;
+        // Trailers carry nothing the gateway reads.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read += data.len() as u64;
+        if read > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
         }
-        Err(_) => Err(GatewayError::InvalidRequest(
-            "the request body could not be read".into(),
-        )),
+        match (&first, &mut gathered) {
+            (None, _) => first = Some(data),
+            (Some(piece), None) => {
+                let size = declared.unwrap_or(read).max(read) as usize;
+                let mut buffer = bytes::BytesMut::with_capacity(size);
+                buffer.extend_from_slice(piece);
+                buffer.extend_from_slice(&data);
+                gathered = Some(buffer);
+            }
+            (Some(_), Some(buffer)) => buffer.extend_from_slice(&data),
+        }
     }
+    Ok(match (gathered, first) {
+        (Some(buffer), _) => buffer.freeze(),
+        (None, Some(piece)) => piece,
+        (None, None) => Bytes::new(),
+    })
 }
 
 fn whole_json(complete: Complete, target: &Target, exchange: &mut Exchange) -> Response {
