@@ -140,7 +140,7 @@ pub async fn serve<A: App>(
                 None => (stream, None),
                 Some(handoff) => match handoff.place(stream) {
                     Placed::Here(stream, counted) => (stream, Some(counted)),
-                    Placed::Elsewhere => continue,
+                    Placed::Away => continue,
                 },
             },
             Next::Accepted(Err(error)) => {

@@ -96,32 +96,32 @@ pub struct Handoff {
 pub enum Placed {
     /// Here, counted.
     Here(tokio::net::TcpStream, LiveConnection),
-    /// Handed to a thread that serves fewer.
-    Elsewhere,
+    /// Not by this thread: handed to one serving fewer (or closed, in the rare case the
+    /// socket could not leave this event loop).
+    Away,
 }
 
 impl Handoff {
     /// Keeps `stream` or hands it to the thread serving fewest connections.
     pub fn place(&self, stream: tokio::net::TcpStream) -> Placed {
         let target = self.balancer.least_busy(self.index);
-        if target != self.index {
-            // Off this thread's event loop, then onto the target's when it receives it.
-            if let Ok(std_stream) = stream.into_std() {
-                let counted = self.balancer.claim(target);
-                return match self.balancer.inboxes[target].send((std_stream, counted)) {
-                    Ok(()) => Placed::Elsewhere,
-                    // The target is gone (shutting down): serve it here after all.
-                    Err(mpsc::error::SendError((std_stream, _))) => {
-                        match tokio::net::TcpStream::from_std(std_stream) {
-                            Ok(stream) => Placed::Here(stream, self.balancer.claim(self.index)),
-                            Err(_) => Placed::Elsewhere,
-                        }
-                    }
-                };
-            }
-            return Placed::Elsewhere;
+        if target == self.index {
+            return Placed::Here(stream, self.balancer.claim(self.index));
         }
-        Placed::Here(stream, self.balancer.claim(self.index))
+        // Off this thread's event loop; the target registers it with its own.
+        let Ok(std_stream) = stream.into_std() else {
+            return Placed::Away;
+        };
+        match self.balancer.inboxes[target].send((std_stream, self.balancer.claim(target))) {
+            Ok(()) => Placed::Away,
+            // The target has stopped (shutting down): serve it here after all.
+            Err(mpsc::error::SendError((std_stream, _))) => {
+                match tokio::net::TcpStream::from_std(std_stream) {
+                    Ok(stream) => Placed::Here(stream, self.balancer.claim(self.index)),
+                    Err(_) => Placed::Away,
+                }
+            }
+        }
     }
 
     /// The next connection another thread handed over, on this thread's event loop.
