@@ -60,30 +60,40 @@ pub struct Location {
     pub column: usize,
 }
 
-/// Every key and value position of one YAML document.
-#[derive(Debug, Default)]
-pub struct Locator {
-    positions: HashMap<FieldPath, Location>,
+/// Every key and value position of one YAML document, read from its text when the first
+/// problem asks for one: that is a second parse of the whole document and an entry for every
+/// key and value (four for each consumer with a key), which a config without problems never
+/// needs; with a million consumers it was most of the start-up's time and peak memory.
+#[derive(Debug)]
+pub struct Locator<'t> {
+    text: &'t str,
+    positions: std::cell::OnceCell<HashMap<FieldPath, Location>>,
 }
 
-impl Locator {
-    /// Best effort: a document yaml-rust2 cannot read yields an empty locator.
-    pub fn new(text: &str) -> Self {
+impl<'t> Locator<'t> {
+    pub fn new(text: &'t str) -> Self {
+        Self {
+            text,
+            positions: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Best effort: a document yaml-rust2 cannot read has no positions.
+    fn read(text: &str) -> HashMap<FieldPath, Location> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut builder, false).is_err() {
-            return Self::default();
-        }
-        Self {
-            positions: builder.positions,
+        match parser.load(&mut builder, false) {
+            Ok(()) => builder.positions,
+            Err(_) => HashMap::new(),
         }
     }
 
     /// The position of `path`, or of its nearest ancestor that has one.
     pub fn find(&self, path: &FieldPath) -> Option<Location> {
+        let positions = self.positions.get_or_init(|| Self::read(self.text));
         let mut p = Some(path.clone());
         while let Some(cur) = p {
-            if let Some(loc) = self.positions.get(&cur) {
+            if let Some(loc) = positions.get(&cur) {
                 return Some(*loc);
             }
             p = cur.parent();
@@ -179,6 +189,17 @@ impl MarkedEventReceiver for Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_is_read_only_when_a_position_is_asked_for() {
+        let loc = Locator::new("a:\n  b: 1\n");
+        assert!(loc.positions.get().is_none(), "no problem, no second parse");
+        assert_eq!(
+            loc.find(&FieldPath::root().key("a").key("b")).unwrap().line,
+            2
+        );
+        assert!(loc.positions.get().is_some());
+    }
 
     #[test]
     fn finds_keys_items_and_nearest_ancestor() {

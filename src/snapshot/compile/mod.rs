@@ -27,14 +27,14 @@ pub enum Origin<'a> {
 }
 
 /// The problems found so far, each located as it is found.
-pub(super) struct Problems {
+pub(super) struct Problems<'t> {
     file: String,
-    locator: Option<Locator>,
+    locator: Option<Locator<'t>>,
     errors: Vec<ConfigError>,
 }
 
-impl Problems {
-    fn new(origin: &Origin<'_>) -> Self {
+impl<'t> Problems<'t> {
+    fn new(origin: &Origin<'t>) -> Self {
         match origin {
             Origin::File { name, text } => Self {
                 file: (*name).to_owned(),
@@ -59,7 +59,7 @@ impl Problems {
     }
 
     /// Runs `f` with problems reported against the store (`store: <path>`, no line).
-    pub(super) fn in_store(&mut self, f: impl FnOnce(&mut Problems)) {
+    pub(super) fn in_store(&mut self, f: impl FnOnce(&mut Problems<'t>)) {
         let file = std::mem::replace(&mut self.file, "store".into());
         let locator = self.locator.take();
         f(self);
@@ -74,7 +74,7 @@ impl Problems {
 
     fn into_result<T>(
         self,
-        value: impl FnOnce() -> Result<T, Problems>,
+        value: impl FnOnce() -> Result<T, Problems<'t>>,
     ) -> Result<T, ConfigErrors> {
         if !self.errors.is_empty() {
             return Err(ConfigErrors(self.errors));
