@@ -5,7 +5,8 @@ at 1 connection, CPU microseconds per request of the proxy process, instructions
 misses and estimated cycles per request (valgrind callgrind with its cache model: repeatable on
 a noisy shared machine), and peak RSS; streaming (20
 chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
-writes them), a 50 ms upstream, a 400 KB prompt, and the start of 1M keys. Ratios are to nginx in
+writes them), a 50 ms upstream, a 400 KB prompt, and 10, 10k and 1M consumers with keys (start-up, RSS
+and the cost of a request at each). Ratios are to nginx in
 the same run. Then the console's admin calls over a full request ring of 10,000 consumers
 (`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
 builds what is missing."""
@@ -184,7 +185,7 @@ def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def callgrind(kind, args, port, path, payload, n=1000):
+def callgrind(kind, args, port, path, payload, n=1000, key="bench-key-12345"):
     """Per request, from two runs under callgrind serving 50 and 50 + n requests: instructions,
     L1 cache misses (instruction and data, valgrind's model of this machine's caches) and
     estimated cycles, Ir + 10 x L1 misses + 100 x last-level misses (KCachegrind's cycle
@@ -197,7 +198,8 @@ def callgrind(kind, args, port, path, payload, n=1000):
         p = subprocess.Popen(["valgrind", "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out}", *args],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_http(f"http://127.0.0.1:{port}/", timeout=180)
-        subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), str(port), path, str(count), payload], check=True)
+        subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), str(port), path, str(count), payload],
+                       env={**os.environ, "BENCH_KEY": key}, check=True)
         p.send_signal(signal.SIGQUIT if kind == "nginx" else signal.SIGTERM)
         p.wait(timeout=120)
         text = out.read_text(errors="replace")
@@ -286,18 +288,42 @@ def main():
         ir[("tollgate", kind)] = callgrind("tollgate", [str(REL / "tollgate"), "serve", "--config", str(cg_gw)], 18185, "/ai/v1/chat/completions", payload)
         ir[("floor", kind)] = callgrind("floor", [str(REL / "examples" / "hyper-floor"), "127.0.0.1:18189", f"127.0.0.1:{up}"], 18189, "/v1/chat/completions", payload)
 
-    # Start-up with 1M consumers with keys.
-    million = WORK / "gw-1m.yaml"
-    lines = [f"  c{i}: {{keys: [key-{i:07d}-abcdef], models: \"*\"}}" for i in range(1_000_000)]
-    gateway_config(million, up, 18187, 18188, "\n".join(lines))
-    p1m, start_s, rss_1m = timed_start(million, 18188)
-    one_m = wrk("http://127.0.0.1:18187/ai/v1/chat/completions", plain, 16, pid=p1m.pid)
-    p1m.terminate()
-
+    scale = consumer_scale(up)
     store_1m = store_million(up)
     console = console_load(up)
-    report(results, ir, start_s, rss_1m, one_m, store_1m)
+    report(results, ir, scale, store_1m)
     report_console(console)
+
+
+# Consumers with keys: the per-request cost must not grow with their number.
+SCALES = (10, 10_000, 1_000_000)
+# Under valgrind, loading 1M consumers takes the better part of an hour: counted below it.
+CALLGRIND_SCALE_MAX = 10_000
+
+
+def consumer_scale(up):
+    """For 10, 10k and 1M consumers, each with a key, in the config file: start-up (s until
+    ready), peak RSS, req/s and CPU per request at c=16 with the last consumer's key, and
+    instructions per request under callgrind (up to CALLGRIND_SCALE_MAX consumers)."""
+    rows = []
+    url = "http://127.0.0.1:18187/ai/v1/chat/completions"
+    plain = body(PROMPT)
+    for n in SCALES:
+        cfg = WORK / f"gw-{n}.yaml"
+        lines = [f"  c{i}: {{keys: [key-{i:07d}-abcdef], models: \"*\"}}" for i in range(n)]
+        gateway_config(cfg, up, 18187, 18188, "\n".join(lines))
+        key = f"key-{n - 1:07d}-abcdef"
+        p, start_s, rss = timed_start(cfg, 18188)
+        wrk(url, plain, 16, "2s", key=key)  # warm up
+        run = wrk(url, plain, 16, pid=p.pid, key=key)
+        p.terminate()
+        p.wait()
+        instructions = None
+        if n <= CALLGRIND_SCALE_MAX:
+            instructions = callgrind("tollgate", [str(REL / "tollgate"), "serve", "--config", str(cfg)], 18187,
+                                     "/ai/v1/chat/completions", plain, key=key)["ir"]
+        rows.append({"consumers": n, "start_s": start_s, "rss": rss, "run": run, "ir": instructions})
+    return rows
 
 
 def timed_start(cfg, status_port):
@@ -459,7 +485,7 @@ def report_console(c):
           f"while the day's overview is asked for in a loop: {l['rps']:,.0f} req/s, p50 {l['p50']:.2f} ms, p99 {l['p99']:.2f} ms")
 
 
-def report(r, ir, start_s, rss_1m, one_m, store_1m):
+def report(r, ir, scale, store_1m):
     def row(label, key, field, fmt="{:,.0f}"):
         cells = []
         for name in ("direct", "nginx", "floor", "tollgate"):
@@ -503,9 +529,16 @@ def report(r, ir, start_s, rss_1m, one_m, store_1m):
           f"hyper floor {ttfb['floor'] * 1000:.0f} µs, Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
     print(f"added p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
           f"400 KB prompt added: nginx {big['nginx']:.2f} ms, Tollgate {big['tollgate']:.2f} ms")
-    print(f"1M consumers with keys: start-up {start_s:.1f} s, RSS {rss_1m:.0f} MiB, "
-          f"{one_m['rps']:,.0f} req/s at c=16 ({one_m['cpu_us']:.1f} µs CPU/request; 1 consumer: "
-          f"{r['tollgate']['c16']['rps']:,.0f} req/s, {r['tollgate']['c16']['cpu_us']:.1f} µs)")
+    print("\n| consumers with keys | start-up s | peak RSS MiB | req/s, c=16 | CPU µs/request | instructions/request |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    one = r["tollgate"]["c16"]
+    print(f"| 1 (the table above) | — | {r['tollgate']['rss']:.1f} | {one['rps']:,.0f} | {one['cpu_us']:.1f} | "
+          f"{ir[('tollgate', 'plain')]['ir']:,.0f} |")
+    for row_ in scale:
+        run, instructions = row_["run"], row_["ir"]
+        counted = "—" if instructions is None else f"{instructions:,.0f}"
+        print(f"| {row_['consumers']:,} | {row_['start_s']:.1f} | {row_['rss']:.0f} | {run['rps']:,.0f} | "
+              f"{run['cpu_us']:.1f} | {counted} |")
     st = store_1m
     print(f"1M keys in the store (SQLite, 1,000 consumers): start-up {st['start_s']:.1f} s, RSS {st['rss']:.0f} MiB, "
           f"{st['run']['rps']:,.0f} req/s at c=16 with a stored key ({st['run']['cpu_us']:.1f} µs CPU/request)")
