@@ -73,46 +73,103 @@ fn letter_case(bytes: &[u8], i: usize, width: usize) -> (bool, bool) {
 /// context). ASCII steps by table; other characters by their class and case.
 pub fn count(text: &str) -> u64 {
     let bytes = text.as_bytes();
-    let mut tokens = 0u64;
-    let mut state = Run::None.code();
-    let mut i = 0;
-    loop {
-        // Eight ASCII bytes at a time (most prompts are mostly ASCII): the table alone, with
-        // no per-byte bound or class check.
-        while let Some(block) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(block);
-            if u64::from_le_bytes(word) & 0x8080_8080_8080_8080 != 0 {
-                break;
-            }
-            for b in word {
-                let step = ASCII_STEPS[usize::from(state & STATE_MASK)][usize::from(b & 0x7F)];
-                tokens += u64::from(step >> STATE_BITS);
-                state = step;
-            }
-            state &= STATE_MASK;
-            i += 8;
+    match split_point(bytes) {
+        // Each step waits for the table load of the one before, so one pass over a long text
+        // is bound by that latency, not by its instructions: two halves counted side by side
+        // overlap (the instruction count stays the same).
+        Some(at) => {
+            let (first, second) = bytes.split_at(at + 1);
+            let (mut a, mut b) = (Counter::new(Run::None), Counter::new(Run::Space));
+            while a.ascii_block(first) && b.ascii_block(second) {}
+            a.finish(first) + b.finish(second)
         }
-        let Some(&b) = bytes.get(i) else {
-            break;
-        };
-        let step = if b < 0x80 {
-            i += 1;
-            // Masked: the index is in the table's bounds without a check.
-            ASCII_STEPS[usize::from(state & STATE_MASK)][usize::from(b & 0x7F)]
-        } else {
-            let (class, width) = class_at(bytes, i);
-            let (lower, upper) = match class {
-                Class::Letter => letter_case(bytes, i, width),
-                _ => (false, false),
-            };
-            i += width;
-            next_step(state, class, lower, upper)
-        };
-        tokens += u64::from(step >> STATE_BITS);
-        state = step & STATE_MASK;
+        None => Counter::new(Run::None).finish(bytes),
     }
-    tokens
+}
+
+/// Texts shorter than this are counted in one pass.
+const SPLIT_FROM: usize = 512;
+/// How far past the middle a split point is looked for.
+const SPLIT_SEARCH: usize = 4096;
+
+/// A space right after an ASCII character that is not one, near the middle of a long text:
+/// whatever came before, the state after it is [`Run::Space`] and it adds no token (see
+/// [`next_step`]), so the text after it is counted on its own from that state.
+fn split_point(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < SPLIT_FROM {
+        return None;
+    }
+    let middle = bytes.len() / 2;
+    let end = (middle + SPLIT_SEARCH).min(bytes.len());
+    (middle..end).find(|&at| {
+        let before = bytes[at - 1];
+        bytes[at] == b' ' && before < 0x80 && ASCII_CLASS[usize::from(before)] != Class::Space
+    })
+}
+
+/// One pass of the state machine over a text: where it is, its state, the tokens so far.
+struct Counter {
+    at: usize,
+    state: u8,
+    tokens: u64,
+}
+
+impl Counter {
+    fn new(start: Run) -> Self {
+        Self {
+            at: 0,
+            state: start.code(),
+            tokens: 0,
+        }
+    }
+
+    /// The next eight bytes if they are all ASCII (most prompts are mostly ASCII): the table
+    /// alone, with no per-byte bound or class check. False, with nothing done, otherwise.
+    #[inline(always)]
+    fn ascii_block(&mut self, bytes: &[u8]) -> bool {
+        let Some(block) = bytes.get(self.at..self.at + 8) else {
+            return false;
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(block);
+        if u64::from_le_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+            return false;
+        }
+        let mut state = self.state;
+        for b in word {
+            let step = ASCII_STEPS[usize::from(state & STATE_MASK)][usize::from(b & 0x7F)];
+            self.tokens += u64::from(step >> STATE_BITS);
+            state = step;
+        }
+        self.state = state & STATE_MASK;
+        self.at += 8;
+        true
+    }
+
+    /// Counts the rest of `bytes`: the tokens of the whole pass.
+    fn finish(mut self, bytes: &[u8]) -> u64 {
+        loop {
+            while self.ascii_block(bytes) {}
+            let Some(&b) = bytes.get(self.at) else {
+                return self.tokens;
+            };
+            let step = if b < 0x80 {
+                self.at += 1;
+                // Masked: the index is in the table's bounds without a check.
+                ASCII_STEPS[usize::from(self.state & STATE_MASK)][usize::from(b & 0x7F)]
+            } else {
+                let (class, width) = class_at(bytes, self.at);
+                let (lower, upper) = match class {
+                    Class::Letter => letter_case(bytes, self.at, width),
+                    _ => (false, false),
+                };
+                self.at += width;
+                next_step(self.state, class, lower, upper)
+            };
+            self.tokens += u64::from(step >> STATE_BITS);
+            self.state = step & STATE_MASK;
+        }
+    }
 }
 
 /// Where the state machine of [`count`] stands: in which run, and how far along (the
@@ -420,6 +477,55 @@ mod tests {
                 }
             }
             assert_eq!(count(&text), reference_count(&text), "{text:?}");
+        }
+    }
+
+    /// Long texts are counted in two halves from a space after a non-space: the same count
+    /// as one pass, wherever the split falls (runs of every class on both sides of it).
+    #[test]
+    fn a_long_text_counted_in_halves_counts_as_one_pass() {
+        let pieces = [
+            "a", "B", "é", "É", "Ω", "0", "7", " ", "\t", "\n", "\r", ".", "{", "東", "🎉", "word ",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        let mut split = 0;
+        for _ in 0..500 {
+            let mut text = String::new();
+            while text.len() < SPLIT_FROM + next(3000) {
+                let piece = pieces[next(pieces.len())];
+                for _ in 0..1 + next(12) {
+                    text.push_str(piece);
+                }
+            }
+            split += usize::from(split_point(text.as_bytes()).is_some());
+            let one_pass = Counter::new(Run::None).finish(text.as_bytes());
+            assert_eq!(count(&text), one_pass, "{text:?}");
+            assert_eq!(count(&text), reference_count(&text), "{text:?}");
+        }
+        assert!(split > 400, "the texts were split ({split} of 500)");
+    }
+
+    /// What the split relies on: a space after any state an ASCII non-space leaves is the
+    /// single-space state, and adds nothing.
+    #[test]
+    fn a_space_after_a_non_space_starts_afresh() {
+        for b in 0u8..0x80 {
+            if ASCII_CLASS[usize::from(b)] == Class::Space {
+                continue;
+            }
+            for row in &ASCII_STEPS {
+                let after = row[usize::from(b)] & STATE_MASK;
+                assert_eq!(
+                    ASCII_STEPS[usize::from(after)][usize::from(b' ')],
+                    Run::Space.code()
+                );
+            }
         }
     }
 
