@@ -453,6 +453,16 @@ mod tests {
         }
     }
 
+    /// A xorshift generator of numbers below a bound: the random texts repeat run to run.
+    fn random_below(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |below| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        }
+    }
+
     /// Runs of every class and length, mixed at random: the state machine's counts equal the
     /// run-by-run reading's.
     #[test]
@@ -461,13 +471,7 @@ mod tests {
             "a", "B", "z", "Q", "é", "É", "ß", "Ω", "ω", "0", "7", " ", "\t", "\n", "\r", ".", "{",
             "\"", "東", "🎉", "\u{7f}",
         ];
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = random_below(0x2545_F491_4F6C_DD1Du64);
         for _ in 0..2000 {
             let mut text = String::new();
             for _ in 0..next(12) {
@@ -487,13 +491,7 @@ mod tests {
         let pieces = [
             "a", "B", "é", "É", "Ω", "0", "7", " ", "\t", "\n", "\r", ".", "{", "東", "🎉", "word ",
         ];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = random_below(0x9E37_79B9_7F4A_7C15u64);
         let mut split = 0;
         for _ in 0..500 {
             let mut text = String::new();
