@@ -2,6 +2,7 @@
 //! parsed (never to the raw text), so a secret containing `#`, `: ` or quotes cannot change
 //! the structure of the file.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::{Captures, Regex};
@@ -14,10 +15,14 @@ static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Substitutes every reference in `input`, or names the first variable that is unset and
-/// has no default.
-pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// has no default. A string with no reference (most of a config) comes back borrowed, not
+/// copied.
+pub fn interpolate<'a>(
+    input: &'a str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Cow<'a, str>, String> {
     if !input.contains('$') {
-        return Ok(input.to_owned());
+        return Ok(Cow::Borrowed(input));
     }
     let mut missing = None;
     let out = REFERENCE.replace_all(input, |caps: &Captures<'_>| {
@@ -39,7 +44,7 @@ pub fn interpolate(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resu
         Some(name) => Err(format!(
             "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
         )),
-        None => Ok(out.into_owned()),
+        None => Ok(out),
     }
 }
 

@@ -7,6 +7,7 @@ mod env;
 pub mod locate;
 pub mod schema;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -161,10 +162,10 @@ fn substitute_env(
 ) {
     use serde_yaml_ng::Value;
     match value {
-        // Most strings name no variable: left as they are, not copied.
-        Value::String(s) if !s.contains('$') => {}
         Value::String(s) => match env::interpolate(s, lookup) {
-            Ok(new) => *s = new,
+            Ok(Cow::Owned(new)) => *s = new,
+            // Nothing to substitute (most strings): left as it is.
+            Ok(Cow::Borrowed(_)) => {}
             Err(msg) => report(at.path(), msg),
         },
         Value::Sequence(items) => {
