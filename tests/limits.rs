@@ -554,3 +554,130 @@ async fn streams_cut_at_shutdown_are_logged_and_settled_in_redis() {
         "{charged} tokens stayed charged after the shutdown"
     );
 }
+
+// ---- A long prompt: admitted on its bound, counted beside the upstream call ---------------
+
+/// Over 64 KB of prompt (counting it would hold the request up): 20,000 words.
+fn long_ask(model: &str) -> Value {
+    ask(model, &"word ".repeat(20_000), 10)
+}
+
+/// The gateway's estimate of a request's prompt.
+fn prompt_estimate(body: &Value) -> u64 {
+    let body = tollgate::body::JsonBody::parse(bytes::Bytes::from(body.to_string())).unwrap();
+    tollgate::policy::tokens::chat_prompt(&body)
+}
+
+/// With a 1,000,000 prompt-token limit: a long prompt to an upstream that takes 300 ms is
+/// admitted on its bound (its bytes, ~100k), and while the upstream works the counter moves
+/// down to its estimate (~20k); afterwards it holds the real usage.
+async fn long_prompt_counted_beside_the_call(rate_limits: &str) {
+    support::clear_of_minute_boundary(Duration::from_secs(20)).await;
+    let up = mock_upstream::start().await;
+    let extra = "  lazy: {provider: up, model: slow}";
+    let cfg = config(&up.base_url(), rate_limits, "").replace(
+        "  m: {provider: up}",
+        &format!("  m: {{provider: up}}\n{extra}"),
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let long = long_ask("lazy");
+    let (long_estimate, small_estimate) =
+        (prompt_estimate(&long), prompt_estimate(&ask("m", "x", 10)));
+    assert!(long_estimate < long.to_string().len() as u64 / 3);
+
+    let in_flight = tokio::spawn(chat_owned(gw.url("/ai/v1/chat/completions"), long));
+    // While the slow upstream works, the long prompt holds its estimate (the count is done
+    // within milliseconds; each probe is settled before the next).
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let r = chat(&gw, KEY, ask("m", "x", 10)).await;
+        let left = remaining(&r, "minute");
+        let probe_usage = r.json::<Value>().await.unwrap()["usage"]["prompt_tokens"]
+            .as_u64()
+            .unwrap();
+        settle().await;
+        let probes_before: u64 = seen.iter().map(|(_, u)| u).sum();
+        seen.push((left, probe_usage));
+        if left == 1_000_000 - long_estimate - probes_before - small_estimate {
+            break;
+        }
+    }
+    let (left, _) = *seen.last().unwrap();
+    let probes_before: u64 = seen[..seen.len() - 1].iter().map(|(_, u)| u).sum();
+    assert_eq!(
+        left,
+        1_000_000 - long_estimate - probes_before - small_estimate,
+        "the long prompt's counter holds its estimate, not its bound: {seen:?}"
+    );
+    assert!(!in_flight.is_finished(), "the upstream was still working");
+
+    let (status, headers, answer) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    let probes: u64 = seen.iter().map(|(_, u)| u).sum();
+    // As the counter stood when it was admitted: a probe may have been reserved first.
+    let probes_reserved = seen.len() as u64 * small_estimate;
+    assert!(
+        (1_000_000 - long_estimate - probes_reserved..=1_000_000 - long_estimate)
+            .contains(&headers),
+        "its own headers tell its estimate, not its bound: {headers}"
+    );
+    let used = answer["usage"]["prompt_tokens"].as_u64().unwrap();
+    settle().await;
+    let r = chat(&gw, KEY, ask("m", "x", 10)).await;
+    assert_eq!(
+        remaining(&r, "minute"),
+        1_000_000 - used - probes - small_estimate,
+        "settled to the real usage"
+    );
+}
+
+/// A chat request from a task of its own: status, remaining prompt tokens, answer.
+async fn chat_owned(url: String, body: Value) -> (u16, u64, Value) {
+    let r = client()
+        .post(url)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let left = remaining(&r, "minute");
+    (r.status().as_u16(), left, r.json().await.unwrap())
+}
+
+const PROMPT_LIMIT: &str = "      limits: [{prompt_tokens: 1000000, per: 1m}]";
+
+#[tokio::test]
+async fn a_long_prompt_is_counted_beside_the_upstream_call() {
+    long_prompt_counted_beside_the_call(&format!("  policies:\n    cap:\n{PROMPT_LIMIT}")).await;
+}
+
+#[tokio::test]
+async fn a_long_prompt_is_counted_beside_the_upstream_call_with_redis() {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = unique_prefix();
+    long_prompt_counted_beside_the_call(&format!(
+        "  backend: redis\n  redis: {{url: \"redis://127.0.0.1:6379\", prefix: \"{prefix}\", on_error: closed}}\n  policies:\n    cap:\n{PROMPT_LIMIT}"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_long_prompt_whose_bound_does_not_fit_is_counted_first() {
+    support::clear_of_minute_boundary(Duration::from_secs(15)).await;
+    let up = mock_upstream::start().await;
+    let long = long_ask("m");
+    let estimate = prompt_estimate(&long);
+    let limits = format!(
+        "  policies:\n    cap:\n      limits: [{{prompt_tokens: {}, per: 1m}}]",
+        estimate + 10
+    );
+    let gw = TestGateway::start(&config(&up.base_url(), &limits, "")).await;
+    let r = chat(&gw, KEY, long.clone()).await;
+    assert_eq!(r.status(), 200, "its estimate fits, its bound would not");
+    assert_eq!(remaining(&r, "minute"), 10);
+    settle().await;
+    let r = chat(&gw, KEY, long).await;
+    assert_eq!(r.status(), 429, "and a second does not fit at all");
+}

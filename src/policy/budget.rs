@@ -21,48 +21,105 @@ pub struct Budget {
     reservation: Reservation,
     /// None when no limit applies (then nothing is counted).
     estimate: Option<Amounts>,
+    /// The count of a prompt admitted on its upper bound, under way (see [`Prompt::at_most`]).
+    counting: Option<tokio::sync::oneshot::Receiver<Amounts>>,
+}
+
+/// What a request asks of a limit, as far as it is known before it is sent.
+pub struct Prompt<F> {
+    /// Counts the prompt's tokens (the gateway's estimate); run only when a limit applies.
+    pub count: F,
+    /// Tokens the prompt cannot exceed, given when it is long enough that counting it would
+    /// hold the request up: the request is then admitted on this bound while the count runs
+    /// beside the upstream call, and the counters move down to the count when it is done. A
+    /// bound that does not fit falls back to counting first.
+    pub at_most: Option<u64>,
+    /// The completion tokens the request asks for at most, when it says.
+    pub completion: Option<u64>,
 }
 
 impl Budget {
     /// Reserves the request's estimate against every limit that applies before routing.
-    /// `count` estimates (prompt, completion) tokens; it runs only when some limit applies.
     /// Before routing the target is unknown: the dearest of `prices` is reserved.
-    pub async fn reserve(
+    pub async fn reserve<F>(
         limits: &RateLimits,
         facts: &RequestFacts<'_>,
         prices: impl Iterator<Item = Price>,
-        count: impl Future<Output = (u64, Option<u64>)>,
-    ) -> Result<Budget, GatewayError> {
+        prompt: Prompt<F>,
+    ) -> Result<Budget, GatewayError>
+    where
+        F: Future<Output = u64> + Send + 'static,
+    {
         if !limits.applies(facts) {
             return Ok(Budget {
                 reservation: Reservation::empty(limits.limiter.clone()),
                 estimate: None,
+                counting: None,
             });
         }
-        let (prompt, completion) = count.await;
-        let completion = completion.unwrap_or(limits.default_completion_tokens);
-        let usage = Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            ..Usage::default()
-        };
-        let estimate = Amounts {
-            requests: 1,
-            prompt,
-            completion,
-            cost_micro_usd: prices
-                .map(|p| micro(pricing::cost(&p, &usage)))
-                .max()
-                .unwrap_or(0),
-        };
+        let completion = prompt
+            .completion
+            .unwrap_or(limits.default_completion_tokens);
+        if let Some(at_most) = prompt.at_most {
+            let prices: Vec<Price> = prices.collect();
+            let bound = amounts(at_most, completion, prices.iter().copied());
+            match limits.reserve(limits.request_counters(facts, &bound)).await {
+                Ok(mut reservation) => {
+                    let refiner = reservation.refine_later();
+                    let (counted, counting) = tokio::sync::oneshot::channel();
+                    let count = prompt.count;
+                    // Bounded work (the prompt is size-limited) that ends on its own.
+                    tokio::spawn(async move {
+                        let estimate = amounts(count.await, completion, prices);
+                        refiner.refine(estimate);
+                        let _ = counted.send(estimate);
+                    });
+                    return Ok(Budget {
+                        reservation,
+                        estimate: Some(bound),
+                        counting: Some(counting),
+                    });
+                }
+                // The bound does not fit: the estimate may.
+                Err(GatewayError::RateLimited { .. }) => {
+                    let estimate = amounts(prompt.count.await, completion, prices);
+                    return Self::reserve_estimate(limits, facts, estimate).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let estimate = amounts(prompt.count.await, completion, prices);
+        Self::reserve_estimate(limits, facts, estimate).await
+    }
+
+    async fn reserve_estimate(
+        limits: &RateLimits,
+        facts: &RequestFacts<'_>,
+        estimate: Amounts,
+    ) -> Result<Budget, GatewayError> {
         let reservation = limits
             .reserve(limits.request_counters(facts, &estimate))
             .await?;
         Ok(Budget {
             reservation,
             estimate: Some(estimate),
+            counting: None,
         })
+    }
+
+    /// Takes in the count of a prompt admitted on its bound, once the upstream answered (the
+    /// count started with the request and is done by then, bar the fastest upstreams): the
+    /// counters reserved since (a provider's) move to it too, the log and a cut stream's
+    /// charge use it.
+    pub async fn refine(&mut self) {
+        let Some(counting) = self.counting.take() else {
+            return;
+        };
+        // Should the count fail, the bound stays (it never undercounts).
+        if let Ok(estimate) = counting.await {
+            self.reservation.refine(&estimate);
+            self.estimate = Some(estimate);
+        }
     }
 
     /// The estimated prompt tokens, when a limit made the gateway count them.
@@ -139,12 +196,7 @@ impl Budget {
                 }
             }
             (None, Some(estimate)) if generated > 0 => {
-                let usage = Usage {
-                    prompt_tokens: estimate.prompt,
-                    completion_tokens: generated,
-                    total_tokens: estimate.prompt + generated,
-                    ..Usage::default()
-                };
+                let usage = usage_of(estimate.prompt, generated);
                 let cost_usd = cost(&usage);
                 self.reservation
                     .settle(&Amounts::of_usage(&usage, cost_usd.unwrap_or(0.0)));
@@ -156,5 +208,28 @@ impl Budget {
             }
             _ => Charged::default(),
         }
+    }
+}
+
+fn usage_of(prompt: u64, completion: u64) -> Usage {
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        ..Usage::default()
+    }
+}
+
+/// What a request is reserved at: `prompt` and `completion` tokens at the dearest of `prices`.
+fn amounts(prompt: u64, completion: u64, prices: impl IntoIterator<Item = Price>) -> Amounts {
+    Amounts {
+        requests: 1,
+        prompt,
+        completion,
+        cost_micro_usd: prices
+            .into_iter()
+            .map(|p| micro(pricing::cost(&p, &usage_of(prompt, completion))))
+            .max()
+            .unwrap_or(0),
     }
 }

@@ -302,6 +302,17 @@ pub fn chat_prompt(body: &JsonBody) -> u64 {
     total
 }
 
+/// What [`chat_prompt`] cannot exceed, read without parsing: no text, role or raw JSON counts
+/// for more tokens than its bytes (the escaped form is never shorter), a message's own tokens
+/// are fewer than the bytes of its braces, keys and role, and an image part (which counts for
+/// more than its bytes) names `image_url`.
+pub fn chat_prompt_at_most(body: &JsonBody) -> u64 {
+    let messages = body.raw("messages").unwrap_or_default();
+    let images = memchr::memmem::find_iter(messages, b"image_url").count() as u64;
+    let tools = body.raw("tools").map_or(0, <[u8]>::len);
+    (messages.len() + tools) as u64 + PER_REPLY + images * IMAGE_TOKENS
+}
+
 /// The tokens of an embeddings request's input.
 pub fn embedding_input(body: &JsonBody) -> u64 {
     #[derive(serde::Deserialize)]
@@ -481,6 +492,71 @@ mod tests {
                 }
             }
             assert_eq!(count(&text), reference_count(&text), "{text:?}");
+        }
+    }
+
+    /// A long prompt is admitted on [`chat_prompt_at_most`] before it is counted: random
+    /// texts of every class (JSON-escaped, in text and image parts, roles, tool calls, tools,
+    /// empty messages) never count for more.
+    #[test]
+    fn a_prompt_never_counts_for_more_than_its_bound() {
+        let pieces = [
+            "a",
+            "B",
+            "é",
+            "É",
+            "Ω",
+            "0",
+            "7",
+            " ",
+            r"\t",
+            r"\n",
+            r#"\""#,
+            ".",
+            "{",
+            "東",
+            "🎉",
+            r"\u00e9",
+            r"\ud83c\udf89",
+            "aB",
+            "x1",
+        ];
+        let mut next = random_below(0x2F6B_9A4C_15D3_E871u64);
+        let text = |next: &mut dyn FnMut(usize) -> usize| {
+            let mut s = String::new();
+            for _ in 0..next(8) {
+                let piece = pieces[next(pieces.len())];
+                for _ in 0..1 + next(6) {
+                    s.push_str(piece);
+                }
+            }
+            s
+        };
+        for _ in 0..500 {
+            let mut messages = Vec::new();
+            for _ in 0..1 + next(6) {
+                let role = text(&mut next);
+                messages.push(match next(4) {
+                    0 => "{}".to_string(),
+                    1 => format!(r#"{{"role":"{role}","content":"{}"}}"#, text(&mut next)),
+                    2 => format!(
+                        r#"{{"role":"user","content":[{{"type":"text","text":"{}"}},{{"type":"image_url","image_url":{{"url":"x"}}}}]}}"#,
+                        text(&mut next)
+                    ),
+                    _ => format!(
+                        r#"{{"role":"assistant","tool_calls":[{{"id":"{}","function":{{"name":"f","arguments":"{}"}}}}]}}"#,
+                        text(&mut next),
+                        text(&mut next)
+                    ),
+                });
+            }
+            let raw = format!(
+                r#"{{"model":"m","messages":[{}],"tools":[{{"name":"{}"}}]}}"#,
+                messages.join(","),
+                text(&mut next)
+            );
+            let body = JsonBody::parse(Bytes::from(raw.clone())).unwrap();
+            assert!(chat_prompt(&body) <= chat_prompt_at_most(&body), "{raw}");
         }
     }
 

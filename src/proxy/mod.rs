@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 use crate::policy::access::{self, Purpose};
 use futures_util::StreamExt;
 
-use crate::policy::budget::Budget;
+use crate::policy::budget::{Budget, Prompt};
 use crate::policy::limits::{RequestFacts, Reservation};
 use crate::policy::{decorator, tokens};
 use crate::providers::{ChatReply, Complete, Frame, FrameStream};
@@ -496,12 +496,21 @@ impl Call<'_> {
             .find_map(|k| body.get::<u64>(k).and_then(Result::ok));
         let counted = body.clone();
         let mut budget = self
-            .reserve(&facts, &model, async move {
-                let size = counted.len();
-                let prompt = cpu_bound(size, move || tokens::chat_prompt(&counted)).await;
-                // Should the estimate fail, a byte count never undercounts.
-                (prompt.unwrap_or(size as u64), completion)
-            })
+            .reserve(
+                &facts,
+                &model,
+                Prompt {
+                    at_most: (body.len() > INLINE_WORK_BYTES)
+                        .then(|| tokens::chat_prompt_at_most(&body)),
+                    completion,
+                    count: async move {
+                        let size = counted.len();
+                        let prompt = cpu_bound(size, move || tokens::chat_prompt(&counted)).await;
+                        // Should the estimate fail, a byte count never undercounts.
+                        prompt.unwrap_or(size as u64)
+                    },
+                },
+            )
             .await?;
 
         let headers = &parts.headers;
@@ -555,6 +564,7 @@ impl Call<'_> {
             in_flight,
         } = answered;
         budget.absorb(held);
+        budget.refine().await;
         if !is_native {
             // What the translation left out, for the target that did not get the client's body.
             exchange.record.dropped = dropped;
@@ -744,13 +754,25 @@ impl Call<'_> {
         let model = self.model_for(&body, Purpose::Embeddings, exchange)?;
         self.log_payload(&body, exchange);
         let facts = self.facts(&model);
+        let counted = body.clone();
         let mut budget = self
-            .reserve(&facts, &model, async {
-                let counted = body.clone();
-                let size = counted.len();
-                let input = cpu_bound(size, move || tokens::embedding_input(&counted)).await;
-                (input.unwrap_or(size as u64), Some(0))
-            })
+            .reserve(
+                &facts,
+                &model,
+                Prompt {
+                    // No text counts for more tokens than its bytes, no token id or number for
+                    // more than one.
+                    at_most: (body.len() > INLINE_WORK_BYTES)
+                        .then(|| body.raw("input").map_or(0, |input| input.len() as u64)),
+                    completion: Some(0),
+                    count: async move {
+                        let size = counted.len();
+                        let input =
+                            cpu_bound(size, move || tokens::embedding_input(&counted)).await;
+                        input.unwrap_or(size as u64)
+                    },
+                },
+            )
             .await?;
         let answered = self
             .attempt_targets(
@@ -770,6 +792,7 @@ impl Call<'_> {
             .await?;
         let (complete, held) = answered.value;
         budget.absorb(held);
+        budget.refine().await;
         let limit_headers = budget.headers();
         exchange.record.cost_usd =
             budget.settle_whole(complete.usage.as_ref(), answered.target.price);
@@ -845,14 +868,17 @@ impl Call<'_> {
 
     /// Reserves the request's estimate against every limit that applies before routing. The
     /// prompt is only counted when some limit applies.
-    async fn reserve(
+    async fn reserve<F>(
         &self,
         facts: &RequestFacts<'_>,
         model: &Model,
-        count: impl std::future::Future<Output = (u64, Option<u64>)>,
-    ) -> Result<Budget, GatewayError> {
+        prompt: Prompt<F>,
+    ) -> Result<Budget, GatewayError>
+    where
+        F: std::future::Future<Output = u64> + Send + 'static,
+    {
         let prices = model.pool.targets.iter().filter_map(|t| t.price);
-        Budget::reserve(&self.snapshot.rate_limits, facts, prices, count).await
+        Budget::reserve(&self.snapshot.rate_limits, facts, prices, prompt).await
     }
 
     fn list_models(&self, anthropic: bool, exchange: &mut Exchange) -> Response {

@@ -6,6 +6,9 @@
 //! past the limit together. When the answer is complete, the [`Reservation`] is settled to the
 //! real usage; a failed or refused request gives it back (a `Reservation` dropped unsettled
 //! refunds itself); a stream the client abandons is charged what was generated.
+//!
+//! A long prompt may be admitted on an upper bound of its tokens and counted while the upstream
+//! works: a [`Refiner`] then moves the counters down to the count as soon as it is done.
 
 mod local;
 mod redis;
@@ -13,7 +16,8 @@ mod redis;
 use axum::http::{HeaderName, HeaderValue};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::task::TaskTracker;
@@ -296,6 +300,7 @@ impl RateLimits {
                 counters,
                 values,
                 settled: false,
+                refinement: None,
             }),
             Ok(Outcome::Refused(index, current)) => {
                 let c = &counters[index];
@@ -634,6 +639,40 @@ pub struct Reservation {
     counters: Vec<Counter>,
     values: Vec<u64>,
     settled: bool,
+    /// A refinement of the counters held so far that a [`Refiner`] may have made.
+    refinement: Option<Arc<Refinement>>,
+}
+
+/// Who moves the first `counters` of a reservation made on an upper bound to the estimate:
+/// the [`Refiner`] when the count is done first, else nobody (the reservation was settled or
+/// dropped before, and settles or refunds the bound itself). Whoever sets `claimed` first
+/// decides; the refiner sets `estimate` before it tries.
+#[derive(Debug)]
+struct Refinement {
+    claimed: AtomicBool,
+    estimate: OnceLock<Amounts>,
+    counters: usize,
+}
+
+/// Moves a reservation's counters from an upper bound to the estimate once counted, from
+/// wherever the count finishes, while the request that holds them goes on.
+#[derive(Debug)]
+pub struct Refiner {
+    refinement: Arc<Refinement>,
+    limiter: Arc<Limiter>,
+    counters: Vec<Counter>,
+}
+
+impl Refiner {
+    /// Moves the counters to `estimate`, unless their reservation was settled or dropped first.
+    pub fn refine(self, estimate: Amounts) {
+        let _ = self.refinement.estimate.set(estimate);
+        if !self.refinement.claimed.swap(true, Ordering::AcqRel) {
+            move_counters(&self.limiter, &self.counters, |c| {
+                c.metric.amount(&estimate)
+            });
+        }
+    }
 }
 
 impl Reservation {
@@ -643,6 +682,7 @@ impl Reservation {
             counters: Vec::new(),
             values: Vec::new(),
             settled: false,
+            refinement: None,
         }
     }
 
@@ -652,6 +692,7 @@ impl Reservation {
 
     /// Takes over another reservation's counters (a provider-scoped one, once the target answered).
     pub fn absorb(&mut self, mut other: Reservation) {
+        other.take_refinement();
         self.counters.append(&mut other.counters);
         self.values.append(&mut other.values);
         other.settled = true;
@@ -662,47 +703,96 @@ impl Reservation {
         headers_for(&self.counters, &self.values)
     }
 
+    /// A [`Refiner`] for the counters held now (made on an upper bound of the prompt).
+    pub fn refine_later(&mut self) -> Refiner {
+        let refinement = Arc::new(Refinement {
+            claimed: AtomicBool::new(false),
+            estimate: OnceLock::new(),
+            counters: self.counters.len(),
+        });
+        self.refinement = Some(refinement.clone());
+        Refiner {
+            refinement,
+            limiter: self.limiter.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Moves every counter to `estimate`: those a [`Refiner`] moved already are only
+    /// recorded, the others (reserved since, for a provider) are moved in the store.
+    pub fn refine(&mut self, estimate: &Amounts) {
+        self.take_refinement();
+        move_counters(&self.limiter, &self.counters, |c| c.metric.amount(estimate));
+        self.hold(self.counters.len(), estimate);
+    }
+
     /// Replaces the estimate by what the request really used.
     pub fn settle(mut self, actual: &Amounts) {
         self.settled = true;
         self.apply(|metric| metric.amount(actual));
     }
 
-    fn apply(&mut self, actual: impl Fn(Metric) -> u64) {
-        let deltas = self
-            .counters
-            .iter()
-            .map(|c| (&c.key, actual(c.metric) as i64 - c.amount as i64))
-            .filter(|(_, d)| *d != 0);
-        let deltas: Vec<(String, i64)> = match &self.limiter.store {
-            // In-process counters are settled on the spot: a task per request cost more
-            // than the settlement.
-            Store::Local(local) => return local.adjust(deltas),
-            Store::Redis(_) => deltas.map(|(key, delta)| (key.clone(), delta)).collect(),
-        };
-        if deltas.is_empty() {
+    /// Records what a [`Refiner`] did, if it got there first; else it never will.
+    fn take_refinement(&mut self) {
+        let Some(refinement) = self.refinement.take() else {
             return;
+        };
+        if refinement.claimed.swap(true, Ordering::AcqRel)
+            && let Some(estimate) = refinement.estimate.get()
+        {
+            self.hold(refinement.counters, estimate);
         }
-        let limiter = self.limiter.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let settling = self.limiter.settling.clone();
-                settling.spawn_on(
-                    async move {
-                        let Store::Redis(redis) = &limiter.store else {
-                            return;
-                        };
-                        if let Err(e) = redis.adjust(&deltas).await {
-                            LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
-                        }
-                    },
-                    &handle,
-                );
-            }
-            Err(_) => {
-                LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
-            }
+    }
+
+    /// Records that the first `n` counters hold `estimate` now.
+    fn hold(&mut self, n: usize, estimate: &Amounts) {
+        for (c, value) in self.counters.iter_mut().zip(&mut self.values).take(n) {
+            let to = c.metric.amount(estimate);
+            *value = (*value + to).saturating_sub(c.amount);
+            c.amount = to;
+        }
+    }
+
+    fn apply(&mut self, actual: impl Fn(Metric) -> u64) {
+        self.take_refinement();
+        move_counters(&self.limiter, &self.counters, |c| actual(c.metric));
+    }
+}
+
+/// Moves each of `counters` in the store from the amount it holds to `to`'s.
+fn move_counters(limiter: &Arc<Limiter>, counters: &[Counter], to: impl Fn(&Counter) -> u64) {
+    let deltas = counters
+        .iter()
+        .map(|c| (&c.key, to(c) as i64 - c.amount as i64))
+        .filter(|(_, d)| *d != 0);
+    let deltas: Vec<(String, i64)> = match &limiter.store {
+        // In-process counters are settled on the spot: a task per request cost more
+        // than the settlement.
+        Store::Local(local) => return local.adjust(deltas),
+        Store::Redis(_) => deltas.map(|(key, delta)| (key.clone(), delta)).collect(),
+    };
+    if deltas.is_empty() {
+        return;
+    }
+    let limiter = limiter.clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let settling = limiter.settling.clone();
+            settling.spawn_on(
+                async move {
+                    let Store::Redis(redis) = &limiter.store else {
+                        return;
+                    };
+                    if let Err(e) = redis.adjust(&deltas).await {
+                        LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "could not reconcile a rate-limit reservation");
+                    }
+                },
+                &handle,
+            );
+        }
+        Err(_) => {
+            LOST_ADJUSTMENTS.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
