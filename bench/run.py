@@ -520,7 +520,9 @@ def report(r, ir, scale, store_1m):
         for label, field in (("instructions", "ir"), ("L1 instruction-cache misses", "i1"),
                              ("L1 data-cache misses", "d1"), ("estimated cycles", "cycles")):
             ng, fl, tg = (ir[(name, kind)][field] for name in ("nginx", "floor", "tollgate"))
-            print(f"| {prefix}{label}/request | — | {ng:,.0f} | {fl:,.0f} | {tg:,.0f} | {fl / ng:.2f}× | {tg / ng:.2f}× |")
+            # Under one a request (nginx's data misses, ~0 over a warm run), a ratio says nothing.
+            ratio = (lambda v: f"{v / ng:.2f}×") if ng >= 1 else (lambda v: "—")
+            print(f"| {prefix}{label}/request | — | {ng:,.0f} | {fl:,.0f} | {tg:,.0f} | {ratio(fl)} | {ratio(tg)} |")
     print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | — | {r['tollgate']['rss']:.1f} | — | — |")
     added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
     big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
