@@ -7,6 +7,9 @@
 pub mod canonical;
 pub mod messages;
 pub mod responses;
+mod text_or_list;
+
+pub(crate) use text_or_list::TextOrList;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};

@@ -56,12 +56,8 @@ struct InMessage {
     content: Content,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Blocks(Vec<Map<String, Value>>),
-}
+/// A string, or content blocks.
+type Content = crate::dialect::TextOrList<Map<String, Value>>;
 
 /// The canonical request and what it left out.
 pub struct Canonical {
@@ -122,10 +118,14 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
     if let Some(system) = &request.system {
         let text = system_text(system, options.strip_attribution, &mut dropped)?;
         if !text.is_empty() {
-            messages.push(json!({"role": "system", "content": text}));
+            messages.push(object([
+                ("role", "system".into()),
+                ("content", text.into()),
+            ]));
         }
     }
-    for (i, message) in request.messages.iter().enumerate() {
+    // Messages are taken apart, not copied: their texts move into the canonical request.
+    for (i, message) in request.messages.into_iter().enumerate() {
         convert_message(i, message, options, &mut messages, &mut dropped)?;
     }
 
@@ -173,6 +173,17 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
     })
 }
 
+/// An object of `members`, the values moved in (`json!` serialises what it is given: a copy
+/// of every prompt text).
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(
+        members
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
+}
+
 /// Names noted once each, in the order met.
 #[derive(Default)]
 struct Dropped(Vec<String>);
@@ -203,7 +214,7 @@ fn system_text(
 ) -> Result<String, GatewayError> {
     let texts: Vec<String> = match system {
         Content::Text(s) => vec![s.clone()],
-        Content::Blocks(blocks) => blocks
+        Content::List(blocks) => blocks
             .iter()
             .map(|b| {
                 note_cache_control(b, dropped);
@@ -237,31 +248,35 @@ fn system_text(
 
 fn convert_message(
     index: usize,
-    message: &InMessage,
+    message: InMessage,
     options: DecodeOptions,
     out: &mut Vec<Value>,
     dropped: &mut Dropped,
 ) -> Result<(), GatewayError> {
-    let blocks = match &message.content {
+    let blocks = match message.content {
         Content::Text(text) => {
             let role = match message.role.as_str() {
                 "user" | "assistant" => message.role.as_str(),
                 "system" => "system",
                 other => return Err(invalid(format!("messages.{index}: unknown role {other:?}"))),
             };
-            out.push(json!({"role": role, "content": text}));
+            out.push(object([("role", role.into()), ("content", text.into())]));
             return Ok(());
         }
-        Content::Blocks(blocks) => blocks,
+        Content::List(blocks) => blocks,
     };
     match message.role.as_str() {
         // Claude Code sends one of these inside `messages`; chat targets take it as it is.
         "system" => {
-            let text = system_text(&message.content, options.strip_attribution, dropped)?;
-            out.push(json!({"role": "system", "content": text}));
+            let content = Content::List(blocks);
+            let text = system_text(&content, options.strip_attribution, dropped)?;
+            out.push(object([
+                ("role", "system".into()),
+                ("content", text.into()),
+            ]));
         }
         "user" => convert_user(index, blocks, out, dropped)?,
-        "assistant" => convert_assistant(index, blocks, out, dropped)?,
+        "assistant" => convert_assistant(index, &blocks, out, dropped)?,
         other => return Err(invalid(format!("messages.{index}: unknown role {other:?}"))),
     }
     Ok(())
@@ -271,26 +286,39 @@ fn convert_message(
 /// turn), the rest one user message of text and image parts.
 fn convert_user(
     index: usize,
-    blocks: &[Map<String, Value>],
+    blocks: Vec<Map<String, Value>>,
     out: &mut Vec<Value>,
     dropped: &mut Dropped,
 ) -> Result<(), GatewayError> {
     let mut parts: Vec<Value> = Vec::new();
-    for block in blocks {
-        note_cache_control(block, dropped);
-        match block_type(block) {
-            "text" => parts.push(json!({"type": "text", "text": block.get("text").and_then(Value::as_str).unwrap_or_default()})),
-            "image" => parts.push(image_part(index, block)?),
+    for mut block in blocks {
+        note_cache_control(&block, dropped);
+        match block_type(&block) {
+            "text" => {
+                let text = match block.remove("text") {
+                    Some(text @ Value::String(_)) => text,
+                    _ => json!(""),
+                };
+                parts.push(object([("type", "text".into()), ("text", text)]));
+            }
+            "image" => parts.push(image_part(index, &block)?),
             "tool_result" => {
+                let content = block.remove("content");
                 let id = block
                     .get("tool_use_id")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("messages.{index}: tool_result needs tool_use_id")))?;
-                let mut text = tool_result_text(index, block.get("content"), dropped)?;
+                    .ok_or_else(|| {
+                        invalid(format!("messages.{index}: tool_result needs tool_use_id"))
+                    })?;
+                let mut text = tool_result_text(index, content, dropped)?;
                 if block.get("is_error").and_then(Value::as_bool) == Some(true) {
                     text = format!("Error: {text}");
                 }
-                out.push(json!({"role": "tool", "tool_call_id": id, "content": text}));
+                out.push(object([
+                    ("role", "tool".into()),
+                    ("tool_call_id", id.into()),
+                    ("content", text.into()),
+                ]));
             }
             // Search results and documents cited by Anthropic's API have no chat equivalent.
             other => {
@@ -301,11 +329,11 @@ fn convert_user(
         }
     }
     if !parts.is_empty() {
-        let content = match parts.as_slice() {
-            [only] if only["type"] == "text" => only["text"].clone(),
+        let content = match parts.as_mut_slice() {
+            [only] if only["type"] == "text" => only["text"].take(),
             _ => Value::Array(parts),
         };
-        out.push(json!({"role": "user", "content": content}));
+        out.push(object([("role", "user".into()), ("content", content)]));
     }
     Ok(())
 }
@@ -340,22 +368,20 @@ fn image_part(index: usize, block: &Map<String, Value>) -> Result<Value, Gateway
 /// A tool result's content as text (chat tool messages carry text).
 fn tool_result_text(
     index: usize,
-    content: Option<&Value>,
+    content: Option<Value>,
     dropped: &mut Dropped,
 ) -> Result<String, GatewayError> {
     Ok(match content {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) => s,
         Some(Value::Array(items)) => {
             let mut texts = Vec::with_capacity(items.len());
-            for item in items {
+            for mut item in items {
                 match item.get("type").and_then(Value::as_str) {
-                    Some("text") => texts.push(
-                        item.get("text")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ),
+                    Some("text") => texts.push(match item["text"].take() {
+                        Value::String(text) => text,
+                        _ => String::new(),
+                    }),
                     Some("image") => {
                         return Err(invalid(format!(
                             "messages.{index}: images inside tool results cannot be sent to this model"

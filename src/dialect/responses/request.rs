@@ -59,12 +59,8 @@ struct ResponsesRequest {
     other: Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Input {
-    Text(String),
-    Items(Vec<Map<String, Value>>),
-}
+/// A string, or input items.
+type Input = crate::dialect::TextOrList<Map<String, Value>>;
 
 #[derive(Debug, Deserialize)]
 struct TextConfig {
@@ -136,7 +132,7 @@ pub fn to_canonical(raw: &[u8], history: &[Value]) -> Result<Canonical, GatewayE
     match request.input {
         None => {}
         Some(Input::Text(text)) => input_messages.push(json!({"role": "user", "content": text})),
-        Some(Input::Items(items)) => {
+        Some(Input::List(items)) => {
             for (i, item) in items.iter().enumerate() {
                 convert_item(i, item, &mut input_messages, &mut dropped)?;
             }
