@@ -194,6 +194,15 @@ async fn group_scope_shares_a_counter_consumer_scope_does_not() {
 
 // ---- A reservation made on an upper bound, moved to the estimate when counted -------------
 
+fn each_consumer_tokens_per_minute(n: u64) -> RateLimits {
+    limits(vec![(
+        "tpm",
+        LimitScope::Consumer,
+        &[],
+        tokens_per_minute(n),
+    )])
+}
+
 /// What the store holds for `counters` now.
 fn stored(l: &RateLimits, counters: &[Counter]) -> Vec<u64> {
     let Store::Local(local) = &l.limiter.store else {
@@ -251,12 +260,7 @@ async fn a_refiner_moves_the_counters_and_the_reservation_learns_of_it() {
 
 #[tokio::test]
 async fn a_reservation_ended_before_or_after_its_count_is_undone_once() {
-    let l = limits(vec![(
-        "tpm",
-        LimitScope::Consumer,
-        &[],
-        tokens_per_minute(10_000),
-    )]);
+    let l = each_consumer_tokens_per_minute(10_000);
     let c = consumer("u", &[]);
     let reserve = || async {
         l.reserve(l.request_counters(&facts(&c), &estimate(5000, 100)))
@@ -292,12 +296,7 @@ async fn a_reservation_ended_before_or_after_its_count_is_undone_once() {
 #[tokio::test]
 async fn a_budget_admits_on_the_bound_without_waiting_for_the_count() {
     use crate::policy::budget::{Budget, Prompt};
-    let l = limits(vec![(
-        "tpm",
-        LimitScope::Consumer,
-        &[],
-        tokens_per_minute(10_000),
-    )]);
+    let l = each_consumer_tokens_per_minute(10_000);
     let c = consumer("u", &[]);
     let counters = l.request_counters(&facts(&c), &estimate(0, 0));
     let (count_done, counted) = tokio::sync::oneshot::channel::<u64>();
@@ -339,12 +338,7 @@ async fn a_budget_admits_on_the_bound_without_waiting_for_the_count() {
 #[tokio::test]
 async fn a_bound_that_does_not_fit_is_counted_first() {
     use crate::policy::budget::{Budget, Prompt};
-    let l = limits(vec![(
-        "tpm",
-        LimitScope::Consumer,
-        &[],
-        tokens_per_minute(2000),
-    )]);
+    let l = each_consumer_tokens_per_minute(2000);
     let c = consumer("u", &[]);
     let counters = l.request_counters(&facts(&c), &estimate(0, 0));
     let prompt = |count: u64| Prompt {
