@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::telemetry::json_line::write_str;
+
 /// Cloned per failover attempt and for the token estimate: the bytes and the member list are
 /// shared (an edit after a clone copies the list, never the bytes).
 #[derive(Debug, Clone)]
@@ -72,7 +74,7 @@ impl JsonBody {
                 bytes.push(b',');
             }
             let key_start = bytes.len();
-            write_str(&mut bytes, key)?;
+            write_str(&mut bytes, key);
             // Written as is (no escapes): the span between the quotes names it.
             let key = if bytes.len() - key_start == key.len() + 2 {
                 MemberKey::Original(key_start + 1..bytes.len() - 1)
@@ -81,7 +83,7 @@ impl JsonBody {
             };
             bytes.push(b':');
             let value_start = bytes.len();
-            write_value(&mut bytes, value)?;
+            write_value(&mut bytes, value);
             members.push(Member {
                 key,
                 value: MemberValue::Original(value_start..bytes.len()),
@@ -251,19 +253,11 @@ impl JsonBody {
 }
 
 /// Collects the top-level members' names and value spans of one JSON object.
-fn write_json<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), crate::error::GatewayError> {
-    serde_json::to_writer(out, value)
-        .map_err(|e| crate::error::GatewayError::Internal(format!("canonical request: {e}")))
-}
-
 /// `value` as serde_json writes it compactly, but a string without a byte to escape (a
-/// prompt's text, most often) copied whole: serde_json looks its strings up byte by byte,
-/// ~8 instructions a byte of a 400 KB prompt. The depth is the parsed request's (serde_json
-/// stops at 128).
-fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), crate::error::GatewayError> {
+/// prompt's text, most often) copied whole, as the log line writes its strings: serde_json
+/// looks its strings up byte by byte, ~8 instructions a byte of a 400 KB prompt. The depth is
+/// the parsed request's (serde_json stops at 128).
+fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::String(s) => write_str(out, s),
         Value::Array(items) => {
@@ -272,10 +266,9 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), crate::error::Gat
                 if i > 0 {
                     out.push(b',');
                 }
-                write_value(out, item)?;
+                write_value(out, item);
             }
             out.push(b']');
-            Ok(())
         }
         Value::Object(members) => {
             out.push(b'{');
@@ -283,26 +276,17 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), crate::error::Gat
                 if i > 0 {
                     out.push(b',');
                 }
-                write_str(out, key)?;
+                write_str(out, key);
                 out.push(b':');
-                write_value(out, value)?;
+                write_value(out, value);
             }
             out.push(b'}');
-            Ok(())
         }
-        other => write_json(out, other),
+        // A number, a boolean or null into a Vec: cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), crate::error::GatewayError> {
-    if crate::swar::any_json_escaped(s.as_bytes()) {
-        return write_json(out, s);
-    }
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
-    Ok(())
 }
 
 struct MemberSpans {
