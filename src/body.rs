@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::telemetry::json_line::write_str;
+use crate::json_out::{write_str, write_value};
 
 /// Cloned per failover attempt and for the token estimate: the bytes and the member list are
 /// shared (an edit after a clone copies the list, never the bytes).
@@ -253,42 +253,6 @@ impl JsonBody {
 }
 
 /// Collects the top-level members' names and value spans of one JSON object.
-/// `value` as serde_json writes it compactly, but a string without a byte to escape (a
-/// prompt's text, most often) copied whole, as the log line writes its strings: serde_json
-/// looks its strings up byte by byte, ~8 instructions a byte of a 400 KB prompt. The depth is
-/// the parsed request's (serde_json stops at 128).
-fn write_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(members) => {
-            out.push(b'{');
-            for (i, (key, value)) in members.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_value(out, value);
-            }
-            out.push(b'}');
-        }
-        // A number, a boolean or null into a Vec: cannot fail.
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
-}
-
 struct MemberSpans {
     base: usize,
 }
@@ -503,52 +467,6 @@ mod tests {
             "only an object is a body"
         );
         assert_eq!(JsonBody::from_value(&json!({})).unwrap().to_bytes(), "{}");
-    }
-
-    /// Random values of every kind, strings with and without bytes to escape at every
-    /// place: written byte for byte as serde_json writes them.
-    #[test]
-    fn built_bodies_are_written_as_serde_json_writes_them() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
-        fn random(next: &mut dyn FnMut(usize) -> usize, depth: usize) -> Value {
-            let pieces = [
-                "a", "word ", "\"", "\\", "\n", "\u{1}", "\u{7f}", "é", "東", "🎉", "/",
-            ];
-            let text = |next: &mut dyn FnMut(usize) -> usize| -> String {
-                (0..next(12)).map(|_| pieces[next(pieces.len())]).collect()
-            };
-            match next(if depth > 3 { 5 } else { 7 }) {
-                0 => Value::Null,
-                1 => Value::Bool(next(2) == 1),
-                2 => json!(next(1000) as i64 - 500),
-                3 => json!(next(1000) as f64 / 7.0),
-                4 => Value::String(text(next)),
-                5 => Value::Array((0..next(4)).map(|_| random(next, depth + 1)).collect()),
-                _ => Value::Object(
-                    (0..next(4))
-                        .map(|_| (text(next), random(next, depth + 1)))
-                        .collect(),
-                ),
-            }
-        }
-        for _ in 0..500 {
-            let members: Map<String, Value> = (0..next(5))
-                .map(|i| (format!("k{i}"), random(&mut next, 0)))
-                .collect();
-            let value = Value::Object(members);
-            let built = JsonBody::from_value(&value).unwrap();
-            assert_eq!(
-                built.to_bytes(),
-                serde_json::to_vec(&value).unwrap(),
-                "{value}"
-            );
-        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dialect;
 pub mod error;
 pub mod fast_hash;
 pub mod import;
+pub mod json_out;
 pub mod openwebui;
 pub mod policy;
 pub mod providers;

@@ -20,6 +20,17 @@ use crate::config::{DialectsConfig, PromptDecoratorConfig};
 use crate::error::GatewayError;
 use crate::providers::{CallOptions, ChatReply, Complete, Frame, Provider};
 
+/// An object of `members`, the values moved in (`json!` serialises what it is given: a copy
+/// of every prompt's and answer's text).
+pub(crate) fn object<const N: usize>(members: [(&str, serde_json::Value); N]) -> serde_json::Value {
+    serde_json::Value::Object(
+        members
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
+}
+
 /// A chat-like endpoint's dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -247,7 +258,7 @@ impl Dialect {
                     keeper.keep(turn, &finished).await;
                 }
                 Ok(Complete {
-                    body: Bytes::from(finished.response.to_string()),
+                    body: Bytes::from(crate::json_out::to_vec(&finished.response)),
                     usage: complete.usage,
                 })
             }

@@ -384,7 +384,7 @@ pub fn completion(
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason}],
         "usage": usage_json(usage),
     });
-    Bytes::from(body.to_string())
+    Bytes::from(crate::json_out::to_vec(&body))
 }
 
 /// The assistant message of a completion.
@@ -426,7 +426,7 @@ pub fn embeddings_response(
         "object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     });
-    Bytes::from(body.to_string())
+    Bytes::from(crate::json_out::to_vec(&body))
 }
 
 /// The texts of an embeddings request's `input` (strings only: token arrays belong to OpenAI's

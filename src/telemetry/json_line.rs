@@ -10,6 +10,8 @@
 
 use serde::Serialize;
 
+use crate::json_out::write_str;
+
 /// A key as it is written after another member: `,"name":` (the first member leaves out the
 /// comma). Made by [`key!`], which checks at compile time that the name needs no escaping.
 #[derive(Debug, Clone, Copy)]
@@ -142,24 +144,6 @@ impl<'a> JsonObject<'a> {
     pub fn end(&mut self) {
         self.out.push(b'}');
     }
-}
-
-/// `value` as a JSON string: copied when nothing in it needs escaping.
-pub fn write_str(out: &mut Vec<u8>, value: &str) {
-    if needs_escape(value) {
-        // Writing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    } else {
-        // One capacity check for the three writes.
-        out.reserve(value.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
-    }
-}
-
-fn needs_escape(value: &str) -> bool {
-    crate::swar::any_json_escaped(value.as_bytes())
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
-use super::json_line::{JsonObject, key, write_str};
+use super::json_line::{JsonObject, key};
 use super::sinks::{self, SinkLabel, SinkQueue};
 use crate::config::{LogConfig, RequestLogTarget};
+use crate::json_out::write_str;
 use crate::providers::Usage;
 use crate::routing::Target;
 

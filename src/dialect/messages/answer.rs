@@ -5,9 +5,10 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
-use crate::dialect::StreamEncoder;
 use crate::dialect::canonical::{Chunk, Completion, ToolCallDelta, content_text};
+use crate::dialect::{StreamEncoder, object};
 use crate::error::GatewayError;
+use crate::json_out;
 use crate::providers::translate::arguments_object;
 use crate::providers::{Frame, Usage, write_sse_event};
 
@@ -55,7 +56,7 @@ pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
         }
         let text = content_text(message.content);
         if !text.is_empty() {
-            content.push(json!({"type": "text", "text": text}));
+            content.push(object([("type", "text".into()), ("text", text.into())]));
         }
         for call in message.tool_calls.unwrap_or_default() {
             let input = arguments_object(&call.function.arguments)
@@ -78,7 +79,7 @@ pub fn whole(body: &[u8], usage: &Usage, model: &str) -> Result<Bytes, String> {
         "stop_sequence": null,
         "usage": usage_json(usage),
     });
-    Ok(Bytes::from(message.to_string()))
+    Ok(Bytes::from(json_out::to_vec(&message)))
 }
 
 /// The content block being streamed.
@@ -123,7 +124,7 @@ impl MessagesEncoder {
     }
 
     fn event(name: &str, data: &Value, out: &mut BytesMut) {
-        write_sse_event(Some(name.as_bytes()), data.to_string().as_bytes(), out);
+        write_sse_event(Some(name.as_bytes()), &json_out::to_vec(data), out);
     }
 
     fn start(&mut self, id: Option<&str>, out: &mut BytesMut) {

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::dialect::object;
 use crate::error::GatewayError;
 
 /// Claude Code opens its system prompt with this per-request line; its changing value
@@ -171,17 +172,6 @@ pub fn to_canonical(raw: &[u8], options: DecodeOptions) -> Result<Canonical, Gat
         stream,
         dropped: dropped.0,
     })
-}
-
-/// An object of `members`, the values moved in (`json!` serialises what it is given: a copy
-/// of every prompt text).
-fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
-    Value::Object(
-        members
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect(),
-    )
 }
 
 /// Names noted once each, in the order met.

@@ -246,7 +246,7 @@ impl ResponsesEncoder {
         data["type"] = json!(name);
         data["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
-        write_sse_event(Some(name.as_bytes()), data.to_string().as_bytes(), out);
+        write_sse_event(Some(name.as_bytes()), &crate::json_out::to_vec(&data), out);
     }
 
     fn start(&mut self, out: &mut BytesMut) {
