@@ -161,8 +161,8 @@ impl MessagesEncoder {
         }
     }
 
-    /// Opens `block` unless it is the one open; returns its index.
-    fn open(&mut self, block: Block, start: Value, out: &mut BytesMut) -> usize {
+    /// Opens `block` unless it is the one open (then `start` is not made); returns its index.
+    fn open(&mut self, block: Block, start: impl FnOnce() -> Value, out: &mut BytesMut) -> usize {
         if self.open == Some(block) {
             return self.next_index - 1;
         }
@@ -172,18 +172,26 @@ impl MessagesEncoder {
         self.open = Some(block);
         Self::event(
             "content_block_start",
-            &json!({"type": "content_block_start", "index": index, "content_block": start}),
+            &json!({"type": "content_block_start", "index": index, "content_block": start()}),
             out,
         );
         index
     }
 
-    fn delta(index: usize, delta: Value, out: &mut BytesMut) {
-        Self::event(
-            "content_block_delta",
-            &json!({"type": "content_block_delta", "index": index, "delta": delta}),
-            out,
-        );
+    /// A `content_block_delta` whose delta is `{"type": kind, field: text}`, written directly:
+    /// it is the event of every token (a `Value` for it cost a map with hashed keys, twice).
+    fn delta(index: usize, kind: &str, field: &str, text: &str, out: &mut BytesMut) {
+        let mut data = Vec::with_capacity(text.len() + 96);
+        data.extend_from_slice(br#"{"type":"content_block_delta","index":"#);
+        data.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+        data.extend_from_slice(br#","delta":{"type":"#);
+        json_out::write_str(&mut data, kind);
+        data.push(b',');
+        json_out::write_str(&mut data, field);
+        data.push(b':');
+        json_out::write_str(&mut data, text);
+        data.extend_from_slice(b"}}");
+        write_sse_event(Some(b"content_block_delta"), &data, out);
     }
 
     fn on_chunk(&mut self, chunk: Chunk, out: &mut BytesMut) {
@@ -191,17 +199,14 @@ impl MessagesEncoder {
         for choice in chunk.choices {
             let delta = choice.delta.unwrap_or_default();
             if let Some(thinking) = delta.reasoning_content.filter(|t| !t.is_empty()) {
-                let start = json!({"type": "thinking", "thinking": "", "signature": ""});
+                let start = || json!({"type": "thinking", "thinking": "", "signature": ""});
                 let index = self.open(Block::Thinking, start, out);
-                Self::delta(
-                    index,
-                    json!({"type": "thinking_delta", "thinking": thinking}),
-                    out,
-                );
+                Self::delta(index, "thinking_delta", "thinking", &thinking, out);
             }
             if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
-                let index = self.open(Block::Text, json!({"type": "text", "text": ""}), out);
-                Self::delta(index, json!({"type": "text_delta", "text": text}), out);
+                let start = || json!({"type": "text", "text": ""});
+                let index = self.open(Block::Text, start, out);
+                Self::delta(index, "text_delta", "text", &text, out);
             }
             for call in delta.tool_calls.unwrap_or_default() {
                 self.on_tool_call(call, out);
@@ -231,7 +236,7 @@ impl MessagesEncoder {
                 let id = call
                     .id
                     .unwrap_or_else(|| format!("toolu_{}", uuid::Uuid::new_v4().simple()));
-                let start = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
+                let start = || json!({"type": "tool_use", "id": id, "name": name, "input": {}});
                 let index = self.open(Block::Tool(position), start, out);
                 self.tool_blocks.push((position, index));
                 index
@@ -239,11 +244,7 @@ impl MessagesEncoder {
         };
         if let Some(arguments) = function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
             // The arguments go on exactly as the model wrote them.
-            Self::delta(
-                index,
-                json!({"type": "input_json_delta", "partial_json": arguments}),
-                out,
-            );
+            Self::delta(index, "input_json_delta", "partial_json", &arguments, out);
         }
     }
 
@@ -315,4 +316,36 @@ impl StreamEncoder for NativeEncoder {
     }
 
     fn finish(&mut self, _out: &mut BytesMut) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The delta written directly is the event a `Value` made, byte for byte.
+    #[test]
+    fn a_delta_is_written_as_its_value_would_be() {
+        for (kind, field, text) in [
+            ("text_delta", "text", "Hello"),
+            (
+                "text_delta",
+                "text",
+                "line\nwith \"quotes\" and \\ é 🎉 \u{1}",
+            ),
+            ("thinking_delta", "thinking", ""),
+            ("input_json_delta", "partial_json", r#"{"path": "a\b"}"#),
+        ] {
+            for index in [0, 7, 12345] {
+                let mut written = BytesMut::new();
+                MessagesEncoder::delta(index, kind, field, text, &mut written);
+                let mut expected = BytesMut::new();
+                MessagesEncoder::event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": kind, field: text}}),
+                    &mut expected,
+                );
+                assert_eq!(written, expected, "{kind} {text:?}");
+            }
+        }
+    }
 }
