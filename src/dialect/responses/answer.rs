@@ -10,7 +10,9 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
 use crate::dialect::canonical::{Chunk, Completion, ToolCallDelta, content_text};
+use crate::dialect::object;
 use crate::error::GatewayError;
+use crate::json_out;
 use crate::providers::translate::unix_now;
 use crate::providers::{Frame, Usage, write_sse_event};
 
@@ -246,7 +248,7 @@ impl ResponsesEncoder {
         data["type"] = json!(name);
         data["sequence_number"] = json!(self.sequence);
         self.sequence += 1;
-        write_sse_event(Some(name.as_bytes()), &crate::json_out::to_vec(&data), out);
+        write_sse_event(Some(name.as_bytes()), &json_out::to_vec(&data), out);
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -254,10 +256,13 @@ impl ResponsesEncoder {
             return;
         }
         self.started = true;
-        let response = self.shape.object("in_progress", &[], None, None);
-        self.event("response.created", json!({"response": response}), out);
-        let response = self.shape.object("in_progress", &[], None, None);
-        self.event("response.in_progress", json!({"response": response}), out);
+        // One object for both events, moved in (`json!` would copy it through serde).
+        let data = object([(
+            "response",
+            self.shape.object("in_progress", &[], None, None),
+        )]);
+        self.event("response.created", data.clone(), out);
+        self.event("response.in_progress", data, out);
     }
 
     fn output_index(&self) -> usize {
@@ -369,8 +374,8 @@ impl ResponsesEncoder {
         let index = self.output_index();
         if let Some(Open::Message { id, text }) = &mut self.open {
             text.push_str(delta);
-            let id = id.clone();
-            self.event("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}), out);
+            text_delta(self.sequence, id, index, delta, out);
+            self.sequence += 1;
         }
     }
 
@@ -463,7 +468,7 @@ impl ResponsesEncoder {
             "response.incomplete"
         };
         let mut event = BytesMut::new();
-        self.event(name, json!({"response": response.clone()}), &mut event);
+        self.event(name, object([("response", response.clone())]), &mut event);
         self.final_event = Some(event.freeze());
         self.finished = Some(Finished {
             response,
@@ -518,5 +523,49 @@ impl ResponsesEncoder {
 
     pub fn finish(&mut self, out: &mut BytesMut) {
         self.end(out);
+    }
+}
+
+/// A `response.output_text.delta` event, written directly: it is the event of every token (a
+/// `Value` for it cost a map with hashed keys and a copy of the item's id). The members in
+/// the order [`ResponsesEncoder::event`] writes them.
+fn text_delta(sequence: u64, id: &str, index: usize, delta: &str, out: &mut BytesMut) {
+    let mut data = Vec::with_capacity(delta.len() + id.len() + 128);
+    data.extend_from_slice(br#"{"item_id":"#);
+    json_out::write_str(&mut data, id);
+    data.extend_from_slice(br#","output_index":"#);
+    data.extend_from_slice(itoa::Buffer::new().format(index).as_bytes());
+    data.extend_from_slice(br#","content_index":0,"delta":"#);
+    json_out::write_str(&mut data, delta);
+    data.extend_from_slice(
+        br#","logprobs":[],"type":"response.output_text.delta","sequence_number":"#,
+    );
+    data.extend_from_slice(itoa::Buffer::new().format(sequence).as_bytes());
+    data.push(b'}');
+    write_sse_event(Some(b"response.output_text.delta"), &data, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text delta written directly is the event a `Value` made, byte for byte.
+    #[test]
+    fn a_text_delta_is_written_as_its_value_would_be() {
+        for delta in ["Hello", "line\nwith \"quotes\" and \\ é 🎉 \u{1}", ""] {
+            for (sequence, index) in [(0, 0), (41, 3)] {
+                let mut written = BytesMut::new();
+                text_delta(sequence, "msg_abc\"1", index, delta, &mut written);
+                let mut encoder = ResponsesEncoder::new(ResponseShape::new("m"));
+                encoder.sequence = sequence;
+                let mut expected = BytesMut::new();
+                encoder.event(
+                    "response.output_text.delta",
+                    json!({"item_id": "msg_abc\"1", "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
+                    &mut expected,
+                );
+                assert_eq!(written, expected, "{delta:?}");
+            }
+        }
     }
 }
