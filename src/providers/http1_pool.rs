@@ -8,27 +8,24 @@
 //! goes back to its thread's pool when its response body ends, and a request takes the most
 //! recently used idle one.
 //!
-//! A connection has no task of its own: whoever uses it drives it (sending a request waits on
-//! it, reading the body polls it). A task per connection cost a task switch for every chunk
-//! of a streamed answer (hyper hands a body over one chunk at a time), and more than the
-//! chunk's own work; driven by the reader, everything the socket holds is read in one poll.
+//! A connection has no task of its own: the request is written and its head read by the
+//! request's own future, and the body is read from the socket by whoever polls it
+//! ([`Http1Body`]), everything the socket holds in one poll. The bytes on the wire are
+//! [`super::http1_wire`]'s.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{Request, Response};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use axum::http::{HeaderMap, Method, Response};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-type Sender = SendRequest<Full<Bytes>>;
-type Connection = http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+use super::http1_wire::{self, BodyDecoder, Decoded, Head, WireError};
 
 /// An idle connection older than this is closed rather than used: the upstream may be about
 /// to close it (servers' keep-alive timeouts are commonly 60–120 s).
@@ -38,6 +35,10 @@ const MAX_IDLE: usize = 256;
 /// How often idle connections are looked at: those the upstream closed are closed on our side
 /// too (not left half-closed until the next request), expired ones are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The first read of a response asks for this much; a body that fills every read doubles it,
+/// up to [`MAX_READ`] (a long answer is read in few calls, a token's chunk in one small one).
+const FIRST_READ: usize = 16 * 1024;
+const MAX_READ: usize = 512 * 1024;
 
 /// The connections of one upstream `host:port`, one pool per proxy thread.
 pub struct Http1Pools {
@@ -55,86 +56,14 @@ struct Pool {
 }
 
 struct Idle {
-    conn: Box<Conn>,
+    conn: Conn,
     since: Instant,
 }
 
-/// One connection: the handle requests are sent on, and the connection's I/O state machine
-/// (hyper's `Connection`), polled by whoever uses the connection.
+/// One connection, and the bytes read from it and not yet taken.
 struct Conn {
-    sender: Sender,
-    /// `None` once the connection has ended (closed by the upstream, or broken).
-    io: Option<Connection>,
-}
-
-impl Conn {
-    /// Lets the connection read and write what it can; false once it has ended.
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(io) = &mut self.io else {
-            return false;
-        };
-        match Pin::new(io).poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(ended) => {
-                if let Err(error) = ended {
-                    tracing::debug!(%error, "upstream connection ended");
-                }
-                self.io = None;
-                false
-            }
-        }
-    }
-
-    /// Waits for `work` (a request in flight on this connection) while driving the connection.
-    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            self.poll_io(cx);
-            work.as_mut().poll(cx)
-        })
-        .await
-    }
-
-    /// Whether an idle connection can take a request: driving it lets it notice that the
-    /// upstream closed it meanwhile, and say that it wants the next request.
-    async fn ready(&mut self) -> bool {
-        poll_fn(|cx| {
-            let open = self.poll_io(cx);
-            match self.sender.poll_ready(cx) {
-                Poll::Ready(result) => Poll::Ready(result.is_ok()),
-                Poll::Pending if open => Poll::Pending,
-                Poll::Pending => Poll::Ready(false),
-            }
-        })
-        .await
-    }
-}
-
-/// A connection in use: its response body drives it ([`Lease::poll_io`]), and it returns to
-/// its pool when that body has been read to its end ([`Lease::release`]); dropped before
-/// that, it closes (HTTP/1 cannot reuse a connection whose answer was not read).
-pub struct Lease {
-    /// Boxed: hyper's connection state is large, and a lease travels inside responses.
-    conn: Box<Conn>,
-    pool: Arc<Pool>,
-}
-
-impl Lease {
-    fn new(conn: Box<Conn>, pool: &Arc<Pool>) -> Self {
-        Self {
-            conn,
-            pool: pool.clone(),
-        }
-    }
-
-    /// Drives the connection (reads what the upstream sent); false once it has ended.
-    pub fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        self.conn.poll_io(cx)
-    }
-
-    pub fn release(self) {
-        self.pool.put(self.conn);
-    }
+    stream: TcpStream,
+    buf: BytesMut,
 }
 
 /// Why a request could not be sent or answered. A connect that timed out is an I/O error of
@@ -142,45 +71,186 @@ impl Lease {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("connect")]
-    Connect(#[source] std::io::Error),
+    Connect(#[source] io::Error),
     #[error("upstream connection")]
-    Http(#[from] hyper::Error),
+    Io(#[from] io::Error),
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+impl Conn {
+    /// Whether an idle connection is still open. The reactor marks a socket readable when the
+    /// upstream closes it (or sends what it should not); unmarked, nothing is read.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes the request (head and body in one vectored write where the socket takes it)
+    /// and reads the response's head. A write that fails may still be followed by an answer
+    /// (an upstream that refuses a large body answers and closes before reading it all).
+    async fn exchange(
+        &mut self,
+        head: &Bytes,
+        body: &Bytes,
+        method: &Method,
+    ) -> Result<Head, (SendError, Written)> {
+        let mut request = head.clone().chain(body.clone());
+        let written = self.stream.write_all_buf(&mut request).await;
+        match (written, self.read_head(method).await) {
+            (Ok(()), Ok(head)) => Ok(head),
+            (Ok(()), Err(error)) => Err((error, Written::Yes)),
+            (Err(_), Ok(mut head)) => {
+                head.reusable = false;
+                Ok(head)
+            }
+            (Err(error), Err(_)) => Err((error.into(), Written::No)),
+        }
+    }
+
+    async fn read_head(&mut self, method: &Method) -> Result<Head, SendError> {
+        loop {
+            if !self.buf.is_empty()
+                && let Some(head) = http1_wire::parse_head(&mut self.buf, method)?
+            {
+                return Ok(head);
+            }
+            self.buf.reserve(FIRST_READ);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(SendError::Closed);
+            }
+        }
+    }
+}
+
+/// Whether a request that failed had been written whole.
+enum Written {
+    Yes,
+    No,
+}
+
+/// A plain-HTTP response's body, read from its connection as it is polled. The connection
+/// goes back to its pool when the body has been read to its end (and the upstream let it stay
+/// open); dropped before that, it closes (HTTP/1 cannot reuse a connection whose answer was
+/// not read).
+pub struct Http1Body {
+    /// `None` once the body has ended (the connection back in its pool, or closed).
+    conn: Option<Conn>,
+    decoder: BodyDecoder,
+    reusable: bool,
+    read_size: usize,
+    pool: Arc<Pool>,
+}
+
+/// Why a body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    #[error("upstream connection")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+impl Http1Body {
+    pub fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    /// The next piece of the body: decoded from what was read, reading the socket when that
+    /// is not enough.
+    pub fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyReadError>>> {
+        let Some(conn) = &mut self.conn else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match self.decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => {
+                    if self.decoder.is_done() {
+                        // Back to the pool with the last bytes, not a poll later.
+                        self.end();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                Ok(Decoded::End) => {
+                    self.end();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(error) => return Poll::Ready(Some(Err(self.fail(error.into())))),
+            }
+            conn.buf.reserve(self.read_size);
+            let spare = conn.buf.capacity() - conn.buf.len();
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    return match self.decoder.at_eof() {
+                        Ok(()) => {
+                            self.reusable = false;
+                            self.end();
+                            Poll::Ready(None)
+                        }
+                        Err(error) => Poll::Ready(Some(Err(self.fail(error.into())))),
+                    };
+                }
+                Poll::Ready(Ok(read)) => {
+                    if read >= spare && self.read_size < MAX_READ {
+                        self.read_size *= 2;
+                    }
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(self.fail(error.into())))),
+            }
+        }
+    }
+
+    /// The body has ended: the connection goes back to its pool if it can carry another
+    /// request (nothing read past this answer).
+    fn end(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buf.is_empty()
+        {
+            self.pool.put(conn);
+        }
+    }
+
+    fn fail(&mut self, error: BodyReadError) -> BodyReadError {
+        tracing::debug!(%error, "upstream response body broke off");
+        self.conn = None;
+        error
+    }
 }
 
 impl Pool {
-    /// The most recently used idle connection; expired ones met on the way are dropped.
-    /// Whether it is still open is for the caller to find out ([`Conn::ready`]).
-    fn take(&self) -> Option<Box<Conn>> {
+    /// The most recently used idle connection that is still open; expired and closed ones
+    /// met on the way are dropped.
+    fn take(&self) -> Option<Conn> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         while let Some(Idle { conn, since }) = idle.pop_back() {
-            if since.elapsed() < IDLE_TIMEOUT {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_open() {
                 return Some(conn);
             }
         }
         None
     }
 
-    /// Closes the idle connections the upstream has closed, and the expired ones. An idle
-    /// connection has no task to notice a close: it is polled here once, without a waker
-    /// (whoever takes it next polls it with theirs).
+    /// Closes the idle connections the upstream has closed, and the expired ones.
     fn sweep(&self) {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut cx = Context::from_waker(Waker::noop());
-        idle.retain_mut(|Idle { conn, since }| {
-            since.elapsed() < IDLE_TIMEOUT && conn.poll_io(&mut cx)
-        });
+        idle.retain(|Idle { conn, since }| since.elapsed() < IDLE_TIMEOUT && conn.is_open());
     }
 
-    fn put(&self, conn: Box<Conn>) {
-        if conn.io.is_none() || conn.sender.is_closed() {
-            return;
-        }
+    fn put(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self
             .idle
@@ -230,59 +300,73 @@ impl Http1Pools {
         }
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) on an idle connection of the calling
-    /// thread's pool, or on a new one. A pooled connection that turns out closed before the
-    /// request was written (the upstream dropped it while idle) costs a retry on a fresh
-    /// connection, not an error.
+    /// Sends a request (`target` in origin form, `Host` among `headers`) on an idle
+    /// connection of the calling thread's pool, or on a new one, and reads its response's
+    /// head. A pooled connection that turns out closed before the request was written (the
+    /// upstream dropped it while idle) costs a retry on a fresh connection, not an error; once
+    /// written, a request is not sent again (it may have been acted on).
     pub async fn send(
         &self,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Http1Body>, SendError> {
         let slot = crate::server::workers::current_slot();
         let pool = &self.pools[slot.min(self.pools.len() - 1)];
+        let mut head = Vec::with_capacity(256 + 32 * headers.len());
+        http1_wire::write_request_head(&mut head, method, target, headers, body.len());
+        let head = Bytes::from(head);
         while let Some(mut conn) = pool.take() {
-            if !conn.ready().await {
-                continue;
-            }
-            let sent = conn.sender.try_send_request(request);
-            match conn.drive(sent).await {
-                Ok(response) => return Ok((response, Lease::new(conn, pool))),
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(failed.into_error().into()),
-                },
+            match conn.exchange(&head, &body, method).await {
+                Ok(answer) => return Ok(Self::answer(conn, answer, pool)),
+                Err((_, Written::No)) => continue,
+                Err((error, Written::Yes)) => return Err(error),
             }
         }
-        // Boxed: connecting (a TCP connect and hyper's handshake) is rare on a warm pool, and
-        // its state would otherwise widen every request's future, moved by value above.
+        // Boxed: connecting is rare on a warm pool, and its state would otherwise widen every
+        // request's future.
         let mut conn = Box::pin(self.connect()).await?;
-        let sent = conn.sender.send_request(request);
-        let response = conn.drive(sent).await?;
-        Ok((response, Lease::new(conn, pool)))
+        match conn.exchange(&head, &body, method).await {
+            Ok(answer) => Ok(Self::answer(conn, answer, pool)),
+            Err((error, _)) => Err(error),
+        }
     }
 
-    /// A new connection (driven by its user, see the module's notes).
-    async fn connect(&self) -> Result<Box<Conn>, SendError> {
+    fn answer(conn: Conn, head: Head, pool: &Arc<Pool>) -> Response<Http1Body> {
+        let mut body = Http1Body {
+            conn: Some(conn),
+            decoder: BodyDecoder::new(head.framing),
+            reusable: head.reusable,
+            read_size: FIRST_READ,
+            pool: pool.clone(),
+        };
+        if body.decoder.is_done() {
+            // No body (or an empty one): the connection is free now.
+            body.end();
+        }
+        head.response.map(|()| body)
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            TcpStream::connect((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| SendError::Connect(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(|_| SendError::Connect(io::ErrorKind::TimedOut.into()))?
         .map_err(SendError::Connect)?;
         stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Box::new(Conn {
-            sender,
-            io: Some(io),
-        }))
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use axum::http::HeaderValue;
     use tokio::net::TcpListener;
 
     use super::*;
@@ -295,53 +379,260 @@ mod tests {
             .unwrap_or(0)
     }
 
-    #[tokio::test]
-    async fn a_sweep_closes_what_the_upstream_closed_and_keeps_the_rest() {
+    async fn read_body(response: Response<Http1Body>) -> Result<Vec<u8>, BodyReadError> {
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(data) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
+            out.extend_from_slice(&data?);
+        }
+        Ok(out)
+    }
+
+    /// Reads one request (head and `content-length` body) off `socket`; `None` at its close.
+    async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.parse().unwrap());
+                while buf.len() < end + 4 + length {
+                    let mut more = [0u8; 65536];
+                    let n = socket.read(&mut more).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&more[..n]);
+                }
+                let body = buf[end + 4..end + 4 + length].to_vec();
+                buf.drain(..end + 4 + length);
+                return Some((head, body));
+            }
+            let mut more = [0u8; 4096];
+            let n = socket.read(&mut more).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&more[..n]);
+        }
+    }
+
+    async fn upstream() -> (TcpListener, Http1Pools) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (close, closed) = tokio::sync::oneshot::channel::<()>();
-        let upstream = tokio::spawn(async move {
+        (
+            listener,
+            Http1Pools::new("127.0.0.1", port, Duration::from_secs(1)),
+        )
+    }
+
+    async fn post(
+        pools: &Http1Pools,
+        body: &'static [u8],
+    ) -> Result<Response<Http1Body>, SendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("upstream"));
+        pools
+            .send(
+                &Method::POST,
+                "/v1/chat/completions",
+                &headers,
+                Bytes::from_static(body),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_request_after_request_and_streams_chunks_as_they_come() {
+        let (listener, pools) = upstream().await;
+        let (next, mut go) = tokio::sync::mpsc::channel::<()>(1);
+        let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = socket.read(&mut buf).await.unwrap();
-                head.extend_from_slice(&buf[..n]);
-            }
+            let mut buf = Vec::new();
+            let (head, body) = read_request(&mut socket, &mut buf).await.unwrap();
+            assert!(head.starts_with("POST /v1/chat/completions HTTP/1.1\r\nhost: upstream\r\n"));
+            assert_eq!(body, b"first");
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n")
+                .await
+                .unwrap();
+            go.recv().await.unwrap();
+            socket.write_all(b"2\r\nhi\r\n0\r\n\r\n").await.unwrap();
+            let (_, body) = read_request(&mut socket, &mut buf).await.unwrap();
+            assert_eq!(body, b"second");
             socket
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .await
                 .unwrap();
-            closed.await.unwrap();
-            drop(socket);
+            // Both requests came on this one connection.
+            read_request(&mut socket, &mut buf).await
         });
 
-        let pools = Http1Pools::new("127.0.0.1", port, Duration::from_secs(1));
-        let request = Request::builder()
-            .method("POST")
-            .uri("/v1/chat/completions")
-            .header("host", "upstream")
-            .body(Full::new(Bytes::new()))
+        let response = post(&pools, b"first").await.unwrap();
+        let mut body = response.into_body();
+        let first = std::future::poll_fn(|cx| body.poll_data(cx))
+            .await
+            .unwrap()
             .unwrap();
-        let (response, mut lease) = pools.send(request).await.unwrap();
-        let body = lease.conn.drive(response.into_body().collect()).await;
-        assert_eq!(body.unwrap().to_bytes(), "ok");
-        lease.release();
+        assert_eq!(
+            first, "data: ",
+            "a chunk is handed over before the next one is sent"
+        );
+        next.send(()).await.unwrap();
+        let rest = std::future::poll_fn(|cx| body.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest, "hi");
+        assert!(
+            std::future::poll_fn(|cx| body.poll_data(cx))
+                .await
+                .is_none()
+        );
+        assert_eq!(idle_count(&pools), 1, "back in the pool at the body's end");
+
+        let response = post(&pools, b"second").await.unwrap();
+        assert_eq!(idle_count(&pools), 0);
+        assert_eq!(read_body(response).await.unwrap(), b"ok");
         assert_eq!(idle_count(&pools), 1);
+        drop((body, pools));
+        assert!(
+            server.await.unwrap().is_none(),
+            "the connection closes with its pool"
+        );
+    }
 
-        pools.pools[0].sweep();
-        assert_eq!(idle_count(&pools), 1, "an open idle connection stays");
-
-        close.send(()).unwrap();
-        upstream.await.unwrap();
-        // The close reaches our socket a moment later.
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_used_and_a_half_read_one_not_kept() {
+        let (listener, pools) = upstream().await;
+        let server = tokio::spawn(async move {
+            // First connection: answers once, then closes while idle.
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_request(&mut socket, &mut buf).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            drop(socket);
+            // Second: a long answer whose reader stops early.
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_request(&mut socket, &mut buf).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart")
+                .await
+                .unwrap();
+            let closed = read_request(&mut socket, &mut buf).await;
+            (listener, closed)
+        });
+        assert_eq!(
+            read_body(post(&pools, b"a").await.unwrap()).await.unwrap(),
+            b"ok"
+        );
+        assert_eq!(idle_count(&pools), 1);
+        // The close reaches our socket a moment later: a sweep drops the connection.
         for _ in 0..100 {
             pools.pools[0].sweep();
             if idle_count(&pools) == 0 {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("a connection the upstream closed was kept");
+        assert_eq!(
+            idle_count(&pools),
+            0,
+            "a connection the upstream closed was kept"
+        );
+
+        let response = post(&pools, b"b").await.unwrap();
+        let mut body = response.into_body();
+        let part = std::future::poll_fn(|cx| body.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(part, "part");
+        drop(body);
+        assert_eq!(
+            idle_count(&pools),
+            0,
+            "a connection with an unread answer is closed"
+        );
+        let (_listener, closed) = server.await.unwrap();
+        assert!(closed.is_none(), "the upstream saw the close");
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_found_closed_at_write_goes_on_a_new_one() {
+        let (listener, pools) = upstream().await;
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            read_request(&mut socket, &mut buf).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1")
+                .await
+                .unwrap();
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let (_, body) = read_request(&mut second, &mut buf).await.unwrap();
+            second
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2")
+                .await
+                .unwrap();
+            drop(socket);
+            body
+        });
+        assert_eq!(
+            read_body(post(&pools, b"one").await.unwrap())
+                .await
+                .unwrap(),
+            b"1"
+        );
+        // A second request while the first connection is idle and open: the upstream takes
+        // it only on a new connection (the test's server reads the first no more).
+        let pooled = pools.pools[0].idle.lock().unwrap().pop_back().unwrap();
+        let again = post(&pools, b"two").await.unwrap();
+        assert_eq!(read_body(again).await.unwrap(), b"2");
+        assert_eq!(server.await.unwrap(), b"two");
+        drop(pooled);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_answers_before_reading_a_large_body_is_heard() {
+        let (listener, pools) = upstream().await;
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 64];
+            let _ = socket.read(&mut head).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 7\r\nconnection: close\r\n\r\ntoo big")
+                .await
+                .unwrap();
+            drop(socket);
+        });
+        static BIG: [u8; 8 << 20] = [b'x'; 8 << 20];
+        let response = post(&pools, &BIG).await.unwrap();
+        assert_eq!(response.status(), 413);
+        assert_eq!(read_body(response).await.unwrap(), b"too big");
+        assert_eq!(idle_count(&pools), 0);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_or_a_close_instead_of_an_answer_is_an_error() {
+        let (listener, pools) = upstream().await;
+        let server = tokio::spawn(async move {
+            for answer in [&b"SSH-2.0-OpenSSH\r\n\r\n"[..], b""] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                read_request(&mut socket, &mut buf).await.unwrap();
+                socket.write_all(answer).await.unwrap();
+            }
+        });
+        assert!(matches!(post(&pools, b"a").await, Err(SendError::Wire(_))));
+        assert!(matches!(post(&pools, b"b").await, Err(SendError::Closed)));
+        server.await.unwrap();
     }
 }

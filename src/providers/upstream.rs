@@ -25,7 +25,7 @@ use url::Url;
 
 use super::FrameStream;
 use super::event_stream::EventStream;
-use super::http1_pool::{Http1Pools, Lease};
+use super::http1_pool::{Http1Body, Http1Pools, SendError};
 use super::translate::StreamTranslator;
 use crate::config::{Timeouts, UpstreamTls};
 use crate::error::GatewayError;
@@ -109,13 +109,13 @@ pub struct UpstreamBody {
     deadline: Instant,
     /// Frames given since the deadline was last checked (0: check at the next one).
     unchecked: u8,
-    /// A plain-HTTP connection: driven by reading this body, and back to its pool once the
-    /// body has been read to its end.
-    lease: Option<Lease>,
 }
 
 enum Source {
+    /// From hyper-util's pooled client (TLS, HTTP/2, egress proxies).
     Live(hyper::body::Incoming),
+    /// From a plain-HTTP upstream's connection, read as it is polled.
+    Plain(Http1Body),
     /// A body made in a test (bytes split as a test needs them).
     #[cfg(test)]
     Made(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
@@ -129,12 +129,11 @@ impl UpstreamBody {
         due
     }
 
-    fn live(body: hyper::body::Incoming, deadline: Instant, lease: Option<Lease>) -> Self {
+    fn new(source: Source, deadline: Instant) -> Self {
         Self {
-            source: Source::Live(body),
+            source,
             deadline,
             unchecked: 0,
-            lease,
         }
     }
 
@@ -147,7 +146,6 @@ impl UpstreamBody {
             source: Source::Made(body.map_err(|never| match never {}).boxed_unsync()),
             deadline: Instant::now() + Duration::from_secs(3600),
             unchecked: 0,
-            lease: None,
         }
     }
 }
@@ -165,18 +163,15 @@ impl http_body::Body for UpstreamBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.source {
-            Source::Live(body) => {
-                let mut polled = Pin::new(&mut *body).poll_frame(cx);
-                // A pooled plain-HTTP connection has no task of its own: reading its body
-                // drives it (it hands over what it read, then the body has it).
-                if polled.is_pending()
-                    && let Some(lease) = &mut this.lease
-                {
-                    lease.poll_io(cx);
-                    polled = Pin::new(body).poll_frame(cx);
-                }
-                polled.map(|f| f.map(|f| f.map_err(|_| BodyError::Broken)))
-            }
+            Source::Live(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|_| BodyError::Broken))),
+            Source::Plain(body) => body.poll_data(cx).map(|data| {
+                data.map(|data| {
+                    data.map(http_body::Frame::data)
+                        .map_err(|_| BodyError::Broken)
+                })
+            }),
             #[cfg(test)]
             Source::Made(body) => Pin::new(body).poll_frame(cx),
         };
@@ -188,12 +183,6 @@ impl http_body::Body for UpstreamBody {
             Poll::Ready(Some(Ok(_))) if this.clock_due() && Instant::now() >= this.deadline => {
                 Poll::Ready(Some(Err(BodyError::Deadline)))
             }
-            Poll::Ready(None) => {
-                if let Some(lease) = this.lease.take() {
-                    lease.release();
-                }
-                Poll::Ready(None)
-            }
             polled => polled,
         }
     }
@@ -201,6 +190,7 @@ impl http_body::Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Live(body) => body.is_end_stream(),
+            Source::Plain(body) => body.is_end_stream(),
             #[cfg(test)]
             Source::Made(body) => body.is_end_stream(),
         }
@@ -479,25 +469,6 @@ impl HttpUpstream {
         timeouts: &Timeouts,
         extra: HeaderMap,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let plain = self.plain_http(url);
-        // Plain HTTP is sent in origin form (`/path?query`); the pooled client takes the
-        // whole URL.
-        let target = match plain {
-            Some(_) => &url[url::Position::BeforePath..],
-            None => url.as_str(),
-        };
-        let uri = Uri::try_from(target)
-            .map_err(|e| GatewayError::Internal(format!("upstream URL: {e}")))?;
-        let mut request = Request::new(Full::new(bytes));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.clone_from(&self.headers);
-        headers.extend(extra);
-        if let Some(plain) = plain {
-            headers.insert(HOST, plain.host.clone());
-        }
-
         // The total deadline covers the head and the whole body (streams included); the
         // first byte may not take longer than either.
         let deadline = Instant::now() + timeouts.total;
@@ -509,24 +480,55 @@ impl HttpUpstream {
             provider: self.name.clone(),
             phase,
         };
-        let response = match plain {
+        let response = match self.plain_http(url) {
+            // Plain HTTP is sent in origin form (`/path?query`) on the thread's own pool.
             Some(plain) => {
-                let (response, lease) = tokio::time::timeout(head_wait, plain.pools.send(request))
+                let mut headers = self.headers.clone();
+                headers.extend(extra);
+                headers.insert(HOST, plain.host.clone());
+                let target = &url[url::Position::BeforePath..];
+                let sent = plain.pools.send(&Method::POST, target, &headers, bytes);
+                tokio::time::timeout(head_wait, sent)
                     .await
                     .map_err(timed_out)?
-                    .map_err(|e| transport_error(&self.name, &e))?;
-                response.map(|body| UpstreamBody::live(body, deadline, Some(lease)))
+                    .map_err(|e| self.send_error(&e))?
+                    .map(|body| UpstreamBody::new(Source::Plain(body), deadline))
             }
-            None => tokio::time::timeout(head_wait, self.client().request(request))
-                .await
-                .map_err(timed_out)?
-                .map_err(|e| transport_error(&self.name, &e))?
-                .map(|body| UpstreamBody::live(body, deadline, None)),
+            None => {
+                let uri = Uri::try_from(url.as_str())
+                    .map_err(|e| GatewayError::Internal(format!("upstream URL: {e}")))?;
+                let mut request = Request::new(Full::new(bytes));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = uri;
+                let headers = request.headers_mut();
+                headers.clone_from(&self.headers);
+                headers.extend(extra);
+                tokio::time::timeout(head_wait, self.client().request(request))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| transport_error(&self.name, &e))?
+                    .map(|body| UpstreamBody::new(Source::Live(body), deadline))
+            }
         };
         if !response.status().is_success() {
             return Err(status_error(&self.name, response).await);
         }
         Ok(response)
+    }
+
+    /// A plain-HTTP request that failed: an answer that is not HTTP/1.1 is the upstream's
+    /// protocol error (502 with what was wrong), the rest as the pooled client's failures.
+    fn send_error(&self, error: &SendError) -> GatewayError {
+        match error {
+            SendError::Wire(wire) => {
+                tracing::debug!(provider = %self.name, error = %wire, "upstream call failed");
+                GatewayError::UpstreamProtocol {
+                    provider: self.name.clone(),
+                    detail: wire.to_string(),
+                }
+            }
+            other => transport_error(&self.name, other),
+        }
     }
 
     /// Reads a whole response body, bounded by `limit` bytes and `idle` silence.
