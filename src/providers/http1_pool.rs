@@ -20,12 +20,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, Method, Response};
+use axum::http::{Method, Response};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::http1_wire::{self, BodyDecoder, Decoded, Head, WireError};
+use super::http1_wire::{self, BodyDecoder, Decoded, Head, RequestHead, WireError};
 
 /// An idle connection older than this is closed rather than used: the upstream may be about
 /// to close it (servers' keep-alive timeouts are commonly 60–120 s).
@@ -300,22 +300,21 @@ impl Http1Pools {
         }
     }
 
-    /// Sends a request (`target` in origin form, `Host` among `headers`) on an idle
-    /// connection of the calling thread's pool, or on a new one, and reads its response's
-    /// head. A pooled connection that turns out closed before the request was written (the
-    /// upstream dropped it while idle) costs a retry on a fresh connection, not an error; once
-    /// written, a request is not sent again (it may have been acted on).
+    /// Sends a request on an idle connection of the calling thread's pool, or on a new one,
+    /// and reads its response's head. A pooled connection that turns out closed before the
+    /// request was written (the upstream dropped it while idle) costs a retry on a fresh
+    /// connection, not an error; once written, a request is not sent again (it may have been
+    /// acted on).
     pub async fn send(
         &self,
-        method: &Method,
-        target: &str,
-        headers: &HeaderMap,
+        request: RequestHead<'_>,
         body: Bytes,
     ) -> Result<Response<Http1Body>, SendError> {
         let slot = crate::server::workers::current_slot();
         let pool = &self.pools[slot.min(self.pools.len() - 1)];
-        let mut head = Vec::with_capacity(256 + 32 * headers.len());
-        http1_wire::write_request_head(&mut head, method, target, headers, body.len());
+        let method = request.method;
+        let mut head = Vec::with_capacity(256 + 32 * request.headers.len());
+        request.write(&mut head, body.len());
         let head = Bytes::from(head);
         while let Some(mut conn) = pool.take() {
             match conn.exchange(&head, &body, method).await {
@@ -366,7 +365,7 @@ impl Http1Pools {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderMap, HeaderValue};
     use tokio::net::TcpListener;
 
     use super::*;
@@ -431,16 +430,14 @@ mod tests {
         pools: &Http1Pools,
         body: &'static [u8],
     ) -> Result<Response<Http1Body>, SendError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("upstream"));
-        pools
-            .send(
-                &Method::POST,
-                "/v1/chat/completions",
-                &headers,
-                Bytes::from_static(body),
-            )
-            .await
+        let head = RequestHead {
+            method: &Method::POST,
+            target: "/v1/chat/completions",
+            host: &HeaderValue::from_static("upstream"),
+            headers: &HeaderMap::new(),
+            overrides: &HeaderMap::new(),
+        };
+        pools.send(head, Bytes::from_static(body)).await
     }
 
     #[tokio::test]

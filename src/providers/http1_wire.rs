@@ -9,7 +9,7 @@
 //! of a forwarded stream's instructions. Here a chunk's data is cut from the read buffer
 //! where it lies and handed over as it is.
 
-use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use std::mem::MaybeUninit;
 
@@ -38,33 +38,47 @@ pub enum WireError {
     Incomplete,
 }
 
-/// Writes a request's head: `method target HTTP/1.1`, the headers, and the body's
-/// `content-length` (any the headers carry is left out: the body's own length is the truth).
-/// Header names and values cannot hold CR or LF (`http` refuses them), so nothing a header
-/// carries can end the head early.
-pub fn write_request_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    body_len: usize,
-) {
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+/// The parts of a request's head: `headers` are sent but for those `overrides` has (a
+/// request's own headers replace an upstream's defaults), `host` first.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Origin form: `/path?query`.
+    pub target: &'a str,
+    pub host: &'a HeaderValue,
+    pub headers: &'a HeaderMap,
+    pub overrides: &'a HeaderMap,
+}
+
+impl RequestHead<'_> {
+    /// Writes the head: `method target HTTP/1.1`, the headers, and the body's
+    /// `content-length` (any length, coding or host among the headers is left out: the body's
+    /// own length is the truth). Header names and values cannot hold CR or LF (`http` refuses
+    /// them), so nothing a header carries can end the head early. Written straight from the
+    /// maps: merging them into one cost more than writing the head.
+    pub fn write(&self, out: &mut Vec<u8>, body_len: usize) {
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let defaults = self
+            .headers
+            .iter()
+            .filter(|(name, _)| self.overrides.is_empty() || !self.overrides.contains_key(*name));
+        for (name, value) in defaults.chain(self.overrides) {
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == HOST {
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// A response head, and how its body is framed.
@@ -510,22 +524,27 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_carry_the_body_length_not_the_callers() {
+    fn request_heads_carry_the_body_length_not_the_callers_and_overrides_win() {
         let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_static("upstream:8080"));
+        headers.insert("host", HeaderValue::from_static("spoofed"));
         headers.insert("content-length", HeaderValue::from_static("999"));
         headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        let mut overrides = HeaderMap::new();
+        overrides.insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        overrides.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let head = RequestHead {
+            method: &Method::POST,
+            target: "/v1/chat/completions?x=1",
+            host: &HeaderValue::from_static("upstream:8080"),
+            headers: &headers,
+            overrides: &overrides,
+        };
         let mut out = Vec::new();
-        write_request_head(
-            &mut out,
-            &Method::POST,
-            "/v1/chat/completions?x=1",
-            &headers,
-            42,
-        );
+        head.write(&mut out, 42);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: upstream:8080\r\nauthorization: Bearer k\r\ncontent-length: 42\r\n\r\n"
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: upstream:8080\r\nauthorization: Bearer k\r\nanthropic-version: 2024-01-01\r\ncontent-length: 42\r\n\r\n"
         );
     }
 }

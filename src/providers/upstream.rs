@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -26,6 +26,7 @@ use url::Url;
 use super::FrameStream;
 use super::event_stream::EventStream;
 use super::http1_pool::{Http1Body, Http1Pools, SendError};
+use super::http1_wire::RequestHead;
 use super::translate::StreamTranslator;
 use crate::config::{Timeouts, UpstreamTls};
 use crate::error::GatewayError;
@@ -483,11 +484,14 @@ impl HttpUpstream {
         let response = match self.plain_http(url) {
             // Plain HTTP is sent in origin form (`/path?query`) on the thread's own pool.
             Some(plain) => {
-                let mut headers = self.headers.clone();
-                headers.extend(extra);
-                headers.insert(HOST, plain.host.clone());
-                let target = &url[url::Position::BeforePath..];
-                let sent = plain.pools.send(&Method::POST, target, &headers, bytes);
+                let head = RequestHead {
+                    method: &Method::POST,
+                    target: &url[url::Position::BeforePath..],
+                    host: &plain.host,
+                    headers: &self.headers,
+                    overrides: &extra,
+                };
+                let sent = plain.pools.send(head, bytes);
                 tokio::time::timeout(head_wait, sent)
                     .await
                     .map_err(timed_out)?
