@@ -120,6 +120,9 @@ pub struct Frame {
     /// The text is not in `text` but in `data`, an OpenAI chat chunk, to be read from it only
     /// if needed ([`Frame::generated_text`]).
     pub text_in_chat_chunk: bool,
+    /// An OpenAI chat chunk's one `content` string (quotes included), where it is the chunk's
+    /// only output: a translator reads it there ([`Frame::chat_text_delta`]).
+    pub text_span: Option<std::ops::Range<usize>>,
 }
 
 impl Frame {
@@ -138,6 +141,13 @@ impl Frame {
         } else {
             std::borrow::Cow::Borrowed(&self.text)
         }
+    }
+
+    /// The text of a chat chunk that carries a text token and nothing else (no reasoning,
+    /// tool call, finish or error): read where it stands instead of parsing the chunk.
+    /// `None`: the chunk is to be parsed whole.
+    pub fn chat_text_delta(&self) -> Option<std::borrow::Cow<'_, str>> {
+        openai::text_delta(&self.data, self.text_span.clone()?)
     }
 
     pub fn done() -> Frame {

@@ -481,6 +481,12 @@ impl<'a> ChunkPeek<'a> {
     }
 }
 
+/// A chunk's frame as a pass-through stream makes it (for the translators' tests).
+#[cfg(test)]
+pub(crate) fn scanned_frame(data: &str) -> Frame {
+    peek_chunk(bytes::Bytes::from(data.to_owned()))
+}
+
 /// Borrowed from the event's bytes: no allocation per chunk unless a string has escapes.
 #[derive(Deserialize)]
 struct DeltaPeek<'a> {
@@ -529,6 +535,7 @@ fn chunk_frame(data: bytes::Bytes, scan: Option<CompactChunk>) -> Frame {
         frame.text_in_chat_chunk = scan.has_output;
         frame.usage_only = scan.no_choices && scan.usage.is_some();
         frame.usage = scan.usage.map(Usage::from);
+        frame.text_span = scan.text;
         return frame;
     }
     let Some(peek) = ChunkPeek::read(&frame.data) else {
@@ -560,6 +567,28 @@ fn texts_of(choices: &[ChoicePeek<'_>]) -> String {
         .collect()
 }
 
+/// The text of a compact chat chunk whose only output is one `content` string at `span` and
+/// which finishes no choice: the shape of nearly every streamed token. Read where it stands
+/// (the string alone parsed) instead of the chunk parsed whole, which cost ~6k instructions a
+/// token in a translated stream. `None` when the chunk is to be parsed whole.
+pub fn text_delta(data: &[u8], span: std::ops::Range<usize>) -> Option<std::borrow::Cow<'_, str>> {
+    if !finishes_nothing(data) {
+        return None;
+    }
+    serde_json::from_slice(data.get(span)?).ok()
+}
+
+/// Whether every `"finish_reason":` key in a compact chunk is `null` (or there is none). The
+/// key's bytes cannot stand inside a string unescaped, so a match whose quote is not escaped
+/// is the key.
+fn finishes_nothing(data: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\":";
+    memchr::memmem::find_iter(data, KEY).all(|at| {
+        let escaped = data[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
+        escaped || data[at + KEY.len()..].starts_with(b"null")
+    })
+}
+
 /// The generated text of a chat chunk (content and reasoning of every choice).
 pub fn chunk_text(data: &[u8]) -> String {
     ChunkPeek::read(data)
@@ -573,6 +602,8 @@ struct CompactChunk {
     has_output: bool,
     no_choices: bool,
     usage: Option<WireUsage>,
+    /// The chunk's one `content` string, where it is its only output.
+    text: Option<std::ops::Range<usize>>,
 }
 
 /// The keys [`CompactChunk::scan`] looks for, as they stand in compact JSON: the quotes and
@@ -593,9 +624,9 @@ const CHUNK_KEY_KINDS: [ChunkKey; 7] = [
     ChunkKey::Choices,
     ChunkKey::Error,
     ChunkKey::Usage,
-    ChunkKey::Output,
-    ChunkKey::Output,
-    ChunkKey::Output,
+    ChunkKey::Content,
+    ChunkKey::Reasoning,
+    ChunkKey::Reasoning,
     ChunkKey::ToolCalls,
 ];
 
@@ -606,8 +637,10 @@ enum ChunkKey {
     Choices,
     Error,
     Usage,
-    /// Generated text: `content`, `reasoning_content`, `reasoning`.
-    Output,
+    /// Generated text: `content`.
+    Content,
+    /// Generated reasoning: `reasoning_content`, `reasoning`.
+    Reasoning,
     ToolCalls,
 }
 
@@ -696,6 +729,11 @@ struct Members {
     choices_at: Option<usize>,
     usage_at: Option<usize>,
     has_output: bool,
+    /// The last `content` string met (quotes included), and how many there were.
+    content: Option<std::ops::Range<usize>>,
+    contents: u8,
+    /// Reasoning or tool calls: output other than text.
+    other_output: bool,
 }
 
 impl Members {
@@ -709,8 +747,17 @@ impl Members {
             }
             ChunkKey::Choices | ChunkKey::Error => return None,
             // A string value that is not empty, or tool calls that are not null.
-            ChunkKey::Output => match value.first() {
-                Some(b'"') => self.has_output |= string_end(value)? > 1,
+            ChunkKey::Content | ChunkKey::Reasoning => match value.first() {
+                Some(b'"') => {
+                    let end = string_end(value)?;
+                    self.has_output |= end > 1;
+                    if matches!(key, ChunkKey::Content) {
+                        self.contents += 1;
+                        self.content = Some(value_at..value_at + end + 1);
+                    } else {
+                        self.other_output |= end > 1;
+                    }
+                }
                 Some(b) if b.is_ascii_whitespace() => return None,
                 _ => {}
             },
@@ -719,7 +766,11 @@ impl Members {
             {
                 return None;
             }
-            ChunkKey::ToolCalls => self.has_output |= !value.starts_with(b"null"),
+            ChunkKey::ToolCalls => {
+                let calls = !value.starts_with(b"null");
+                self.has_output |= calls;
+                self.other_output |= calls;
+            }
             ChunkKey::Usage => self.usage_at = Some(value_at),
         }
         Some(())
@@ -731,10 +782,12 @@ impl Members {
             Some(at) if !data[at..].starts_with(b"null") => Some(WireUsage::read(&data[at..])??),
             _ => None,
         };
+        let only_text = self.contents == 1 && !self.other_output;
         Some(CompactChunk {
             has_output: self.has_output,
             no_choices: data.get(choices_at) == Some(&b']'),
             usage,
+            text: self.content.filter(|_| only_text),
         })
     }
 }
@@ -764,6 +817,67 @@ mod tests {
             frame.error.is_some(),
             frame.generated_text().into_owned(),
         )
+    }
+
+    /// A token's text is read where it stands only where it is the chunk's one output and
+    /// nothing finishes; it is then the text the whole parse reads.
+    #[test]
+    fn a_text_delta_is_read_where_it_stands_only_when_it_is_all_the_chunk_says() {
+        let base = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":DELTA,"logprobs":null,"finish_reason":FINISH}]}"#;
+        let cases: [(&str, &str, Option<&str>); 12] = [
+            (r#"{"content":"Hi"}"#, "null", Some("Hi")),
+            (
+                r#"{"content":"a \"q\" \\ \u00e9 \n"}"#,
+                "null",
+                Some("a \"q\" \\ é \n"),
+            ),
+            (
+                r#"{"content":"\"finish_reason\":\"stop\""}"#,
+                "null",
+                Some("\"finish_reason\":\"stop\""),
+            ),
+            (r#"{"role":"assistant","content":""}"#, "null", Some("")),
+            (r#"{"content":"end"}"#, r#""stop""#, None),
+            (r#"{"content":"x","reasoning_content":"why"}"#, "null", None),
+            (r#"{"content":"x","reasoning":""}"#, "null", Some("x")),
+            (
+                r#"{"content":"x","tool_calls":[{"index":0}]}"#,
+                "null",
+                None,
+            ),
+            (r#"{"content":"x","tool_calls":null}"#, "null", Some("x")),
+            (r#"{"content":null}"#, "null", None),
+            (r#"{"content":"bad \x escape"}"#, "null", None),
+            (r#"{}"#, r#""length""#, None),
+        ];
+        for (delta, finish, expected) in cases {
+            let chunk = base.replace("DELTA", delta).replace("FINISH", finish);
+            let frame = peek_chunk(bytes::Bytes::from(chunk.clone()));
+            assert_eq!(frame.chat_text_delta().as_deref(), expected, "{chunk}");
+            if let Some(text) = expected {
+                let parsed: crate::dialect::canonical::Chunk =
+                    serde_json::from_str(&chunk).unwrap();
+                let whole = parsed.choices[0]
+                    .delta
+                    .as_ref()
+                    .and_then(|d| d.content.clone());
+                assert_eq!(whole.as_deref(), Some(text), "{chunk}");
+            }
+        }
+        // Two choices' texts in one chunk: parsed whole.
+        let two = r#"{"choices":[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}}]}"#;
+        assert!(
+            peek_chunk(bytes::Bytes::from(two))
+                .chat_text_delta()
+                .is_none()
+        );
+        // Not compact: parsed whole.
+        let spaced = r#"{"choices": [{"delta": {"content": "a"}}]}"#;
+        assert!(
+            peek_chunk(bytes::Bytes::from(spaced))
+                .chat_text_delta()
+                .is_none()
+        );
     }
 
     /// The key search agrees with the whole parse wherever keys, escapes and key-like text

@@ -288,6 +288,17 @@ impl StreamEncoder for MessagesEncoder {
             Self::event("error", &body, out);
             return;
         }
+        // A token's chunk after the first (which names the message): its text alone.
+        if self.started
+            && let Some(text) = frame.chat_text_delta()
+        {
+            if !text.is_empty() {
+                let start = || json!({"type": "text", "text": ""});
+                let index = self.open(Block::Text, start, out);
+                Self::delta(index, "text_delta", "text", &text, out);
+            }
+            return;
+        }
         if let Ok(chunk) = serde_json::from_slice::<Chunk>(&frame.data) {
             self.on_chunk(chunk, out);
         }

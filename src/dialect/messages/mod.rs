@@ -124,4 +124,4 @@ pub fn decorate_native(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

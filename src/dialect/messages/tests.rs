@@ -370,3 +370,55 @@ fn errors_have_anthropics_envelope_and_types() {
         "overloaded_error"
     );
 }
+
+/// Compact chat chunks as a pass-through stream scans them, each token's text read where it
+/// stands, and in every other shape.
+pub(crate) fn stream_of_every_shape() -> Vec<String> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}).to_string()
+    };
+    vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "Hel"}), Value::Null),
+        chunk(json!({"content": "lo \"w\" \u{e9} \\ \n"}), Value::Null),
+        chunk(json!({"reasoning_content": "hmm"}), Value::Null),
+        chunk(json!({"content": "after"}), Value::Null),
+        chunk(
+            json!({"content": "", "tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\""}}]}),
+            Value::Null,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({"content": "tail"}), json!("length")),
+    ]
+}
+
+/// Each chunk scanned (a token's text read where it stands) or parsed whole: the same events.
+#[test]
+fn tokens_read_where_they_stand_make_the_events_parsed_chunks_make() {
+    let run = |scanned: bool| {
+        let mut encoder = MessagesEncoder::new("coder", 42);
+        let mut out = BytesMut::new();
+        for data in stream_of_every_shape() {
+            let frame = match scanned {
+                true => crate::providers::openai::scanned_frame(&data),
+                false => Frame::new(data, true),
+            };
+            encoder.frame(&frame, &mut out);
+        }
+        encoder.frame(&Frame::done(), &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    };
+    let scanned = run(true);
+    assert_eq!(scanned, run(false));
+    assert!(
+        scanned.contains(r#""delta":{"type":"text_delta","text":"lo \"w\" é \\ \n"}"#),
+        "{scanned}"
+    );
+    assert!(
+        scanned.contains(r#""stop_reason":"max_tokens""#),
+        "{scanned}"
+    );
+}

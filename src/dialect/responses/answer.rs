@@ -499,6 +499,13 @@ impl ResponsesEncoder {
             return;
         }
         self.start(out);
+        // A token's chunk: its text alone.
+        if let Some(text) = frame.chat_text_delta() {
+            if !text.is_empty() {
+                self.open_text(&text, out);
+            }
+            return;
+        }
         if let Ok(chunk) = serde_json::from_slice::<Chunk>(&frame.data) {
             self.on_chunk(chunk, out);
         }
@@ -567,5 +574,32 @@ mod tests {
                 assert_eq!(written, expected, "{delta:?}");
             }
         }
+    }
+
+    /// Each chunk scanned (a token's text read where it stands) or parsed whole: the same
+    /// events (item ids aside, made afresh each time).
+    #[test]
+    fn tokens_read_where_they_stand_make_the_events_parsed_chunks_make() {
+        let ids = regex::Regex::new(r#""(msg|fc|rs|resp)_[0-9a-f]+"|"created_at":[0-9]+"#).unwrap();
+        let run = |scanned: bool| {
+            let mut encoder = ResponsesEncoder::new(ResponseShape::new("m"));
+            let mut out = BytesMut::new();
+            for data in crate::dialect::messages::tests::stream_of_every_shape() {
+                let frame = match scanned {
+                    true => crate::providers::openai::scanned_frame(&data),
+                    false => Frame::new(data, true),
+                };
+                encoder.frame(&frame, &mut out);
+            }
+            encoder.frame(&Frame::done(), &mut out);
+            let text = String::from_utf8(out.to_vec()).unwrap();
+            ids.replace_all(&text, "ID").into_owned()
+        };
+        let scanned = run(true);
+        assert_eq!(scanned, run(false));
+        assert!(
+            scanned.contains(r#""delta":"lo \"w\" é \\ \n""#),
+            "{scanned}"
+        );
     }
 }
