@@ -121,8 +121,9 @@ pub struct Frame {
     /// if needed ([`Frame::generated_text`]).
     pub text_in_chat_chunk: bool,
     /// An OpenAI chat chunk's one `content` string (quotes included), where it is the chunk's
-    /// only output: a translator reads it there ([`Frame::chat_text_delta`]).
-    pub text_span: Option<std::ops::Range<usize>>,
+    /// only output: a translator reads it there ([`Frame::chat_text_delta`]). Two `u32`s: a
+    /// frame is moved several times an event, and every byte of it with it.
+    pub text_span: Option<(u32, u32)>,
 }
 
 impl Frame {
@@ -147,7 +148,8 @@ impl Frame {
     /// tool call, finish or error): read where it stands instead of parsing the chunk.
     /// `None`: the chunk is to be parsed whole.
     pub fn chat_text_delta(&self) -> Option<std::borrow::Cow<'_, str>> {
-        openai::text_delta(&self.data, self.text_span.clone()?)
+        let (start, end) = self.text_span?;
+        openai::text_delta(&self.data, start as usize..end as usize)
     }
 
     pub fn done() -> Frame {

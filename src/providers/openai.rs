@@ -535,7 +535,12 @@ fn chunk_frame(data: bytes::Bytes, scan: Option<CompactChunk>) -> Frame {
         frame.text_in_chat_chunk = scan.has_output;
         frame.usage_only = scan.no_choices && scan.usage.is_some();
         frame.usage = scan.usage.map(Usage::from);
-        frame.text_span = scan.text;
+        frame.text_span = scan.text.and_then(|span| {
+            Some((
+                u32::try_from(span.start).ok()?,
+                u32::try_from(span.end).ok()?,
+            ))
+        });
         return frame;
     }
     let Some(peek) = ChunkPeek::read(&frame.data) else {
