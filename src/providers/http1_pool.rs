@@ -417,6 +417,19 @@ mod tests {
         }
     }
 
+    /// Takes the next connection, reads one request off it and writes `answer`; the
+    /// connection, what was read past the request, and the request's body.
+    async fn accept_and_answer(
+        listener: &TcpListener,
+        answer: &[u8],
+    ) -> (TcpStream, Vec<u8>, Vec<u8>) {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let (_, body) = read_request(&mut socket, &mut buf).await.unwrap();
+        socket.write_all(answer).await.unwrap();
+        (socket, buf, body)
+    }
+
     async fn upstream() -> (TcpListener, Http1Pools) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -505,22 +518,11 @@ mod tests {
         let (listener, pools) = upstream().await;
         let server = tokio::spawn(async move {
             // First connection: answers once, then closes while idle.
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            read_request(&mut socket, &mut buf).await.unwrap();
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-            drop(socket);
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            drop(accept_and_answer(&listener, ok).await);
             // Second: a long answer whose reader stops early.
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            read_request(&mut socket, &mut buf).await.unwrap();
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart")
-                .await
-                .unwrap();
+            let part = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart";
+            let (mut socket, mut buf, _) = accept_and_answer(&listener, part).await;
             let closed = read_request(&mut socket, &mut buf).await;
             (listener, closed)
         });
@@ -564,20 +566,10 @@ mod tests {
     async fn a_request_on_a_connection_found_closed_at_write_goes_on_a_new_one() {
         let (listener, pools) = upstream().await;
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            read_request(&mut socket, &mut buf).await.unwrap();
-            socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1")
-                .await
-                .unwrap();
-            let (mut second, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let (_, body) = read_request(&mut second, &mut buf).await.unwrap();
-            second
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2")
-                .await
-                .unwrap();
+            let first = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1";
+            let (socket, _, _) = accept_and_answer(&listener, first).await;
+            let second = b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n2";
+            let (_second, _, body) = accept_and_answer(&listener, second).await;
             drop(socket);
             body
         });

@@ -285,25 +285,11 @@ impl BodyDecoder {
                     return Ok(Decoded::NeedMore);
                 }
                 State::Length(left) => {
-                    let data = take(buf, left);
-                    let left = left - data.len() as u64;
-                    self.state = if left == 0 {
-                        State::Done
-                    } else {
-                        State::Length(left)
-                    };
-                    return Ok(Decoded::Data(data));
+                    return Ok(self.take(buf, left, State::Length, State::Done));
                 }
                 State::UntilClose => return Ok(Decoded::Data(buf.split().freeze())),
                 State::ChunkData(left) => {
-                    let data = take(buf, left);
-                    let left = left - data.len() as u64;
-                    self.state = if left == 0 {
-                        State::ChunkEnd
-                    } else {
-                        State::ChunkData(left)
-                    };
-                    return Ok(Decoded::Data(data));
+                    return Ok(self.take(buf, left, State::ChunkData, State::ChunkEnd));
                 }
                 State::ChunkSize => match httparse::parse_chunk_size(buf) {
                     Ok(httparse::Status::Complete((len, size))) => {
@@ -350,6 +336,22 @@ impl BodyDecoder {
         }
     }
 
+    /// Up to `left` bytes of a piece of data from the front of `buf`, without copying them;
+    /// then the state is `more` of what is still to come, or `after` once it all came.
+    fn take(
+        &mut self,
+        buf: &mut BytesMut,
+        left: u64,
+        more: fn(u64) -> State,
+        after: State,
+    ) -> Decoded {
+        let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+        let data = buf.split_to(n).freeze();
+        let left = left - n as u64;
+        self.state = if left == 0 { after } else { more(left) };
+        Decoded::Data(data)
+    }
+
     /// The connection has closed: the end of a body that runs to the close, else too early.
     pub fn at_eof(&mut self) -> Result<(), WireError> {
         match self.state {
@@ -360,12 +362,6 @@ impl BodyDecoder {
             _ => Err(WireError::Incomplete),
         }
     }
-}
-
-/// Up to `left` bytes from the front of `buf`, without copying them.
-fn take(buf: &mut BytesMut, left: u64) -> Bytes {
-    let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-    buf.split_to(n).freeze()
 }
 
 #[cfg(test)]
