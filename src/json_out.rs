@@ -55,7 +55,9 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 /// `value` as compact JSON bytes.
 pub fn to_vec(value: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Room for a typical event up front: grown from empty, a ~200-byte event reallocated
+    // four or five times.
+    let mut out = Vec::with_capacity(256);
     write_value(&mut out, value);
     out
 }
