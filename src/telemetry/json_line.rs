@@ -105,7 +105,16 @@ impl<'a> JsonObject<'a> {
         self.value(key, &value)
     }
 
-    fn null(&mut self, key: Key) -> &mut Self {
+    /// An object under `key`, its members written by `members`.
+    pub fn object(&mut self, key: Key, members: impl FnOnce(&mut JsonObject<'_>)) -> &mut Self {
+        self.key(key);
+        let mut inner = JsonObject::begin(self.out);
+        members(&mut inner);
+        inner.end();
+        self
+    }
+
+    pub fn null(&mut self, key: Key) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(b"null");
         self

@@ -11,6 +11,7 @@ use crate::error::GatewayError;
 use crate::json_out;
 use crate::providers::translate::arguments_object;
 use crate::providers::{Frame, Usage, write_sse_event};
+use crate::telemetry::json_line::{JsonObject, key};
 
 /// OpenAI's finish reason as Anthropic's stop reason.
 pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
@@ -32,6 +33,19 @@ pub fn usage_json(usage: &Usage) -> Value {
         "cache_read_input_tokens": read,
         "cache_creation_input_tokens": written,
     })
+}
+
+/// [`usage_json`]'s members, written directly (a stream's first and last events).
+fn write_usage(o: &mut JsonObject<'_>, usage: &Usage) {
+    let read = usage.cached_tokens.unwrap_or(0);
+    let written = usage.cache_write_tokens.unwrap_or(0);
+    o.u64(
+        key!("input_tokens"),
+        usage.prompt_tokens.saturating_sub(read + written),
+    )
+    .u64(key!("output_tokens"), usage.completion_tokens)
+    .u64(key!("cache_read_input_tokens"), read)
+    .u64(key!("cache_creation_input_tokens"), written);
 }
 
 /// A Messages id for a canonical answer's id.
@@ -132,32 +146,39 @@ impl MessagesEncoder {
             return;
         }
         self.started = true;
-        let usage = match &self.usage {
-            Some(u) => usage_json(u),
-            None => usage_json(&Usage {
-                prompt_tokens: self.prompt_estimate,
-                ..Usage::default()
-            }),
-        };
-        let message = json!({
-            "type": "message_start",
-            "message": {
-                "id": message_id(id), "type": "message", "role": "assistant", "model": self.model,
-                "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage,
-            },
+        let usage = self.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            ..Usage::default()
         });
-        Self::event("message_start", &message, out);
-        Self::event("ping", &json!({"type": "ping"}), out);
+        // The stream's fixed events are written member by member: a `Value` for each cost a
+        // map with hashed keys per member, more than the rest of the event's work.
+        let mut data = Vec::with_capacity(320);
+        let mut event = JsonObject::begin(&mut data);
+        event
+            .str(key!("type"), "message_start")
+            .object(key!("message"), |m| {
+                m.str(key!("id"), &message_id(id))
+                    .str(key!("type"), "message")
+                    .str(key!("role"), "assistant")
+                    .str(key!("model"), &self.model)
+                    .array(key!("content"), &[] as &[()], |_, _| {})
+                    .null(key!("stop_reason"))
+                    .null(key!("stop_sequence"))
+                    .object(key!("usage"), |u| write_usage(u, &usage));
+            });
+        event.end();
+        write_sse_event(Some(b"message_start"), &data, out);
+        write_sse_event(Some(b"ping"), br#"{"type":"ping"}"#, out);
     }
 
     fn close(&mut self, out: &mut BytesMut) {
         if self.open.take().is_some() {
-            let index = self.next_index - 1;
-            Self::event(
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": index}),
-                out,
-            );
+            let mut data = Vec::with_capacity(48);
+            JsonObject::begin(&mut data)
+                .str(key!("type"), "content_block_stop")
+                .u64(key!("index"), (self.next_index - 1) as u64)
+                .end();
+            write_sse_event(Some(b"content_block_stop"), &data, out);
         }
     }
 
@@ -259,16 +280,18 @@ impl MessagesEncoder {
             prompt_tokens: self.prompt_estimate,
             ..Usage::default()
         });
-        Self::event(
-            "message_delta",
-            &json!({
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
-                "usage": usage_json(&usage),
-            }),
-            out,
-        );
-        Self::event("message_stop", &json!({"type": "message_stop"}), out);
+        let mut data = Vec::with_capacity(224);
+        let mut event = JsonObject::begin(&mut data);
+        event
+            .str(key!("type"), "message_delta")
+            .object(key!("delta"), |d| {
+                d.str(key!("stop_reason"), stop_reason(self.finish.as_deref()))
+                    .null(key!("stop_sequence"));
+            })
+            .object(key!("usage"), |u| write_usage(u, &usage));
+        event.end();
+        write_sse_event(Some(b"message_delta"), &data, out);
+        write_sse_event(Some(b"message_stop"), br#"{"type":"message_stop"}"#, out);
     }
 }
 
@@ -332,6 +355,56 @@ impl StreamEncoder for NativeEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stream's first and last events, written directly, are the events `Value`s made,
+    /// byte for byte.
+    #[test]
+    fn the_fixed_events_are_written_as_their_values_would_be() {
+        let usage = Usage {
+            prompt_tokens: 120,
+            completion_tokens: 7,
+            total_tokens: 127,
+            cached_tokens: Some(20),
+            cache_write_tokens: Some(5),
+            ..Usage::default()
+        };
+        for (model, id, finish) in [
+            ("claude \"q\"", Some("chatcmpl-1"), Some("length")),
+            ("m", Some("msg_x"), None),
+        ] {
+            let mut encoder = MessagesEncoder::new(model, 42);
+            encoder.usage = Some(usage);
+            let mut written = BytesMut::new();
+            encoder.start(id, &mut written);
+            encoder.open(
+                Block::Text,
+                || json!({"type": "text", "text": ""}),
+                &mut written,
+            );
+            encoder.finish = finish.map(str::to_owned);
+            encoder.end(&mut written);
+
+            let mut expected = BytesMut::new();
+            let start = json!({"type": "message_start", "message": {"id": message_id(id), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage_json(&usage)}});
+            MessagesEncoder::event("message_start", &start, &mut expected);
+            MessagesEncoder::event("ping", &json!({"type": "ping"}), &mut expected);
+            let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+            MessagesEncoder::event("content_block_start", &block, &mut expected);
+            MessagesEncoder::event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+                &mut expected,
+            );
+            let delta = json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(finish), "stop_sequence": null}, "usage": usage_json(&usage)});
+            MessagesEncoder::event("message_delta", &delta, &mut expected);
+            MessagesEncoder::event(
+                "message_stop",
+                &json!({"type": "message_stop"}),
+                &mut expected,
+            );
+            assert_eq!(written, expected);
+        }
+    }
 
     /// The delta written directly is the event a `Value` made, byte for byte.
     #[test]
