@@ -137,6 +137,14 @@ impl MessagesEncoder {
         }
     }
 
+    /// The upstream's usage, or until it comes the prompt's estimate.
+    fn usage_so_far(&self) -> Usage {
+        self.usage.unwrap_or(Usage {
+            prompt_tokens: self.prompt_estimate,
+            ..Usage::default()
+        })
+    }
+
     fn event(name: &str, data: &Value, out: &mut BytesMut) {
         write_sse_event(Some(name.as_bytes()), &json_out::to_vec(data), out);
     }
@@ -146,10 +154,7 @@ impl MessagesEncoder {
             return;
         }
         self.started = true;
-        let usage = self.usage.unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            ..Usage::default()
-        });
+        let usage = self.usage_so_far();
         // The stream's fixed events are written member by member: a `Value` for each cost a
         // map with hashed keys per member, more than the rest of the event's work.
         let mut data = Vec::with_capacity(320);
@@ -276,10 +281,7 @@ impl MessagesEncoder {
         self.ended = true;
         self.start(None, out);
         self.close(out);
-        let usage = self.usage.unwrap_or(Usage {
-            prompt_tokens: self.prompt_estimate,
-            ..Usage::default()
-        });
+        let usage = self.usage_so_far();
         let mut data = Vec::with_capacity(224);
         let mut event = JsonObject::begin(&mut data);
         event
