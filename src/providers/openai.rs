@@ -592,10 +592,15 @@ fn finishes_nothing(data: &[u8]) -> bool {
     // more than the search).
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
-    FINDER.find_iter(data).all(|at| {
-        let escaped = data[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1;
-        escaped || data[at + KEY.len()..].starts_with(b"null")
-    })
+    FINDER
+        .find_iter(data)
+        .all(|at| escaped_at(data, at) || data[at + KEY.len()..].starts_with(b"null"))
+}
+
+/// Whether the quote at `at` is escaped (an odd run of backslashes before it): then it is
+/// inside a string, not the start of a key.
+fn escaped_at(data: &[u8], at: usize) -> bool {
+    data[..at].iter().rev().take_while(|&&b| b == b'\\').count() % 2 == 1
 }
 
 /// The generated text of a chat chunk (content and reasoning of every choice).
@@ -688,13 +693,8 @@ impl CompactChunk {
             let Found::Key { index, start, end } = found else {
                 return Scan::Secret;
             };
-            // An escaped quote (an odd run of backslashes before it) ends a longer key's name.
-            let backslashes = data[..start]
-                .iter()
-                .rev()
-                .take_while(|&&b| b == b'\\')
-                .count();
-            if backslashes % 2 == 1 {
+            // An escaped quote ends a longer key's name.
+            if escaped_at(data, start) {
                 continue;
             }
             if let Some(read) = &mut members
@@ -761,7 +761,7 @@ impl Members {
                     let end = string_end(value)?;
                     self.has_output |= end > 1;
                     if matches!(key, ChunkKey::Content) {
-                        self.contents += 1;
+                        self.contents = self.contents.saturating_add(1);
                         self.content = Some(value_at..value_at + end + 1);
                     } else {
                         self.other_output |= end > 1;
