@@ -7,13 +7,15 @@ a noisy shared machine), and peak RSS; streaming (20
 chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
 writes them), a 50 ms upstream, a 400 KB prompt, and 10, 10k and 1M consumers with keys (start-up, RSS
 and the cost of a request at each). Ratios are to nginx in
-the same run. Then the console's admin calls over a full request ring of 10,000 consumers
+the same run; CPU per request also in paired rounds (nginx and Tollgate taking turns, so
+that both meet the same machine). Then the console's admin calls over a full request ring of 10,000 consumers
 (`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
 builds what is missing."""
 import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,13 +152,31 @@ def wrk(url, payload, connections, duration=DURATION, pid=None, key="bench-key-1
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "errors": int(errors.group(1)) if errors else 0}
 
 
+PAIRED_ROUNDS = 7
+
+
+def paired_cpu(targets, payload, rounds=PAIRED_ROUNDS, duration="2s"):
+    """CPU µs per request at c=16, nginx and Tollgate taking turns in short runs, `rounds`
+    times: on a shared machine the load from others comes and goes over seconds, so the
+    single runs of the table above (the targets tens of seconds apart) may meet different
+    machines. Each round's two runs meet nearly the same one; the median of the rounds'
+    ratios is the run's ratio."""
+    per = {name: [] for name in targets}
+    ratios = []
+    for _ in range(rounds):
+        for name, (url, pid) in targets.items():
+            per[name].append(wrk(url, payload, 16, duration, pid=pid)["cpu_us"])
+        ratios.append(per["tollgate"][-1] / per["nginx"][-1])
+    return {"median": {name: statistics.median(v) for name, v in per.items()},
+            "ratio": statistics.median(ratios), "ratios": ratios}
+
+
 def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
     """Median time (ms) from sending a streamed request to the first byte of its answer, per
     target: `n` requests on one keep-alive connection each, the targets taking turns request
     by request (so that the machine's noisy moments fall on all of them alike). A bare socket,
     so that the client's own work (parsing, buffering) adds as little as it can."""
     import socket
-    import statistics
     from urllib.parse import urlsplit
     conns = {}
     for name, url in urls.items():
@@ -269,6 +289,8 @@ def main():
         "stream16": wrk(floor_url, stream, 16, pid=floor.pid),
         "stream1": wrk(floor_url, stream, 1, pid=floor.pid),
     }
+    paired = {kind: paired_cpu({name: targets[name] for name in ("nginx", "tollgate")}, payload)
+              for kind, payload in (("plain", plain), ("stream", stream))}
     ttfb = first_bytes_ms({**{name: url for name, (url, _) in targets.items()}, "floor": floor_url}, stream)
     for name in (*targets, "floor"):
         results[name]["ttfb"] = {"p50": ttfb[name]}
@@ -291,7 +313,7 @@ def main():
     scale = consumer_scale(up)
     store_1m = store_million(up)
     console = console_load(up)
-    report(results, ir, scale, store_1m)
+    report(results, ir, scale, store_1m, paired)
     report_console(console)
 
 
@@ -393,7 +415,6 @@ def console_load(up):
     consumers kept in the store): the time of each admin call (median and max of 10), and the
     proxy's p99 alone and while the day's overview is asked for in a loop."""
     import hashlib
-    import statistics
     import threading
     consumers = 10_000
     db = WORK / "store-console.db"
@@ -485,7 +506,7 @@ def report_console(c):
           f"while the day's overview is asked for in a loop: {l['rps']:,.0f} req/s, p50 {l['p50']:.2f} ms, p99 {l['p99']:.2f} ms")
 
 
-def report(r, ir, scale, store_1m):
+def report(r, ir, scale, store_1m, paired):
     def row(label, key, field, fmt="{:,.0f}"):
         cells = []
         for name in ("direct", "nginx", "floor", "tollgate"):
@@ -497,6 +518,10 @@ def report(r, ir, scale, store_1m):
         floor_ratio = f"{fl / ng:.2f}×" if ng and fl is not None else "—"
         print(f"| {label} | {' | '.join(cells)} | {floor_ratio} | {ratio} |")
 
+    def pair_row(label, p):
+        label = f"{label} ({PAIRED_ROUNDS} rounds of 2 s, medians)"
+        print(f"| {label} | — | {p['median']['nginx']:.1f} | — | {p['median']['tollgate']:.1f} | — | {p['ratio']:.2f}× |")
+
     versions = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (shared by load generator, mock and proxy), "
           f"{DURATION} per scenario, wrk; {versions}; Tollgate with key auth, a token-limit policy, "
@@ -506,10 +531,12 @@ def report(r, ir, scale, store_1m):
     row("req/s, c=16", "c16", "rps")
     row("req/s, c=64", "c64", "rps")
     row("CPU µs/request, c=16", "c16", "cpu_us", "{:.1f}")
+    pair_row("CPU µs/request, c=16, paired runs", paired["plain"])
     row("p50 ms, c=1", "c1", "p50", "{:.3f}")
     row("p99 ms, c=16", "c16", "p99", "{:.3f}")
     row("streaming req/s, c=16 (20 chunks)", "stream16", "rps")
     row("streaming CPU µs/request", "stream16", "cpu_us", "{:.1f}")
+    pair_row("streaming CPU µs/request, paired runs", paired["stream"])
     row("streaming p50 ms, c=1", "stream1", "p50", "{:.3f}")
     row("paced stream (1 ms a chunk) CPU µs/request, c=16", "paced16", "cpu_us", "{:.1f}")
     row("stream's time to first byte p50 ms, c=1", "ttfb", "p50", "{:.3f}")
@@ -544,6 +571,8 @@ def report(r, ir, scale, store_1m):
     st = store_1m
     print(f"1M keys in the store (SQLite, 1,000 consumers): start-up {st['start_s']:.1f} s, RSS {st['rss']:.0f} MiB, "
           f"{st['run']['rps']:,.0f} req/s at c=16 with a stored key ({st['run']['cpu_us']:.1f} µs CPU/request)")
+    for kind, p in paired.items():
+        print(f"paired {kind} CPU ratios, round by round: " + ", ".join(f"{x:.2f}" for x in p["ratios"]))
     failed = [(n, k) for n in r for k, v in r[n].items() if isinstance(v, dict) and v.get("errors")]
     if failed:
         print(f"\nnon-2xx answers in: {failed}")

@@ -125,8 +125,15 @@ impl KeyDigest {
 }
 
 impl PartialEq for KeyDigest {
+    /// In constant time, eight bytes a step (byte by byte, `subtle` took ~340 instructions).
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        let word = |digest: &[u8; 32], i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(bytes)
+        };
+        let same = |i: usize| word(&self.0, i).ct_eq(&word(&other.0, i));
+        (same(0) & same(1) & same(2) & same(3)).into()
     }
 }
 
@@ -153,6 +160,19 @@ mod tests {
         assert_eq!(clear, hashed);
         assert_eq!(clear, KeyDigest::of("dev-key-12345"));
         assert_ne!(clear, KeyDigest::of("dev-key-12346"));
+    }
+
+    #[test]
+    fn a_difference_in_any_byte_is_seen() {
+        let key = KeyDigest::of("dev-key-12345");
+        for i in 0..32 {
+            for bit in 0..8 {
+                let mut other = KeyDigest(key.0);
+                other.0[i] ^= 1 << bit;
+                assert_ne!(key, other, "byte {i}, bit {bit}");
+            }
+        }
+        assert_eq!(key, KeyDigest(key.0));
     }
 
     #[test]
