@@ -155,6 +155,23 @@ impl JsonBody {
         Some(serde_json::from_slice(raw))
     }
 
+    /// A string member (`None` when absent or `null`), borrowed from the body where it has no
+    /// escapes: `get::<Cow<str>>` always copied it, as serde reads a `Cow` owned.
+    pub fn get_str(&self, key: &str) -> Option<Result<Cow<'_, str>, serde_json::Error>> {
+        let raw = self.raw(key)?;
+        if raw == b"null" {
+            return None;
+        }
+        // Nothing to unescape: the bytes between the quotes are the string.
+        if let [b'"', inner @ .., b'"'] = raw
+            && !crate::swar::any_json_escaped(inner)
+            && let Ok(text) = std::str::from_utf8(inner)
+        {
+            return Some(Ok(Cow::Borrowed(text)));
+        }
+        Some(serde_json::from_slice::<Text>(raw).map(|text| text.0))
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.raw(key).is_some_and(|r| r != b"null")
     }
@@ -169,7 +186,7 @@ impl JsonBody {
     /// Sets a member to a string, unless it holds that string already (an upstream's model
     /// name is most often the one the client sent: the body then goes out as it came).
     pub fn set_str(&mut self, key: &str, value: &str) {
-        if self.get::<Cow<str>>(key).and_then(Result::ok).as_deref() != Some(value) {
+        if self.get_str(key).and_then(Result::ok).as_deref() != Some(value) {
             self.set(key, &value);
         }
     }
@@ -420,6 +437,26 @@ pub fn for_each_text<'a>(content: Option<&'a RawValue>, mut each: impl FnMut(Cow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_members_are_read_as_serde_reads_them() {
+        let body = JsonBody::parse(Bytes::from_static(
+            r#"{"plain":"gpt-4o","escaped":"a\"b\u0041","wide":"\u00e9 é","null":null,"number":7,"object":{"a":"b"},"control":"a\tb"}"#.as_bytes(),
+        ))
+        .unwrap();
+        for key in [
+            "plain", "escaped", "wide", "null", "number", "object", "control", "absent",
+        ] {
+            let fast = body.get_str(key).map(|r| r.map(|t| t.into_owned()).ok());
+            let serde = body.get::<String>(key).map(Result::ok);
+            assert_eq!(fast, serde, "{key}");
+        }
+        assert!(matches!(
+            body.get_str("plain"),
+            Some(Ok(Cow::Borrowed("gpt-4o")))
+        ));
+        assert!(matches!(body.get_str("escaped"), Some(Ok(Cow::Owned(_)))));
+    }
     use serde_json::json;
 
     fn body(v: Value) -> JsonBody {
@@ -433,6 +470,7 @@ mod tests {
         let b = JsonBody::parse(Bytes::from(text)).unwrap();
         assert_eq!(b.to_bytes(), text);
         assert_eq!(b.get::<String>("model").unwrap().unwrap(), "m");
+        assert!(matches!(b.get_str("model"), Some(Ok(Cow::Borrowed("m")))));
         assert_eq!(b.raw("x").unwrap(), br#"{"y": 1}"#);
     }
 

@@ -109,7 +109,7 @@ impl Setup {
 fn outcomes(log: &RequestRecord) -> Vec<(String, &'static str)> {
     log.attempts
         .iter()
-        .map(|a| (a.provider.clone(), a.outcome))
+        .map(|a| (a.provider.to_string(), a.outcome))
         .collect()
 }
 

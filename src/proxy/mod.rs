@@ -284,7 +284,7 @@ enum Answer {
 /// Waits for a stream's first frame, so that a stream failing before anything reached the
 /// client can still fail over to the next target.
 async fn first_frame(mut frames: FrameStream, target: &Target) -> Result<Answer, GatewayError> {
-    let provider = || target.provider_name.clone();
+    let provider = || target.provider_name.to_string();
     match tokio::time::timeout(target.timeouts.idle, frames.next()).await {
         Err(_) => Err(GatewayError::UpstreamTimeout {
             provider: provider(),
@@ -536,7 +536,7 @@ impl Call<'_> {
                     TargetFilter::Any => true,
                     TargetFilter::NativeOnly => dialect.native_to(&target.provider),
                     TargetFilter::TranslatedOnly => !dialect.native_to(&target.provider),
-                    TargetFilter::Provider(p) => &target.provider_name == p,
+                    TargetFilter::Provider(p) => *target.provider_name == **p,
                 })?,
                 &facts,
                 &budget,
@@ -599,7 +599,7 @@ impl Call<'_> {
             model: model.name.clone(),
             prompt_estimate,
             client_wants_usage,
-            provider: target.provider_name.clone(),
+            provider: target.provider_name.to_string(),
             turn,
             keeper: (dialect == Dialect::Responses).then(|| responses::Keeper {
                 store: self.snapshot.response_store.clone(),
@@ -614,7 +614,7 @@ impl Call<'_> {
                     .encode_whole(complete, is_native, &context)
                     .await
                     .map_err(|detail| GatewayError::UpstreamProtocol {
-                        provider: target.provider_name.clone(),
+                        provider: target.provider_name.to_string(),
                         detail,
                     })?;
                 let response = whole_json(complete, &target, exchange);
@@ -933,7 +933,7 @@ impl Call<'_> {
             .pool
             .targets
             .first()
-            .map_or("tollgate", |t| t.provider_name.as_str());
+            .map_or("tollgate", |t| &*t.provider_name);
         json!({ "id": model.name, "object": "model", "created": self.snapshot.created, "owned_by": owner })
     }
 
@@ -944,7 +944,7 @@ impl Call<'_> {
         purpose: Purpose,
         exchange: &mut Exchange,
     ) -> Result<Arc<Model>, GatewayError> {
-        let requested = match body.get::<std::borrow::Cow<str>>("model") {
+        let requested = match body.get_str("model") {
             None => None,
             Some(Ok(s)) if !s.is_empty() => Some(s),
             Some(_) => {

@@ -198,7 +198,7 @@ pub fn sse_response(
     } = upstream;
     let idle = target.timeouts.idle;
     let exchange_logs_response = exchange.log_response;
-    let provider = target.provider_name.clone();
+    let provider = target.provider_name.to_string();
     let mut log = StreamLog {
         exchange,
         counts: budget.counts(),

@@ -19,9 +19,10 @@ use health::TargetHealth;
 /// One provider + upstream model behind a gateway model.
 #[derive(Debug)]
 pub struct Target {
-    pub provider_name: String,
+    /// Shared with the log records that name it (a clone is a count, not a copy).
+    pub provider_name: Arc<str>,
     pub provider: Arc<Provider>,
-    pub upstream_model: String,
+    pub upstream_model: Arc<str>,
     /// What its tokens cost (configured, or a well-known model's list price).
     pub price: Option<Price>,
     pub weight: u32,
@@ -254,7 +255,7 @@ mod tests {
     }
 
     fn names(plan: &[Arc<Target>]) -> Vec<&str> {
-        plan.iter().map(|t| t.provider_name.as_str()).collect()
+        plan.iter().map(|t| &*t.provider_name).collect()
     }
 
     #[test]
@@ -272,7 +273,7 @@ mod tests {
             Strategy::Hash,
             vec![target("a", 1), target("b", 1), target("c", 1)],
         );
-        let first = |key: &str| p.plan(key, &HeaderMap::new())[0].provider_name.clone();
+        let first = |key: &str| p.plan(key, &HeaderMap::new())[0].provider_name.to_string();
         assert_eq!(first("alice"), first("alice"));
         let spread: std::collections::HashSet<String> =
             (0..50).map(|i| first(&format!("user{i}"))).collect();

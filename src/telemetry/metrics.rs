@@ -558,21 +558,25 @@ impl Metrics {
     /// Counts one finished request.
     pub fn observe(&self, record: &RequestRecord, snapshot: &Snapshot) {
         fn known<'a>(
-            name: &'a Option<String>,
+            name: Option<&'a str>,
             ok: &dyn Fn(&str) -> bool,
             none: &'static str,
         ) -> &'a str {
-            match name.as_deref() {
+            match name {
                 Some(n) if ok(n) => n,
                 Some(_) => "unknown",
                 None => none,
             }
         }
-        let route = known(&record.route, &|_| true, "none");
-        let consumer = known(&record.consumer, &|_| true, "anonymous");
-        let model = known(&record.model, &|m| snapshot.model(m).is_some(), "none");
+        let route = known(record.route.as_deref(), &|_| true, "none");
+        let consumer = known(record.consumer.as_deref(), &|_| true, "anonymous");
+        let model = known(
+            record.model.as_deref(),
+            &|m| snapshot.model(m).is_some(),
+            "none",
+        );
         let provider = known(
-            &record.provider,
+            record.provider.as_deref(),
             &|p| snapshot.provider(p).is_some(),
             "none",
         );
@@ -748,8 +752,8 @@ impl Metrics {
                 };
                 self.circuit_state
                     .get_or_create(&ModelProvider {
-                        model: t.upstream_model.clone(),
-                        provider: t.provider_name.clone(),
+                        model: t.upstream_model.to_string(),
+                        provider: t.provider_name.to_string(),
                     })
                     .set(state);
             }

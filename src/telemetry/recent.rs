@@ -29,7 +29,7 @@ pub struct RecentRequest {
     pub key_id: Option<String>,
     pub end_user: Option<String>,
     pub model: Option<String>,
-    pub provider: Option<String>,
+    pub provider: Option<std::sync::Arc<str>>,
     pub status: u16,
     pub error: Option<&'static str>,
     pub prompt_tokens: Option<u64>,

@@ -43,8 +43,8 @@ pub struct RequestRecord {
     /// `chat`, `embeddings`, `models`.
     pub endpoint: Option<&'static str>,
     pub model: Option<String>,
-    pub provider: Option<String>,
-    pub upstream_model: Option<String>,
+    pub provider: Option<Arc<str>>,
+    pub upstream_model: Option<Arc<str>>,
     pub stream: bool,
     pub status: u16,
     /// The error code (as in the error body), when the request failed.
@@ -99,10 +99,10 @@ pub struct RequestRecord {
 /// One target considered for a request.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
-    pub provider: String,
+    pub provider: Arc<str>,
     /// The provider's wire format (`openai`, `anthropic`, `gemini`, ...).
     pub provider_kind: &'static str,
-    pub model: String,
+    pub model: Arc<str>,
     /// `ok`, the error code of the failure, or why it was skipped (`circuit_open`,
     /// `provider_unavailable`).
     pub outcome: &'static str,

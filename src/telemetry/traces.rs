@@ -99,10 +99,16 @@ impl Traces {
             }
         };
         add("gen_ai.request.model", record.model.clone());
-        add("gen_ai.response.model", record.upstream_model.clone());
+        add(
+            "gen_ai.response.model",
+            record.upstream_model.as_deref().map(str::to_owned),
+        );
         add("tollgate.route", record.route.clone());
         add("tollgate.consumer", record.consumer.clone());
-        add("tollgate.provider", record.provider.clone());
+        add(
+            "tollgate.provider",
+            record.provider.as_deref().map(str::to_owned),
+        );
         add("error.type", record.error.map(str::to_owned));
         attributes.extend(usage_attributes(record));
         let mut span = self

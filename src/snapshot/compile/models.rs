@@ -80,10 +80,10 @@ pub(super) fn compile(
                 .or_else(|| pricing::default_for(&upstream_model));
             targets.push(Arc::new(Target {
                 answer_headers: AnswerHeaders::new(&tc.provider, &upstream_model),
-                provider_name: tc.provider.clone(),
+                provider_name: tc.provider.as_str().into(),
                 provider,
                 price,
-                upstream_model,
+                upstream_model: upstream_model.into(),
                 weight: tc.weight,
                 timeouts: tc.timeouts.apply(pc.timeouts()),
                 health,
