@@ -902,3 +902,28 @@ async fn a_client_request_id_is_kept() {
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
     assert_eq!(gw.next_log().await.request_id, "abc-123");
 }
+
+/// A stream's answer names its request too (it once carried an empty `x-request-id`: the
+/// stream takes the log record, id and all, before the answer's headers were finished).
+#[tokio::test]
+async fn a_stream_names_its_request() {
+    let (mut gw, _up) = setup().await;
+    for sent in [Some("stream-id-42"), None] {
+        let mut request = client()
+            .post(gw.url("/ollama/v1/chat/completions"))
+            .header("apikey", "admin-key-12345")
+            .json(&json!({"model": "gemma3:1b", "stream": true, "messages": [{"role": "user", "content": "hi there"}]}));
+        if let Some(id) = sent {
+            request = request.header("x-request-id", id);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!sse_events(resp).await.is_empty());
+        assert_eq!(gw.next_log().await.request_id, id);
+        match sent {
+            Some(sent) => assert_eq!(id, sent),
+            None => assert_eq!(id.len(), 36, "a generated id: {id:?}"),
+        }
+    }
+}

@@ -173,10 +173,11 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     // Not boxed here: `ProxyService` boxes this whole future as it is made, the one copy of
     // the pipeline's state (several KB; the rarely taken paths inside are boxed where they
     // are awaited, so that they do not widen it).
+    // Made now: a stream takes the record (and its id) with it.
+    let request_id = HeaderValue::from_str(&pending.exchange.record.request_id);
     let result = dispatch(&state, &snapshot, request, &mut pending.exchange).await;
     pending.answered = true;
     let exchange = &mut pending.exchange;
-    let request_id = exchange.record.request_id.clone();
     let (mut response, log_now) = match result {
         Ok(Reply::Whole(response)) => (response, true),
         // The stream owns the log record now and writes it when it ends.
@@ -201,9 +202,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             exchange.record.latency_ms - exchange.record.upstream_latency_ms.unwrap_or(0.0);
         exchange.record.overhead_ms = Some(overhead);
         set_overhead_header(&mut response, overhead);
-        state.log(&snapshot, std::mem::take(&mut exchange.record));
+        state.log(&snapshot, &exchange.record);
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = request_id {
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
@@ -230,8 +231,7 @@ impl Drop for Unanswered<'_> {
         record.status = error.status().as_u16();
         record.client_disconnected = true;
         record.latency_ms = self.exchange.started.elapsed().as_secs_f64() * 1000.0;
-        self.state
-            .log(self.snapshot, std::mem::take(&mut self.exchange.record));
+        self.state.log(self.snapshot, &self.exchange.record);
     }
 }
 

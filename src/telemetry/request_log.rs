@@ -281,7 +281,7 @@ impl RequestLogger {
         }
     }
 
-    pub fn emit(&self, record: RequestRecord) {
+    pub fn emit(&self, record: &RequestRecord) {
         let sinks = self.sinks.load();
         if !sinks.is_empty() {
             // Serialised once, shared by every sink; sized for a typical record up front (a
@@ -294,7 +294,7 @@ impl RequestLogger {
             }
         }
         if let Some(tap) = &self.tap {
-            let _ = tap.send(record);
+            let _ = tap.send(record.clone());
         }
     }
 
