@@ -8,8 +8,8 @@ chunks sent at once, with the time to a stream's first byte, and paced 1 ms apar
 writes them), a 50 ms upstream, a 400 KB prompt, and 10, 10k and 1M consumers with keys (start-up, RSS
 and the cost of a request at each). Ratios are to nginx in
 the same run; CPU per request also in paired rounds (nginx and Tollgate taking turns, so
-that both meet the same machine). Then the console's admin calls over a full request ring of 10,000 consumers
-(`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
+that both meet the same machine). Then the console's admin calls over a full request ring of
+10,000 consumers (`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
 builds what is missing."""
 import json
 import os

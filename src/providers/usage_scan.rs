@@ -157,7 +157,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A details object (or `null`) of numbers and nulls, and the value of its member
-    /// `wanted` if it has one; `None` if it is not written so.
+    /// `wanted` if it has one (`Member::Other`: none is wanted, the object is only skipped);
+    /// `None` if it is not written so.
     fn details(&mut self, wanted: Member) -> Option<Details> {
         if self.null() {
             return Some(Details::Null);
