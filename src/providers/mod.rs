@@ -5,7 +5,7 @@ pub mod anthropic;
 mod event_stream;
 pub mod gemini;
 mod http1_pool;
-mod http1_wire;
+pub(crate) mod http1_wire;
 pub mod mock;
 pub mod openai;
 pub mod sse;

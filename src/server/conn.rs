@@ -4,10 +4,12 @@
 //! new connection gets a 503 and is closed), accept failures are logged (rate-limited) and
 //! backed off, and the process's file-descriptor limit is raised to the hard limit at start.
 //!
-//! hyper's own header timer also runs between keep-alive requests, so it cannot tell "slow
-//! head" from "idle"; the timers here live in an IO wrapper that knows, from a per-connection
-//! request count, whether a request is being answered (then no client timer runs: the body
-//! timeout is the handler's, the stream's are the upstream's).
+//! Plain HTTP/1.x connections are served by the gateway's own loop ([`super::h1`]); TLS
+//! connections and HTTP/2 with prior knowledge by hyper. hyper's own header timer also runs
+//! between keep-alive requests, so it cannot tell "slow head" from "idle"; for hyper the
+//! timers live in an IO wrapper that knows, from a per-connection request count, whether a
+//! request is being answered (then no client timer runs: the body timeout is the handler's,
+//! the stream's are the upstream's).
 
 use std::future::Future;
 use std::io;
@@ -40,6 +42,8 @@ pub struct ConnLimits {
     pub header_read: Duration,
     pub keepalive_idle: Duration,
     pub max_connections: usize,
+    /// The most bytes a request head may take before it is refused (431) unread.
+    pub max_head: usize,
 }
 
 /// A listener's limits and its count of open connections, shared by every thread that
@@ -167,20 +171,32 @@ pub async fn serve<A: App>(
             tracker.spawn(refuse(stream));
             continue;
         };
-        let activity = Arc::new(Activity::default());
-        let io = TimedIo::new(stream, limits, activity.clone());
-        let mut service = CountingService {
-            app: app.clone(),
-            activity,
-            client_cert: None,
-        };
+        let app = app.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
+            let hyper_service = |stream, app| {
+                let activity = Arc::new(Activity::default());
+                let io = TimedIo::new(stream, limits, activity.clone());
+                let service = CountingService {
+                    app,
+                    activity,
+                    client_cert: None,
+                };
+                (io, service)
+            };
             match tls {
-                None => serve_io(&builder, TokioIo::new(io), service, &shutdown).await,
+                None => match protocol(&stream, limits).await {
+                    Some(Protocol::Http1) => super::h1::serve(stream, app, limits, &shutdown).await,
+                    Some(Protocol::Http2) => {
+                        let (io, service) = hyper_service(stream, app);
+                        serve_io(&builder, TokioIo::new(io), service, &shutdown).await
+                    }
+                    None => {}
+                },
                 Some(tls) => {
+                    let (io, mut service) = hyper_service(stream, app);
                     // The handshake gets the time a request head gets; the config in force
                     // now serves this connection to its end.
                     let accepted =
@@ -209,6 +225,27 @@ pub async fn serve<A: App>(
             drop(counted);
         });
     }
+}
+
+/// Which HTTP a plain connection speaks, from its first bytes (looked at, not taken):
+/// HTTP/2 with prior knowledge opens with its preface. `None` when the client closed or sent
+/// nothing in time.
+async fn protocol(stream: &TcpStream, limits: ConnLimits) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+    let mut first = [0u8; PREFACE.len()];
+    let wait = limits.header_read.min(limits.keepalive_idle);
+    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => None,
+        // A short first read that could still be the preface goes to hyper, which serves
+        // both.
+        Ok(Ok(n)) if PREFACE.starts_with(&first[..n]) => Some(Protocol::Http2),
+        Ok(Ok(_)) => Some(Protocol::Http1),
+    }
+}
+
+enum Protocol {
+    Http1,
+    Http2,
 }
 
 /// What the accept loop woke for.

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod conn;
+mod h1;
 pub mod tls;
 pub mod workers;
 
@@ -231,6 +232,11 @@ impl Gateway {
             header_read: limits.header_read_timeout,
             keepalive_idle: limits.keepalive_idle,
             max_connections: limits.max_connections,
+            // The pipeline answers heads over `max_headers` itself (logged, in the client's
+            // error shape); far over it, the connection refuses them unread.
+            max_head: (limits.max_headers.as_u64() as usize)
+                .saturating_mul(2)
+                .max(16 * 1024),
         };
         // Probes and scrapes need few connections, and a flood on the proxy port never
         // takes theirs.

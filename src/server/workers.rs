@@ -260,6 +260,7 @@ mod tests {
             header_read: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(60),
             max_connections: 100,
+            max_head: 64 * 1024,
         });
         let app = axum::Router::new().route(
             "/",
