@@ -121,32 +121,9 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
             Some(1) => Version::HTTP_11,
             _ => Version::HTTP_10,
         };
-        // Where each field lies in the head, so that its value can be cut from the head's own
-        // bytes (not copied) once they are taken out of the buffer.
-        let start = buf.as_ptr() as usize;
-        let spans: Vec<_> = parsed
-            .headers
-            .iter()
-            .map(|field| {
-                let name = field.name.as_ptr() as usize - start;
-                let value = field.value.as_ptr() as usize - start;
-                (
-                    name,
-                    name + field.name.len(),
-                    value,
-                    value + field.value.len(),
-                )
-            })
-            .collect();
+        let spans = field_spans(buf, parsed.headers);
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name_start, name_end, value_start, value_end) in spans {
-            let name = HeaderName::from_bytes(&head[name_start..name_end])
-                .map_err(|_| WireError::Invalid("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-                .map_err(|_| WireError::Invalid("header value"))?;
-            headers.append(name, value);
-        }
+        let headers = header_map(&head, &spans).map_err(WireError::Invalid)?;
         let framing = framing(status, method, &headers)?;
         // A length beside `chunked` may be an attempt to smuggle a response: that
         // connection is not used again.
@@ -166,6 +143,42 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
             reusable,
         }));
     }
+}
+
+/// Where a head's field lies in the buffer it was parsed from (name start and end, value start
+/// and end), so that once the head's bytes are taken out of the buffer the values are cut
+/// from them, not copied.
+pub type FieldSpan = (usize, usize, usize, usize);
+
+/// The spans of `fields`, parsed from `buf`.
+pub fn field_spans(buf: &[u8], fields: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
+    let start = buf.as_ptr() as usize;
+    fields
+        .iter()
+        .map(|field| {
+            let name = field.name.as_ptr() as usize - start;
+            let value = field.value.as_ptr() as usize - start;
+            (
+                name,
+                name + field.name.len(),
+                value,
+                value + field.value.len(),
+            )
+        })
+        .collect()
+}
+
+/// The header map of a head's fields, values shared with `head`'s bytes.
+pub fn header_map(head: &Bytes, spans: &[FieldSpan]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_start, name_end, value_start, value_end) in spans {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// How a response's body ends (RFC 9112 §6.3).

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame};
@@ -40,7 +40,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::conn::{App, ConnLimits, Shutdown};
-use crate::providers::http1_wire::{BodyDecoder, Decoded, Framing};
+use crate::providers::http1_wire::{self, BodyDecoder, Decoded, Framing};
 
 /// The most header fields in a request head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -541,31 +541,20 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadEnd> {
         }
         Err(_) => return Err(bad("the request head is not valid HTTP/1.1")),
     };
-    // Offsets into the head, so that the values can be cut from it once it is taken out.
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| bad("invalid method"))?;
     let version = match parsed.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let path = offset(parsed.path.unwrap_or("").as_bytes());
-    let mut names = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| bad("invalid header name"))?;
-        names.push((name, offset(field.value)));
-    }
+    let target = parsed.path.unwrap_or("");
+    let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = target_at..target_at + target.len();
+    let spans = http1_wire::field_spans(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    let cut = |(at, n): (usize, usize)| head.slice(at..at + n);
-    let uri = Uri::from_maybe_shared(cut(path)).map_err(|_| bad("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(names.len());
-    for (name, value) in names {
-        let value =
-            HeaderValue::from_maybe_shared(cut(value)).map_err(|_| bad("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let uri =
+        Uri::from_maybe_shared(head.slice(target)).map_err(|_| bad("invalid request target"))?;
+    let headers = http1_wire::header_map(&head, &spans).map_err(bad)?;
     let framing = request_framing(&headers, version).map_err(bad)?;
     let keep_alive = match version {
         Version::HTTP_10 => has_token(&headers, "keep-alive"),
