@@ -114,6 +114,50 @@ async fn a_body_that_never_ends_gets_408_and_the_connection_closes() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    let upstream = mock_upstream::start().await;
+    let gw = TestGateway::start(&format!(
+        "limits: {{send_timeout: 1s}}\n{}",
+        standard_config(&upstream.base_url())
+    ))
+    .await;
+    // A small receive window, and an answer (the mock's echo of a 12 MB prompt) far larger
+    // than what the socket buffers between them hold.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(gw.addr).await.unwrap();
+    let body = json!({"model": "llama3.2:1b", "messages": [{"role": "user", "content": "echo ".repeat(2_400_000)}]}).to_string();
+    let head = format!(
+        "POST /ollama/v1/chat/completions HTTP/1.1\r\nHost: x\r\napikey: dev-key-12345\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    // Not reading: past send_timeout the gateway gives up on the answer and closes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+            Err(_) => panic!("the connection was not closed ({got} bytes read)"),
+        }
+    }
+    assert!(got < body.len(), "the whole answer came ({got} bytes)");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Other clients are served meanwhile and after.
+    let models = client()
+        .get(gw.url("/ollama/v1/models"))
+        .header("apikey", "dev-key-12345")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_is_not() {
     let upstream = mock_upstream::start().await;
     let gw = with_short_timeouts(&upstream).await;

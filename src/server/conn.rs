@@ -41,6 +41,8 @@ use super::workers::{LiveConnection, Placed};
 pub struct ConnLimits {
     pub header_read: Duration,
     pub keepalive_idle: Duration,
+    /// A write that makes no progress for this long closes the connection.
+    pub send: Duration,
     pub max_connections: usize,
     /// The most bytes a request head may take before it is refused (431) unread.
     pub max_head: usize,
@@ -469,6 +471,8 @@ struct TimedIo {
     /// HTTP/2: frames flow without requests (pings, settings); only the idle timer applies.
     http2: bool,
     first_read: bool,
+    /// Armed while a write makes no progress (see [`ConnLimits::send`]).
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl TimedIo {
@@ -483,6 +487,7 @@ impl TimedIo {
             head_started: false,
             http2: false,
             first_read: true,
+            write_stall: None,
         }
     }
 
@@ -543,13 +548,37 @@ impl AsyncRead for TimedIo {
     }
 }
 
+impl TimedIo {
+    /// A write that made no progress: the client must take some of it within `send`.
+    fn stalled<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.write_stall = None;
+            return written;
+        }
+        let send = self.limits.send;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+        ready!(stall.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client stopped reading",
+        )))
+    }
+}
+
 impl AsyncWrite for TimedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stalled(cx, written)
     }
 
     fn poll_write_vectored(
@@ -557,7 +586,8 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stalled(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

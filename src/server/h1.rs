@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Versi
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
@@ -473,8 +473,39 @@ impl<A: App> Connection<A> {
         }
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write.write_all(bytes).await
+    /// Writes all of `bytes`; a client that takes none of them for `send` is cut off (the
+    /// connection's timer, idle while an answer is written, keeps that time).
+    async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let (write, timer, send) = (&mut self.write, &mut self.timer, self.limits.send);
+        let mut armed = false;
+        std::future::poll_fn(|cx| {
+            while !bytes.is_empty() {
+                match Pin::new(&mut *write).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        bytes = &bytes[n..];
+                        armed = false;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        if !armed {
+                            armed = true;
+                            let deadline = tokio::time::Instant::now() + send;
+                            timer.as_mut().reset(deadline);
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the client stopped reading",
+                            )));
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// The answer to a head that is not HTTP/1.x as it must be, in OpenAI's error shape.

@@ -231,6 +231,7 @@ impl Gateway {
         let proxy_limits = conn::ConnLimits {
             header_read: limits.header_read_timeout,
             keepalive_idle: limits.keepalive_idle,
+            send: limits.send_timeout,
             max_connections: limits.max_connections,
             // The pipeline answers heads over `max_headers` itself (logged, in the client's
             // error shape); far over it, the connection refuses them unread.

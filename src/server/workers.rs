@@ -259,6 +259,7 @@ mod tests {
         let limits = ListenerLimits::new(ConnLimits {
             header_read: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(60),
+            send: Duration::from_secs(60),
             max_connections: 100,
             max_head: 64 * 1024,
         });

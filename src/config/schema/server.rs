@@ -148,6 +148,10 @@ pub struct Limits {
     /// How long a keep-alive connection may sit idle between requests.
     #[serde(default = "Limits::default_keepalive_idle", with = "humantime_serde")]
     pub keepalive_idle: Duration,
+    /// A write of an answer that makes no progress for this long (a client that stopped
+    /// reading) closes the connection.
+    #[serde(default = "Limits::default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// Open client connections on the proxy listener; past it, new ones get a 503 and are
     /// closed (the status listener has its own allowance).
     #[serde(default = "Limits::default_max_connections")]
@@ -176,6 +180,9 @@ impl Limits {
     fn default_keepalive_idle() -> Duration {
         Duration::from_secs(60)
     }
+    fn default_send_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
     fn default_max_connections() -> usize {
         10_000
     }
@@ -191,6 +198,7 @@ impl Default for Limits {
             header_read_timeout: Self::default_header_read_timeout(),
             body_read_timeout: Self::default_body_read_timeout(),
             keepalive_idle: Self::default_keepalive_idle(),
+            send_timeout: Self::default_send_timeout(),
             max_connections: Self::default_max_connections(),
         }
     }
