@@ -198,37 +198,45 @@ fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<F
     }
     if headers.contains_key(TRANSFER_ENCODING) {
         // Only a final `chunked` marks the body's end; any other coding runs to the close.
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
-            _ => Framing::UntilClose,
+        return Ok(if ends_chunked(headers) {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
         });
     }
+    let length = content_length(headers).map_err(WireError::Invalid)?;
+    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+}
+
+/// Whether the last transfer coding a head lists is `chunked` (RFC 9112 §6.3).
+pub fn ends_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .rfind(|coding| !coding.is_empty())
+        .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+}
+
+/// A head's `Content-Length`, if it has one: repeated (or listed) lengths must all agree, and
+/// each be digits only (no sign, no spaces inside).
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        // Repeated (or listed) lengths must all agree.
         for part in value.as_bytes().split(|&b| b == b',') {
             let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err(WireError::Invalid("content-length"));
-            }
-            let n = std::str::from_utf8(part)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(WireError::Invalid("content-length"))?;
+            let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
+                .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+                .ok_or("invalid content-length")?;
             if length.is_some_and(|seen| seen != n) {
-                return Err(WireError::Invalid("content-length"));
+                return Err("content-length values differ");
             }
             length = Some(n);
         }
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+    Ok(length)
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -513,11 +521,11 @@ mod tests {
             framing_of(&format!(
                 "{ok}content-length: 3\r\ncontent-length: 4\r\n\r\n"
             )),
-            Err(WireError::Invalid("content-length"))
+            Err(WireError::Invalid("content-length values differ"))
         );
         assert_eq!(
             framing_of(&format!("{ok}content-length: -1\r\n\r\n")),
-            Err(WireError::Invalid("content-length"))
+            Err(WireError::Invalid("invalid content-length"))
         );
         assert_eq!(framing_of("HTTP/1.1 200 OK\r\ncontent-le"), Ok(None));
         assert!(matches!(

@@ -297,9 +297,9 @@ async fn serve_io<I, A: App>(
 }
 
 /// Wakes a connection's task when a shutdown token fires, and remembers that it did.
-struct ShutdownSignal {
-    fired: AtomicBool,
-    task: AtomicWaker,
+pub(super) struct ShutdownSignal {
+    pub(super) fired: AtomicBool,
+    pub(super) task: AtomicWaker,
 }
 
 impl futures_util::task::ArcWake for ShutdownSignal {

@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::conn::{App, ConnLimits, Shutdown};
+use super::conn::{App, ConnLimits, Shutdown, ShutdownSignal};
 use crate::providers::http1_wire::{self, BodyDecoder, Decoded, Framing};
 
 /// The most header fields in a request head (hyper's default).
@@ -619,31 +619,13 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, &'s
         if version == Version::HTTP_10 {
             return Err("transfer-encoding in an HTTP/1.0 request");
         }
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
-        return match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err("a transfer-encoding other than a final chunked"),
+        return if http1_wire::ends_chunked(headers) {
+            Ok(Framing::Chunked)
+        } else {
+            Err("a transfer-encoding other than a final chunked")
         };
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let n = (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
-                .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-                .ok_or("invalid content-length")?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err("content-length values differ");
-            }
-            length = Some(n);
-        }
-    }
+    let length = http1_wire::content_length(headers)?;
     Ok(Framing::Length(length.unwrap_or(0)))
 }
 
@@ -782,28 +764,16 @@ enum Stop {
 /// The shutdown tokens, looked at only when one of them fired: a connection's task wakes for
 /// every event of a stream, and polling both tokens each time cost ~700 instructions.
 struct StopWatch {
-    signal: Arc<StopSignal>,
+    signal: Arc<ShutdownSignal>,
     graceful: Pin<Box<WaitForCancellationFutureOwned>>,
     hard: Pin<Box<WaitForCancellationFutureOwned>>,
     seen: Stop,
 }
 
-struct StopSignal {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl futures_util::task::ArcWake for StopSignal {
-    fn wake_by_ref(this: &Arc<Self>) {
-        this.fired.store(true, Ordering::Release);
-        this.task.wake();
-    }
-}
-
 impl StopWatch {
     fn new(shutdown: &Shutdown) -> Self {
         Self {
-            signal: Arc::new(StopSignal {
+            signal: Arc::new(ShutdownSignal {
                 // Look at the tokens on the first poll.
                 fired: AtomicBool::new(true),
                 task: AtomicWaker::new(),
