@@ -346,6 +346,7 @@ async fn http2_with_prior_knowledge_is_still_served() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert!(resp.headers().contains_key("x-request-id"));
     // And HTTP/1.1 beside it.
     let resp = client()
         .get(gw.url("/ollama/v1/models"))

@@ -145,6 +145,8 @@ async fn https_with_http1_http2_and_curl() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    // The gateway's own answer headers, kept beside the map, reach hyper's connections too.
+    assert!(response.headers().contains_key("x-request-id"));
     let http1 = reqwest::Client::builder()
         .use_rustls_tls()
         .http1_only()
@@ -160,6 +162,7 @@ async fn https_with_http1_http2_and_curl() {
         (http1.status(), http1.version()),
         (reqwest::StatusCode::OK, reqwest::Version::HTTP_11)
     );
+    assert!(http1.headers().contains_key("x-request-id"));
     // Plain HTTP to the TLS port gets nothing.
     assert!(
         support::client()

@@ -290,7 +290,6 @@ pub fn sse_response(
     };
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
-    headers.reserve(super::ANSWER_HEADERS);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies in front of us not to buffer the stream.

@@ -408,7 +408,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = ready!(this.call.poll(cx));
+        let Ok(mut response) = ready!(this.call.poll(cx));
+        // hyper writes the header map only.
+        crate::proxy::AnswerHeaders::merge(&mut response);
         let guard = this.guard.take();
         Poll::Ready(Ok(response.map(|body| {
             Body::new(TrackedBody {

@@ -41,6 +41,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::conn::{App, ConnLimits, Shutdown, ShutdownSignal};
 use crate::providers::http1_wire::{self, BodyDecoder, Decoded, Framing};
+use crate::proxy::AnswerHeaders;
 
 /// The most header fields in a request head (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -358,6 +359,14 @@ impl<A: App> Connection<A> {
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(AnswerHeaders(list)) = parts.extensions.get::<AnswerHeaders>() {
+            for (name, value) in list {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
         }
         if !parts.headers.contains_key(DATE) {
             out.extend_from_slice(b"date: ");
