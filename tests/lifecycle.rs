@@ -3,6 +3,7 @@
 mod support;
 
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::json;
 use support::{TestGateway, client, mock_upstream, standard_config};
@@ -172,4 +173,36 @@ async fn shutdown_lets_streams_in_flight_finish_and_refuses_new_connections() {
         .await
         .expect("the gateway did not stop");
     assert!(result.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_and_silent_connections_at_once() {
+    let upstream = mock_upstream::start().await;
+    let mut gw = TestGateway::start(&standard_config(&upstream.base_url())).await;
+    // One connection that has said nothing yet, one idle after an answer.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /ollama/v1/models HTTP/1.1\r\nHost: x\r\napikey: dev-key-12345\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 16 * 1024];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    gw.shutdown();
+    for stream in [&mut silent, &mut idle] {
+        let mut rest = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "still open: {read:?}"
+        );
+    }
+    let result = tokio::time::timeout(Duration::from_secs(3), &mut gw.handle)
+        .await
+        .expect("the gateway waited for its silent connections");
+    assert!(result.unwrap().is_ok());
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -189,7 +189,7 @@ pub async fn serve<A: App>(
                 (io, service)
             };
             match tls {
-                None => match protocol(&stream, limits).await {
+                None => match protocol(&stream, limits, &shutdown).await {
                     Some(Protocol::Http1) => super::h1::serve(stream, app, limits, &shutdown).await,
                     Some(Protocol::Http2) => {
                         let (io, service) = hyper_service(stream, app);
@@ -232,11 +232,16 @@ pub async fn serve<A: App>(
 /// Which HTTP a plain connection speaks, from its first bytes (looked at, not taken):
 /// HTTP/2 with prior knowledge opens with its preface. `None` when the client closed or sent
 /// nothing in time.
-async fn protocol(stream: &TcpStream, limits: ConnLimits) -> Option<Protocol> {
+async fn protocol(stream: &TcpStream, limits: ConnLimits, shutdown: &Shutdown) -> Option<Protocol> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0";
     let mut first = [0u8; PREFACE.len()];
     let wait = limits.header_read.min(limits.keepalive_idle);
-    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(wait, stream.peek(&mut first)) => peeked,
+        // A stopping gateway does not wait for a connection that has said nothing yet.
+        () = shutdown.graceful.cancelled() => return None,
+    };
+    match peeked {
         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => None,
         // A short first read that could still be the preface goes to hyper, which serves
         // both.
