@@ -357,3 +357,32 @@ async fn http2_with_prior_knowledge_is_still_served() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
 }
+
+#[tokio::test]
+async fn an_answer_to_head_has_no_body_and_the_connection_goes_on() {
+    let (gw, _upstream) = gateway().await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"HEAD /ollama/v1/models HTTP/1.1\r\nHost: gw\r\napikey: dev-key-12345\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(MODELS.as_bytes()).await.unwrap();
+    // The HEAD's answer is a head alone, whatever length it announces; the next answer
+    // follows it directly.
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        assert!(fill(&mut stream, &mut buf).await);
+    };
+    let head = String::from_utf8(buf.drain(..head_end).collect()).unwrap();
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    let (next, body) = read_answer(&mut stream, &mut buf).await.unwrap();
+    assert!(next.starts_with("HTTP/1.1 200"), "{next}");
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("\"object\":\"list\"")
+    );
+}
