@@ -386,3 +386,30 @@ async fn an_answer_to_head_has_no_body_and_the_connection_goes_on() {
             .contains("\"object\":\"list\"")
     );
 }
+
+#[tokio::test]
+async fn a_close_with_a_request_left_unread_ends_cleanly() {
+    let (gw, _upstream) = gateway().await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    // The first request asks to close; the one pipelined behind it is never read. The answer
+    // must still arrive whole and the connection end with a close, not a reset.
+    let first = MODELS.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(format!("{first}{MODELS}").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut buf = Vec::new();
+    let (head, body) = read_answer(&mut stream, &mut buf).await.unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("\"object\":\"list\"")
+    );
+    let mut rest = [0u8; 1024];
+    let end = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut rest))
+        .await
+        .expect("not closed");
+    assert!(matches!(end, Ok(0)), "{end:?}");
+}
