@@ -345,6 +345,22 @@ async fn client_certificates_valid_missing_and_from_another_ca() {
         401,
         "bob's certificate names no consumer, and no key"
     );
+    // The same over HTTP/1.1 (chosen by ALPN: served by the gateway's own HTTP/1.1 loop).
+    let http1 = |cert: &str| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .http1_only()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+            .identity(reqwest::Identity::from_pem(clients.client(cert).as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    for (cert, expected) in [("alice", 200), ("carol", 200), ("bob", 401)] {
+        let response = http1(cert).get(&url).send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_11);
+        assert_eq!(response.status().as_u16(), expected, "{cert} over HTTP/1.1");
+        assert!(response.headers().contains_key("x-request-id"));
+    }
 }
 
 /// `client_auth: optional`: a connection without a certificate gets in (and authenticates by

@@ -190,7 +190,9 @@ pub async fn serve<A: App>(
             };
             match tls {
                 None => match protocol(&stream, limits, &shutdown).await {
-                    Some(Protocol::Http1) => super::h1::serve(stream, app, limits, &shutdown).await,
+                    Some(Protocol::Http1) => {
+                        super::h1::serve(stream.into_split(), app, limits, &shutdown, None).await
+                    }
                     Some(Protocol::Http2) => {
                         let (io, service) = hyper_service(stream, app);
                         serve_io(&builder, TokioIo::new(io), service, &shutdown).await
@@ -204,9 +206,9 @@ pub async fn serve<A: App>(
                     let accepted =
                         tokio::time::timeout(limits.header_read, tls.acceptor().accept(io)).await;
                     match accepted {
-                        Ok(Ok(stream)) => {
+                        Ok(Ok(mut stream)) => {
                             // Verified by the handshake against listen.tls.client_ca.
-                            service.client_cert = stream
+                            let client_cert = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
@@ -214,7 +216,23 @@ pub async fn serve<A: App>(
                                 .map(|leaf| {
                                     Arc::new(crate::auth::ClientCertificate::from_der(leaf))
                                 });
-                            serve_io(&builder, TokioIo::new(stream), service, &shutdown).await
+                            // HTTP/1.1 by ALPN is served like a plain connection (with its own
+                            // timers: the wrapper's step aside); HTTP/2, or no ALPN, by hyper.
+                            if stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") {
+                                stream.get_mut().0.step_aside();
+                                let halves = tokio::io::split(stream);
+                                super::h1::serve(
+                                    halves,
+                                    service.app,
+                                    limits,
+                                    &shutdown,
+                                    client_cert,
+                                )
+                                .await
+                            } else {
+                                service.client_cert = client_cert;
+                                serve_io(&builder, TokioIo::new(stream), service, &shutdown).await
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(listener = name, error = %e, "TLS handshake failed")
@@ -480,6 +498,8 @@ struct TimedIo {
     first_read: bool,
     /// Armed while a write makes no progress (see [`ConnLimits::send`]).
     write_stall: Option<Pin<Box<Sleep>>>,
+    /// No timers: the connection is served by a loop that keeps its own ([`super::h1`]).
+    aside: bool,
 }
 
 impl TimedIo {
@@ -495,7 +515,13 @@ impl TimedIo {
             http2: false,
             first_read: true,
             write_stall: None,
+            aside: false,
         }
+    }
+
+    /// Leaves the timers to the HTTP/1.1 loop serving this connection.
+    fn step_aside(&mut self) {
+        self.aside = true;
     }
 
     fn rearm(&mut self, after: Duration) {
@@ -511,6 +537,9 @@ impl AsyncRead for TimedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.aside {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         let waiting = this.activity.in_flight.load(Ordering::SeqCst) == 0;
         if waiting {
             let answered = this.activity.answered.load(Ordering::SeqCst);
@@ -562,7 +591,7 @@ impl TimedIo {
         cx: &mut Context<'_>,
         written: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if written.is_ready() {
+        if written.is_ready() || self.aside {
             self.write_stall = None;
             return written;
         }

@@ -32,9 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Versi
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -56,9 +54,22 @@ const KEPT_ROOM: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Serves one plain connection until it closes, times out or the shutdown ends it.
-pub async fn serve<A: App>(stream: TcpStream, app: A, limits: ConnLimits, shutdown: &Shutdown) {
-    let (half, write) = stream.into_split();
+/// The read half of a connection (`OwnedReadHalf` of a plain one, `ReadHalf` of TLS).
+pub trait ReadIo: AsyncRead + Unpin + Send + 'static {}
+impl<R: AsyncRead + Unpin + Send + 'static> ReadIo for R {}
+/// The write half of a connection.
+pub trait WriteIo: AsyncWrite + Unpin + Send + 'static {}
+impl<W: AsyncWrite + Unpin + Send + 'static> WriteIo for W {}
+
+/// Serves one HTTP/1.x connection, given as its two halves, until it closes, times out or the
+/// shutdown ends it. A TLS connection's verified client certificate goes with each request.
+pub async fn serve<A: App, R: ReadIo, W: WriteIo>(
+    (half, write): (R, W),
+    app: A,
+    limits: ConnLimits,
+    shutdown: &Shutdown,
+    client_cert: Option<Arc<crate::auth::ClientCertificate>>,
+) {
     let first_wait = limits.header_read.min(limits.keepalive_idle);
     let mut conn = Connection {
         app,
@@ -72,29 +83,30 @@ pub async fn serve<A: App>(stream: TcpStream, app: A, limits: ConnLimits, shutdo
         timer: Box::pin(tokio::time::sleep(first_wait)),
         stop: StopWatch::new(shutdown),
         out: Vec::new(),
+        client_cert,
     };
     conn.run().await;
 }
 
 /// The read half of a connection and the bytes read but not yet used. A request body that
 /// did not come whole with its head takes it (see [`ConnBody`]) and gives it back.
-struct ReadSide {
-    half: OwnedReadHalf,
+struct ReadSide<R> {
+    half: R,
     buf: BytesMut,
 }
 
-impl ReadSide {
+impl<R: ReadIo> ReadSide<R> {
     fn poll_fill(&mut self, cx: &mut Context<'_>, at_least: usize) -> Poll<io::Result<usize>> {
         self.buf.reserve(at_least.max(READ_SIZE));
         tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf)
     }
 }
 
-struct Connection<A> {
+struct Connection<A, R, W> {
     app: A,
     /// `None` while a request body holds it.
-    read: Option<ReadSide>,
-    write: OwnedWriteHalf,
+    read: Option<ReadSide<R>>,
+    write: W,
     limits: ConnLimits,
     max_head: usize,
     /// The client timer: the idle wait, then the head's read.
@@ -102,6 +114,7 @@ struct Connection<A> {
     stop: StopWatch,
     /// The answer's bytes on their way out (kept between requests for its room).
     out: Vec<u8>,
+    client_cert: Option<Arc<crate::auth::ClientCertificate>>,
 }
 
 /// A request's head, parsed.
@@ -127,7 +140,7 @@ enum After {
     Close,
 }
 
-impl<A: App> Connection<A> {
+impl<A: App, R: ReadIo, W: WriteIo> Connection<A, R, W> {
     async fn run(&mut self) {
         let mut idle = self.limits.header_read.min(self.limits.keepalive_idle);
         loop {
@@ -243,7 +256,10 @@ impl<A: App> Connection<A> {
                 })
             }
         };
-        let (parts, ()) = request.into_parts();
+        let (mut parts, ()) = request.into_parts();
+        if let Some(cert) = &self.client_cert {
+            parts.extensions.insert(cert.clone());
+        }
         self.respond(Request::from_parts(parts, body), keep_alive, returning)
             .await
     }
@@ -252,7 +268,7 @@ impl<A: App> Connection<A> {
         &mut self,
         request: Request<Body>,
         keep_alive: bool,
-        mut returning: Option<oneshot::Receiver<(ReadSide, bool)>>,
+        mut returning: Option<oneshot::Receiver<(ReadSide<R>, bool)>>,
     ) -> After {
         let head_only = request.method() == Method::HEAD;
         let version = request.version();
@@ -680,7 +696,7 @@ fn write_date(out: &mut Vec<u8>) {
 /// Reads and drops what the client still sends (the rest of a body not read) for a moment
 /// after the answer, so that closing with unread bytes does not reset the connection before
 /// the client has read the answer.
-async fn linger(mut side: ReadSide) {
+async fn linger<R: ReadIo>(mut side: ReadSide<R>) {
     let _ = tokio::time::timeout(LINGER, async {
         let mut drained = 0;
         while drained < LINGER_BYTES {
@@ -696,13 +712,13 @@ async fn linger(mut side: ReadSide) {
 
 /// A request body that did not come whole with its head: read from the connection as the
 /// app asks for it; the connection's reader goes back when it ends or is dropped.
-struct ConnBody {
-    read: Option<ReadSide>,
+struct ConnBody<R> {
+    read: Option<ReadSide<R>>,
     decoder: BodyDecoder,
-    give_back: Option<oneshot::Sender<(ReadSide, bool)>>,
+    give_back: Option<oneshot::Sender<(ReadSide<R>, bool)>>,
 }
 
-impl ConnBody {
+impl<R> ConnBody<R> {
     fn give_back(&mut self) {
         if let (Some(side), Some(give_back)) = (self.read.take(), self.give_back.take()) {
             let _ = give_back.send((side, self.decoder.is_done()));
@@ -710,13 +726,13 @@ impl ConnBody {
     }
 }
 
-impl Drop for ConnBody {
+impl<R> Drop for ConnBody<R> {
     fn drop(&mut self) {
         self.give_back();
     }
 }
 
-impl http_body::Body for ConnBody {
+impl<R: ReadIo> http_body::Body for ConnBody<R> {
     type Data = Bytes;
     type Error = io::Error;
 
