@@ -4,8 +4,8 @@
 //! new connection gets a 503 and is closed), accept failures are logged (rate-limited) and
 //! backed off, and the process's file-descriptor limit is raised to the hard limit at start.
 //!
-//! Plain HTTP/1.x connections are served by the gateway's own loop ([`super::h1`]); TLS
-//! connections and HTTP/2 with prior knowledge by hyper. hyper's own header timer also runs
+//! HTTP/1.x connections, plain or TLS, are served by the gateway's own loop ([`super::h1`]);
+//! HTTP/2 (by ALPN or with prior knowledge) and TLS without ALPN by hyper. hyper's own header timer also runs
 //! between keep-alive requests, so it cannot tell "slow head" from "idle"; for hyper the
 //! timers live in an IO wrapper that knows, from a per-connection request count, whether a
 //! request is being answered (then no client timer runs: the body timeout is the handler's,

@@ -1,7 +1,7 @@
-//! HTTP/1.1 for plain-TCP client connections: the request head parsed with `httparse`, its
+//! HTTP/1.1 for client connections, plain or TLS: the request head parsed with `httparse`, its
 //! body handed to the app as it arrives (or whole, when it came with the head), the answer's
-//! head and body written straight to the socket. TLS connections (HTTP/2 by ALPN) and
-//! HTTP/2 with prior knowledge are served by hyper (see [`super::conn`]).
+//! head and body written straight to the socket. HTTP/2 (by ALPN, or with prior knowledge on
+//! a plain connection) is served by hyper (see [`super::conn`]).
 //!
 //! Why not hyper's server here: a proxied request is about 62k instructions, and hyper's
 //! connection (its dispatcher, buffers, header encoding and the IO wrapper its timers needed)
