@@ -28,6 +28,13 @@ fn chat_request(version: &str, extra_headers: &str, stream: bool) -> String {
     )
 }
 
+/// A new connection to the gateway with `bytes` sent on it.
+async fn sent(gw: &TestGateway, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 /// One answer off the connection: its head, and its body as framed (length, chunked, or up to
 /// the close); `None` when the connection closed first.
 async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
@@ -157,11 +164,11 @@ async fn answers_carry_a_date_a_length_or_chunks_and_a_request_id() {
 async fn http_1_0_clients_get_close_delimited_streams_and_keep_alive_on_request() {
     let (gw, _upstream) = gateway().await;
     // Without keep-alive: the answer, then the close.
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /ollama/v1/models HTTP/1.0\r\napikey: dev-key-12345\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = sent(
+        &gw,
+        b"GET /ollama/v1/models HTTP/1.0\r\napikey: dev-key-12345\r\n\r\n",
+    )
+    .await;
     let mut buf = Vec::new();
     let (head, _) = read_answer(&mut stream, &mut buf).await.unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -269,8 +276,7 @@ async fn requests_that_could_be_smuggled_are_refused_and_the_connection_closed()
         "POST /ollama/v1/chat/completions HTTP/1.1\r\nHost: gw\r\napikey: dev-key-12345\r\ncontent-length: +4\r\n\r\nabcd",
         "GET /ollama/v1/models HTTP/1.1\r\nHost gw\r\n\r\n",
     ] {
-        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut stream = sent(&gw, head.as_bytes()).await;
         stream.write_all(MODELS.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
         let (answer, body) = read_answer(&mut stream, &mut buf).await.unwrap();
@@ -361,11 +367,11 @@ async fn http2_with_prior_knowledge_is_still_served() {
 #[tokio::test]
 async fn an_answer_to_head_has_no_body_and_the_connection_goes_on() {
     let (gw, _upstream) = gateway().await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"HEAD /ollama/v1/models HTTP/1.1\r\nHost: gw\r\napikey: dev-key-12345\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = sent(
+        &gw,
+        b"HEAD /ollama/v1/models HTTP/1.1\r\nHost: gw\r\napikey: dev-key-12345\r\n\r\n",
+    )
+    .await;
     stream.write_all(MODELS.as_bytes()).await.unwrap();
     // The HEAD's answer is a head alone, whatever length it announces; the next answer
     // follows it directly.

@@ -239,7 +239,8 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> 
     Ok(length)
 }
 
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+/// Whether the `name` fields of a head list `token` (comma-separated, any case).
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()

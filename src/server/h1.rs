@@ -656,12 +656,7 @@ fn request_framing(headers: &HeaderMap, version: Version) -> Result<Framing, &'s
 
 /// Whether a `Connection` header lists `token`.
 fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|part| part.trim().eq_ignore_ascii_case(token))
+    http1_wire::has_token(headers, &CONNECTION, token)
 }
 
 /// A chunk's size line: the size in hex, then CRLF.
