@@ -419,3 +419,53 @@ async fn a_close_with_a_request_left_unread_ends_cleanly() {
         .expect("not closed");
     assert!(matches!(end, Ok(0)), "{end:?}");
 }
+
+#[tokio::test]
+async fn requests_cut_anywhere_into_pieces_are_read_the_same() {
+    let (gw, _upstream) = gateway().await;
+    let body =
+        json!({"model": "llama3.2:1b", "messages": [{"role": "user", "content": "in pieces"}]})
+            .to_string();
+    let chunked: String = body
+        .as_bytes()
+        .chunks(9)
+        .map(|piece| {
+            format!(
+                "{:x}\r\n{}\r\n",
+                piece.len(),
+                std::str::from_utf8(piece).unwrap()
+            )
+        })
+        .collect();
+    // A head alone, a head with a length and its body, a chunked body with a trailer: every
+    // place a piece can end (inside CRLFs, between heads, inside a chunk-size line) is met
+    // by some cut.
+    let all = format!(
+        "{MODELS}{}POST /ollama/v1/chat/completions HTTP/1.1\r\nHost: gw\r\napikey: dev-key-12345\r\ntransfer-encoding: chunked\r\n\r\n{chunked}0\r\nx-t: 1\r\n\r\n",
+        chat_request("HTTP/1.1", "", false)
+    );
+    let bytes = all.as_bytes();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..12 {
+        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let mut at = 0;
+        while at < bytes.len() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 1 + (seed % [3, 17, 64, 200][round % 4]) as usize;
+            let end = (at + len).min(bytes.len());
+            stream.write_all(&bytes[at..end]).await.unwrap();
+            at = end;
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+        let mut buf = Vec::new();
+        for expected in ["\"object\":\"list\"", "chat.completion", "chat.completion"] {
+            let (head, body) = read_answer(&mut stream, &mut buf).await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+            let body = String::from_utf8(body).unwrap();
+            assert!(body.contains(expected), "round {round}: {body}");
+        }
+    }
+}
