@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
@@ -290,39 +290,79 @@ async fn serve_io<I, A: App>(
 {
     let conn = builder.serve_connection(io, hyper_util::service::TowerToHyperService::new(service));
     tokio::pin!(conn);
-    let graceful = shutdown.graceful.cancelled();
-    let hard = shutdown.hard.cancelled();
-    tokio::pin!(graceful, hard);
-    let signal = Arc::new(ShutdownSignal {
-        fired: AtomicBool::new(true), // look at the tokens on the first poll
-        task: AtomicWaker::new(),
-    });
+    let mut stop = StopWatch::new(shutdown);
     let mut draining = false;
     std::future::poll_fn(|cx| {
-        signal.task.register(cx.waker());
-        // The tokens are looked at only when one of them woke us: a connection task wakes
-        // for every chunk of a stream, and polling both tokens each time cost ~700
-        // instructions a chunk.
-        if signal.fired.swap(false, Ordering::AcqRel) {
-            let waker = futures_util::task::waker_ref(&signal);
-            let mut tokens = Context::from_waker(&waker);
-            if hard.as_mut().poll(&mut tokens).is_ready() {
-                return Poll::Ready(());
-            }
-            if !draining && graceful.as_mut().poll(&mut tokens).is_ready() {
+        match stop.poll(cx) {
+            Stop::Hard => return Poll::Ready(()),
+            Stop::Graceful if !draining => {
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
+            _ => {}
         }
         conn.as_mut().poll(cx).map(|_| ())
     })
     .await
 }
 
+/// What the shutdown asks of a connection.
+pub(super) enum Stop {
+    Running,
+    /// Finish the request under way, take no other.
+    Graceful,
+    /// Close now.
+    Hard,
+}
+
+/// The shutdown tokens, looked at only when one of them fired: a connection's task wakes for
+/// every event of a stream, and polling both tokens each time cost ~700 instructions.
+pub(super) struct StopWatch {
+    signal: Arc<ShutdownSignal>,
+    graceful: Pin<Box<WaitForCancellationFutureOwned>>,
+    hard: Pin<Box<WaitForCancellationFutureOwned>>,
+    seen: Stop,
+}
+
+impl StopWatch {
+    pub(super) fn new(shutdown: &Shutdown) -> Self {
+        Self {
+            signal: Arc::new(ShutdownSignal {
+                // Look at the tokens on the first poll.
+                fired: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+            graceful: Box::pin(shutdown.graceful.clone().cancelled_owned()),
+            hard: Box::pin(shutdown.hard.clone().cancelled_owned()),
+            seen: Stop::Running,
+        }
+    }
+
+    /// What the shutdown asks now; the task is woken when that changes.
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> &Stop {
+        self.signal.task.register(cx.waker());
+        if self.signal.fired.swap(false, Ordering::AcqRel) {
+            let waker = futures_util::task::waker_ref(&self.signal);
+            let mut tokens = Context::from_waker(&waker);
+            if self.hard.as_mut().poll(&mut tokens).is_ready() {
+                self.seen = Stop::Hard;
+            } else if self.graceful.as_mut().poll(&mut tokens).is_ready() {
+                self.seen = Stop::Graceful;
+            }
+        }
+        &self.seen
+    }
+
+    /// Whether a shutdown has begun (as of the last poll).
+    pub(super) fn stopping(&self) -> bool {
+        !matches!(self.seen, Stop::Running)
+    }
+}
+
 /// Wakes a connection's task when a shutdown token fires, and remembers that it did.
-pub(super) struct ShutdownSignal {
-    pub(super) fired: AtomicBool,
-    pub(super) task: AtomicWaker,
+struct ShutdownSignal {
+    fired: AtomicBool,
+    task: AtomicWaker,
 }
 
 impl futures_util::task::ArcWake for ShutdownSignal {

@@ -22,7 +22,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -30,14 +29,12 @@ use axum::body::Body;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::conn::{App, ConnLimits, Shutdown, ShutdownSignal};
+use super::conn::{App, ConnLimits, Shutdown, Stop, StopWatch};
 use crate::providers::http1_wire::{self, BodyDecoder, Decoded, Framing};
 use crate::proxy::AnswerHeaders;
 
@@ -771,57 +768,6 @@ impl<R: ReadIo> http_body::Body for ConnBody<R> {
 
     fn is_end_stream(&self) -> bool {
         self.decoder.is_done()
-    }
-}
-
-/// What the shutdown asks of a connection.
-enum Stop {
-    Running,
-    /// Finish the request under way, take no other.
-    Graceful,
-    /// Close now.
-    Hard,
-}
-
-/// The shutdown tokens, looked at only when one of them fired: a connection's task wakes for
-/// every event of a stream, and polling both tokens each time cost ~700 instructions.
-struct StopWatch {
-    signal: Arc<ShutdownSignal>,
-    graceful: Pin<Box<WaitForCancellationFutureOwned>>,
-    hard: Pin<Box<WaitForCancellationFutureOwned>>,
-    seen: Stop,
-}
-
-impl StopWatch {
-    fn new(shutdown: &Shutdown) -> Self {
-        Self {
-            signal: Arc::new(ShutdownSignal {
-                // Look at the tokens on the first poll.
-                fired: AtomicBool::new(true),
-                task: AtomicWaker::new(),
-            }),
-            graceful: Box::pin(shutdown.graceful.clone().cancelled_owned()),
-            hard: Box::pin(shutdown.hard.clone().cancelled_owned()),
-            seen: Stop::Running,
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> &Stop {
-        self.signal.task.register(cx.waker());
-        if self.signal.fired.swap(false, Ordering::AcqRel) {
-            let waker = futures_util::task::waker_ref(&self.signal);
-            let mut tokens = Context::from_waker(&waker);
-            if self.hard.as_mut().poll(&mut tokens).is_ready() {
-                self.seen = Stop::Hard;
-            } else if self.graceful.as_mut().poll(&mut tokens).is_ready() {
-                self.seen = Stop::Graceful;
-            }
-        }
-        &self.seen
-    }
-
-    fn stopping(&self) -> bool {
-        !matches!(self.seen, Stop::Running)
     }
 }
 
