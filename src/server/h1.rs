@@ -76,7 +76,6 @@ pub async fn serve<A: App, R: ReadIo, W: WriteIo>(
         }),
         write,
         limits,
-        max_head: limits.max_head,
         timer: Box::pin(tokio::time::sleep(first_wait)),
         stop: StopWatch::new(shutdown),
         out: Vec::new(),
@@ -105,7 +104,6 @@ struct Connection<A, R, W> {
     read: Option<ReadSide<R>>,
     write: W,
     limits: ConnLimits,
-    max_head: usize,
     /// The client timer: the idle wait, then the head's read.
     timer: Pin<Box<Sleep>>,
     stop: StopWatch,
@@ -177,7 +175,7 @@ impl<A: App, R: ReadIo, W: WriteIo> Connection<A, R, W> {
                     return Ok(head);
                 }
             }
-            if read.buf.len() > self.max_head {
+            if read.buf.len() > self.limits.max_head {
                 return Err(HeadEnd::Refuse(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "the request head is too large",
@@ -277,7 +275,7 @@ impl<A: App, R: ReadIo, W: WriteIo> Connection<A, R, W> {
             return After::Close;
         }
         let mut call = pin!(self.app.call(request));
-        let (read, stop, max_head) = (&mut self.read, &mut self.stop, self.max_head);
+        let (read, stop, max_head) = (&mut self.read, &mut self.stop, self.limits.max_head);
         // The answer, unless the client goes away first (the call is then dropped: the
         // pipeline logs it as abandoned) or the gateway stops now.
         let answered = std::future::poll_fn(|cx| {
@@ -319,9 +317,9 @@ impl<A: App, R: ReadIo, W: WriteIo> Connection<A, R, W> {
                 body_done = done;
             }
         }
+        // `body_done` means the reader is back too (it comes back with the news).
         let keep_alive = keep_alive
             && body_done
-            && self.read.is_some()
             && !self.stop.stopping()
             && !has_token(response.headers(), "close");
         let closing = self
