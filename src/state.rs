@@ -68,13 +68,13 @@ impl AppState {
     /// Counts, traces, keeps and writes a finished request's record (by reference: a record
     /// is ~800 bytes, and taking it out of the request's state to pass it on by value was
     /// two copies and a reset).
-    pub fn log(&self, snapshot: &Snapshot, record: &RequestRecord) {
-        self.metrics.observe(record, snapshot);
+    pub fn log(&self, snapshot: &Snapshot, record: RequestRecord) {
+        self.metrics.observe(&record, snapshot);
         if let Some(traces) = &self.traces {
-            traces.record(record);
+            traces.record(&record);
         }
         if let Some(recent) = &self.recent {
-            recent.push(record);
+            recent.push(&record);
         }
         self.logger.emit(record);
     }

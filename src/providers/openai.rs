@@ -263,13 +263,10 @@ impl OpenAiProvider {
 /// An answer written another way, or without usage, is parsed whole, which also refuses one
 /// that is not JSON (`None`).
 fn answer_usage(body: &[u8]) -> Option<Option<WireUsage>> {
-    use memchr::memmem::FinderRev;
-    use std::sync::LazyLock;
-    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\":"));
     let looks_like_object = body.trim_ascii().first() == Some(&b'{');
     if looks_like_object
-        && let Some(at) = USAGE.rfind(body)
-        && let Some(Some(usage)) = WireUsage::read(&body[at + USAGE.needle().len()..])
+        && let Some(after) = after_last_usage_key(body)
+        && let Some(Some(usage)) = WireUsage::read(&body[after..])
     {
         return Some(Some(usage));
     }
@@ -280,6 +277,21 @@ fn answer_usage(body: &[u8]) -> Option<Option<WireUsage>> {
     serde_json::from_slice::<UsagePeek>(body)
         .ok()
         .map(|peek| peek.usage)
+}
+
+/// Where the last `"usage":` of `body` ends. Found by its `u`, searched for backwards with
+/// SIMD: what follows a usage object is numbers and token counts' names, nearly without a
+/// `u` (a reverse substring search stepped through those bytes at ~4 instructions each).
+fn after_last_usage_key(body: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"usage\":";
+    let mut end = body.len();
+    while let Some(u) = memchr::memrchr(b'u', &body[..end]) {
+        if u > 0 && body[u - 1..].starts_with(KEY) {
+            return Some(u - 1 + KEY.len());
+        }
+        end = u;
+    }
+    None
 }
 
 fn endpoint(base: &url::Url, segments: &[&str]) -> Result<url::Url, String> {
@@ -815,6 +827,42 @@ mod tests {
         assert_eq!(answer_usage(spaced).unwrap().unwrap().completion_tokens, 2);
         assert!(answer_usage(br#"{"choices":[]}"#).unwrap().is_none());
         assert!(answer_usage(b"<html>oops \"usage\":{}</html>").is_none());
+    }
+
+    /// The backward search for `"usage":` ends where a naive one does, wherever the `u`s,
+    /// quotes and keys stand.
+    #[test]
+    fn the_last_usage_key_is_found_as_a_naive_search_finds_it() {
+        let naive = |b: &[u8]| {
+            b.windows(8)
+                .rposition(|w| w == b"\"usage\":")
+                .map(|at| at + 8)
+        };
+        let pieces: [&[u8]; 7] = [
+            b"u",
+            b"\"",
+            b"usage",
+            b"\"usage\":",
+            b"sage\":",
+            b"{1}",
+            b"audio_tokens",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..5000 {
+            let mut body = Vec::new();
+            for _ in 0..(seed % 9) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                body.extend_from_slice(pieces[(seed % 7) as usize]);
+            }
+            assert_eq!(
+                after_last_usage_key(&body),
+                naive(&body),
+                "{:?}",
+                String::from_utf8_lossy(&body)
+            );
+        }
     }
 
     /// What a chunk's frame tells: output, usage only, total tokens, error, text.

@@ -202,7 +202,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             exchange.record.latency_ms - exchange.record.upstream_latency_ms.unwrap_or(0.0);
         exchange.record.overhead_ms = Some(overhead);
         set_overhead_header(&mut response, overhead);
-        state.log(&snapshot, &exchange.record);
+        state.log(&snapshot, std::mem::take(&mut exchange.record));
     }
     if let Ok(v) = request_id {
         AnswerHeaders::of(&mut response).push((REQUEST_ID, v));
@@ -261,7 +261,8 @@ impl Drop for Unanswered<'_> {
         record.status = error.status().as_u16();
         record.client_disconnected = true;
         record.latency_ms = self.exchange.started.elapsed().as_secs_f64() * 1000.0;
-        self.state.log(self.snapshot, &self.exchange.record);
+        self.state
+            .log(self.snapshot, std::mem::take(&mut self.exchange.record));
     }
 }
 

@@ -177,7 +177,7 @@ impl Drop for StreamLog {
         } else {
             record.client_disconnected = !self.ended;
         }
-        self.state.log(&self.snapshot, record);
+        self.state.log(&self.snapshot, std::mem::take(record));
     }
 }
 

@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use super::request_log::LogEntry;
 use crate::config::HttpSinkConfig;
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -24,10 +25,10 @@ pub struct SinkLabel {
     pub sink: String,
 }
 
-/// One sink's queue of serialized records (one JSON object each, no newline).
+/// One sink's queue of records, serialised by the sink's writer.
 pub struct SinkQueue {
     pub name: &'static str,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Arc<LogEntry>>,
     dropped: Counter,
 }
 
@@ -36,7 +37,7 @@ impl SinkQueue {
         name: &'static str,
         capacity: usize,
         dropped: &Family<SinkLabel, Counter>,
-    ) -> (Self, mpsc::Receiver<Bytes>) {
+    ) -> (Self, mpsc::Receiver<Arc<LogEntry>>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let dropped = dropped
             .get_or_create(&SinkLabel {
@@ -46,8 +47,8 @@ impl SinkQueue {
         (Self { name, tx, dropped }, rx)
     }
 
-    pub fn push(&self, line: Bytes) {
-        if self.tx.try_send(line).is_err() {
+    pub fn push(&self, entry: Arc<LogEntry>) {
+        if self.tx.try_send(entry).is_err() {
             self.dropped.inc();
         }
     }
@@ -149,7 +150,7 @@ pub fn file(
 
 /// A sink's queue as its writer thread sees it: batches of newline-terminated lines.
 struct Batches {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Arc<LogEntry>>,
     buf: Vec<u8>,
 }
 
@@ -167,12 +168,12 @@ impl Batches {
             self.buf = Vec::new();
         }
         self.buf.clear();
-        self.buf.reserve((first.len() + 1) * (self.rx.len() + 1));
-        self.buf.extend_from_slice(&first);
+        first.write_line(&mut self.buf);
         self.buf.push(b'\n');
+        drop(first);
         let mut lines = 1;
-        while let Ok(line) = self.rx.try_recv() {
-            self.buf.extend_from_slice(&line);
+        while let Ok(entry) = self.rx.try_recv() {
+            entry.write_line(&mut self.buf);
             self.buf.push(b'\n');
             lines += 1;
         }
@@ -188,7 +189,7 @@ fn spawn_writer(
     writers: &TaskTracker,
     name: &str,
     write: impl FnOnce(&mut Batches) + Send + 'static,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Arc<LogEntry>>,
 ) {
     let (done, finished) = oneshot::channel::<()>();
     let started = std::thread::Builder::new()
@@ -244,7 +245,13 @@ pub fn http(
                     Ok(None) | Err(_) => break,
                 }
             }
-            let body = json_array(&batch);
+            // Serialised off the async workers: with payload logging on, a record holds whole
+            // prompts and answers.
+            let count = batch.len() as u64;
+            let Ok(body) = tokio::task::spawn_blocking(move || json_array(&batch)).await else {
+                dropped.inc_by(count);
+                continue;
+            };
             let mut delay = Duration::from_millis(100);
             let mut delivered = false;
             for attempt in 0..=config.retries {
@@ -272,21 +279,21 @@ pub fn http(
                 }
             }
             if !delivered {
-                dropped.inc_by(batch.len() as u64);
+                dropped.inc_by(count);
             }
         }
     });
     Ok(queue)
 }
 
-fn json_array(lines: &[Bytes]) -> Bytes {
-    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+fn json_array(entries: &[Arc<LogEntry>]) -> Bytes {
+    let mut out = Vec::with_capacity(entries.len() * 1024 + 2);
     out.push(b'[');
-    for (i, line) in lines.iter().enumerate() {
+    for (i, entry) in entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(line);
+        entry.write_line(&mut out);
     }
     out.push(b']');
     Bytes::from(out)
