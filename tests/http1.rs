@@ -362,6 +362,26 @@ async fn http2_with_prior_knowledge_is_still_served() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    // A stream's head fields (kept beside the header map until written) reach both.
+    for (client, version) in [
+        (h2, reqwest::Version::HTTP_2),
+        (client(), reqwest::Version::HTTP_11),
+    ] {
+        let resp = client
+            .post(gw.url("/ollama/v1/chat/completions"))
+            .header("apikey", "dev-key-12345")
+            .json(&json!({"model": "llama3.2:1b", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), version);
+        let head = resp.headers();
+        assert_eq!(head["content-type"], "text/event-stream");
+        assert_eq!(head["cache-control"], "no-cache");
+        assert_eq!(head["x-accel-buffering"], "no");
+        assert!(head.contains_key("x-request-id"));
+        assert!(resp.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    }
 }
 
 #[tokio::test]

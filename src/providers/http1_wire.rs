@@ -210,6 +210,13 @@ fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<F
 
 /// Whether the last transfer coding a head lists is `chunked` (RFC 9112 §6.3).
 pub fn ends_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    // Nearly always one field that says just that.
+    if let (Some(only), None) = (codings.next(), codings.next())
+        && only.as_bytes().eq_ignore_ascii_case(b"chunked")
+    {
+        return true;
+    }
     headers
         .get_all(TRANSFER_ENCODING)
         .iter()

@@ -121,12 +121,17 @@ impl OpenAiProvider {
         } else if stream {
             // Always ask for the final usage chunk so tokens can be accounted; the proxy hides
             // it again from clients that did not ask for it.
-            let mut options = body
-                .get::<Map<String, Value>>("stream_options")
-                .and_then(Result::ok)
-                .unwrap_or_default();
-            options.insert("include_usage".into(), Value::Bool(true));
-            body.set("stream_options", &options);
+            match body.get::<Map<String, Value>>("stream_options") {
+                Some(Ok(mut options)) => {
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    body.set("stream_options", &options);
+                }
+                // Most clients send none: the member is written as it will always read.
+                _ => body.set_raw(
+                    "stream_options",
+                    bytes::Bytes::from_static(br#"{"include_usage":true}"#),
+                ),
+            }
         }
         let response = self
             .http

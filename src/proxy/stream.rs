@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::Exchange;
+use super::{AnswerHeaders, Exchange};
 use crate::config::CircuitConfig;
 use crate::dialect::StreamEncoder;
 use crate::error::GatewayError;
@@ -181,6 +181,8 @@ impl Drop for StreamLog {
     }
 }
 
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 pub fn sse_response(
     upstream: Upstream,
     budget: Budget,
@@ -289,10 +291,13 @@ pub fn sse_response(
         }
     };
     let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tell nginx-style proxies in front of us not to buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // In the answer's list, not its map (see `AnswerHeaders`): the stream's head goes out on
+    // the way to its first byte.
+    AnswerHeaders::of(&mut response).extend([
+        (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        // Tell nginx-style proxies in front of us not to buffer the stream.
+        (X_ACCEL_BUFFERING, HeaderValue::from_static("no")),
+    ]);
     response
 }
