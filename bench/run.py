@@ -7,7 +7,7 @@ a noisy shared machine), and peak RSS; streaming (20
 chunks sent at once, with the time to a stream's first byte, and paced 1 ms apart as a model
 writes them), a 50 ms upstream, a 400 KB prompt, and 10, 10k and 1M consumers with keys (start-up, RSS
 and the cost of a request at each). Ratios are to nginx in
-the same run; CPU per request also in paired rounds (nginx and Tollgate taking turns, so
+the same run; CPU per request and req/s also in paired rounds (nginx and Tollgate taking turns, so
 that both meet the same machine). Then the console's admin calls over a full request ring of
 10,000 consumers (`python3 bench/run.py console` runs only that). Started by bench/run.sh, which installs and
 builds what is missing."""
@@ -155,20 +155,26 @@ def wrk(url, payload, connections, duration=DURATION, pid=None, key="bench-key-1
 PAIRED_ROUNDS = 7
 
 
-def paired_cpu(targets, payload, rounds=PAIRED_ROUNDS, duration="2s"):
-    """CPU µs per request at c=16, nginx and Tollgate taking turns in short runs, `rounds`
+def paired_cpu(targets, payload, rounds=PAIRED_ROUNDS, duration="2s", connections=16):
+    """CPU µs per request and req/s, nginx and Tollgate taking turns in short runs, `rounds`
     times: on a shared machine the load from others comes and goes over seconds, so the
     single runs of the table above (the targets tens of seconds apart) may meet different
     machines. Each round's two runs meet nearly the same one; the median of the rounds'
     ratios is the run's ratio."""
     per = {name: [] for name in targets}
-    ratios = []
+    rps = {name: [] for name in targets}
+    ratios, rps_ratios = [], []
     for _ in range(rounds):
         for name, (url, pid) in targets.items():
-            per[name].append(wrk(url, payload, 16, duration, pid=pid)["cpu_us"])
+            got = wrk(url, payload, connections, duration, pid=pid)
+            per[name].append(got["cpu_us"])
+            rps[name].append(got["rps"])
         ratios.append(per["tollgate"][-1] / per["nginx"][-1])
+        rps_ratios.append(rps["tollgate"][-1] / rps["nginx"][-1])
     return {"median": {name: statistics.median(v) for name, v in per.items()},
-            "ratio": statistics.median(ratios), "ratios": ratios}
+            "ratio": statistics.median(ratios), "ratios": ratios,
+            "rps": {name: statistics.median(v) for name, v in rps.items()},
+            "rps_ratio": statistics.median(rps_ratios), "rps_ratios": rps_ratios}
 
 
 def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
@@ -289,8 +295,9 @@ def main():
         "stream16": wrk(floor_url, stream, 16, pid=floor.pid),
         "stream1": wrk(floor_url, stream, 1, pid=floor.pid),
     }
-    paired = {kind: paired_cpu({name: targets[name] for name in ("nginx", "tollgate")}, payload)
-              for kind, payload in (("plain", plain), ("stream", stream))}
+    pair = {name: targets[name] for name in ("nginx", "tollgate")}
+    paired = {kind: paired_cpu(pair, payload) for kind, payload in (("plain", plain), ("stream", stream))}
+    paired["plain, c=64"] = paired_cpu(pair, plain, connections=64)
     ttfb = first_bytes_ms({**{name: url for name, (url, _) in targets.items()}, "floor": floor_url}, stream)
     for name in (*targets, "floor"):
         results[name]["ttfb"] = {"p50": ttfb[name]}
@@ -522,6 +529,10 @@ def report(r, ir, scale, store_1m, paired):
         label = f"{label} ({PAIRED_ROUNDS} rounds of 2 s, medians)"
         print(f"| {label} | — | {p['median']['nginx']:.1f} | — | {p['median']['tollgate']:.1f} | — | {p['ratio']:.2f}× |")
 
+    def pair_rps_row(label, p):
+        label = f"{label} ({PAIRED_ROUNDS} rounds of 2 s, medians)"
+        print(f"| {label} | — | {p['rps']['nginx']:,.0f} | — | {p['rps']['tollgate']:,.0f} | — | {p['rps_ratio']:.2f}× |")
+
     versions = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores (shared by load generator, mock and proxy), "
           f"{DURATION} per scenario, wrk; {versions}; Tollgate with key auth, a token-limit policy, "
@@ -530,6 +541,8 @@ def report(r, ir, scale, store_1m, paired):
     print("|---|---:|---:|---:|---:|---:|---:|")
     row("req/s, c=16", "c16", "rps")
     row("req/s, c=64", "c64", "rps")
+    pair_rps_row("req/s, c=16, paired runs", paired["plain"])
+    pair_rps_row("req/s, c=64, paired runs", paired["plain, c=64"])
     row("CPU µs/request, c=16", "c16", "cpu_us", "{:.1f}")
     pair_row("CPU µs/request, c=16, paired runs", paired["plain"])
     row("p50 ms, c=1", "c1", "p50", "{:.3f}")
@@ -571,8 +584,10 @@ def report(r, ir, scale, store_1m, paired):
     st = store_1m
     print(f"1M keys in the store (SQLite, 1,000 consumers): start-up {st['start_s']:.1f} s, RSS {st['rss']:.0f} MiB, "
           f"{st['run']['rps']:,.0f} req/s at c=16 with a stored key ({st['run']['cpu_us']:.1f} µs CPU/request)")
-    for kind, p in paired.items():
-        print(f"paired {kind} CPU ratios, round by round: " + ", ".join(f"{x:.2f}" for x in p["ratios"]))
+    for kind in ("plain", "stream"):
+        print(f"paired {kind} CPU ratios, round by round: " + ", ".join(f"{x:.2f}" for x in paired[kind]["ratios"]))
+    for kind in ("plain", "plain, c=64"):
+        print(f"paired {kind} req/s ratios, round by round: " + ", ".join(f"{x:.2f}" for x in paired[kind]["rps_ratios"]))
     failed = [(n, k) for n in r for k, v in r[n].items() if isinstance(v, dict) and v.get("errors")]
     if failed:
         print(f"\nnon-2xx answers in: {failed}")
