@@ -99,9 +99,7 @@ impl JsonBody {
     /// Checks that `bytes` is one JSON object and notes where its members are.
     pub fn parse(bytes: Bytes) -> Result<Self, serde_json::Error> {
         let base = bytes.as_ptr() as usize;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let members = deserializer.deserialize_map(MemberSpans { base })?;
-        deserializer.end()?;
+        let members = parse_whole(&bytes, MemberSpans { base })?;
         Ok(Self {
             members: Arc::new(members),
             bytes,
@@ -295,6 +293,14 @@ impl<'de> Visitor<'de> for MemberSpans {
     }
 }
 
+impl<'de> DeserializeSeed<'de> for MemberSpans {
+    type Value = Vec<Member>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<Member>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
 /// A member name: its span when the parser could borrow it from the bytes (no escapes).
 struct KeySpan {
     base: usize,
@@ -341,9 +347,28 @@ pub fn for_each_message<'a>(
     messages: &'a [u8],
     each: impl FnMut(MessageView<'a>),
 ) -> Result<(), serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(messages);
-    deserializer.deserialize_seq(EachMessage { each })?;
-    deserializer.end()
+    parse_whole(messages, EachMessage { each })
+}
+
+/// `seed`'s value from all of `json`. Read as a `str` when it is UTF-8, checked once in one fast
+/// pass: read as bytes, every string was checked as it was parsed and every raw member again
+/// as a whole. Bytes that are not UTF-8 are read as bytes, so that the parser says where.
+fn parse_whole<'a, S: DeserializeSeed<'a>>(
+    json: &'a [u8],
+    seed: S,
+) -> Result<S::Value, serde_json::Error> {
+    fn run<'a, R: serde_json::de::Read<'a>, S: DeserializeSeed<'a>>(
+        mut deserializer: serde_json::Deserializer<R>,
+        seed: S,
+    ) -> Result<S::Value, serde_json::Error> {
+        let value = seed.deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(value)
+    }
+    match std::str::from_utf8(json) {
+        Ok(text) => run(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => run(serde_json::Deserializer::from_slice(json), seed),
+    }
 }
 
 struct EachMessage<F> {
@@ -437,6 +462,33 @@ pub fn for_each_text<'a>(content: Option<&'a RawValue>, mut each: impl FnMut(Cow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes that are not UTF-8 are refused wherever they stand (a member's name or value, a
+    /// message), as the byte parser refused them; UTF-8 is read as it was.
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_and_one_that_is_reads_the_same() {
+        for bad in [
+            &b"{\"model\":\"m\xff\"}"[..],
+            b"{\"m\xc3\":1}",
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"\xe9t\xe9\"}]}",
+            b"{\"a\":{\"b\":[\"\xf0\x9f\"]}}",
+        ] {
+            assert!(JsonBody::parse(Bytes::copy_from_slice(bad)).is_err());
+        }
+        let messages = b"[{\"role\":\"user\",\"content\":\"\xff\"}]";
+        assert!(for_each_message(messages, |_| ()).is_err());
+        let good = JsonBody::parse(Bytes::from_static(
+            r#"{"model":"é😀","messages":[{"role":"user","content":"naïve \u00e9"}]}"#.as_bytes(),
+        ))
+        .unwrap();
+        assert_eq!(good.get_str("model").unwrap().unwrap(), "é😀");
+        let mut roles = Vec::new();
+        for_each_message(good.raw("messages").unwrap(), |m| {
+            roles.push(m.role.unwrap().into_owned())
+        })
+        .unwrap();
+        assert_eq!(roles, ["user"]);
+    }
 
     #[test]
     fn string_members_are_read_as_serde_reads_them() {
