@@ -121,7 +121,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
             Some(1) => Version::HTTP_11,
             _ => Version::HTTP_10,
         };
-        let spans = field_spans(buf, parsed.headers);
+        let mut spans = field_spans(buf, parsed.headers);
+        spans.retain(|&(start, end, ..)| is_read(&buf[start..end]));
         let head = buf.split_to(len).freeze();
         let headers = header_map(&head, &spans).map_err(WireError::Invalid)?;
         let framing = framing(status, method, &headers)?;
@@ -143,6 +144,26 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, W
             reusable,
         }));
     }
+}
+
+/// The fields of an upstream's answer that the gateway reads: how its body is framed, what
+/// and how long it is, and when to try again. The others (date, server, an API's own rate
+/// and timing fields: a dozen or more from some providers) are never looked at, and an entry
+/// in the answer's header map for each (its name parsed and hashed, its value checked) was
+/// most of the work of reading an answer's head. A field read from an upstream's answer must
+/// be listed here.
+const ANSWER_FIELDS_READ: [&[u8]; 5] = [
+    b"content-type",
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"retry-after",
+];
+
+fn is_read(name: &[u8]) -> bool {
+    ANSWER_FIELDS_READ
+        .iter()
+        .any(|field| field.len() == name.len() && field.eq_ignore_ascii_case(name))
 }
 
 /// Where a head's field lies in the buffer it was parsed from (name start and end, value start
@@ -476,12 +497,16 @@ mod tests {
     #[test]
     fn heads_give_status_headers_and_framing() {
         let mut buf = BytesMut::from(
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nX-Twice: a\r\nx-twice: b\r\n\r\n5\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nDate: today\r\nRetry-After: 3\r\nretry-after: 4\r\nX-Ratelimit-Remaining: 9\r\n\r\n5\r\n",
         );
         let head = parse_head(&mut buf, &Method::POST).unwrap().unwrap();
         assert_eq!(head.response.status(), StatusCode::OK);
-        assert_eq!(head.response.headers()["content-type"], "text/event-stream");
-        assert_eq!(head.response.headers().get_all("x-twice").iter().count(), 2);
+        // The fields the gateway reads, every one of them; no others.
+        let headers = head.response.headers();
+        assert_eq!(headers["content-type"], "text/event-stream");
+        assert_eq!(headers.get_all("retry-after").iter().count(), 2);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "transfer-encoding", "retry-after"]);
         assert_eq!(head.framing, Framing::Chunked);
         assert!(head.reusable);
         assert_eq!(&buf[..], b"5\r\n", "the body's bytes stay in the buffer");
