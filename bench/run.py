@@ -177,13 +177,20 @@ def paired_cpu(targets, payload, rounds=PAIRED_ROUNDS, duration="2s", connection
             "rps_ratio": statistics.median(rps_ratios), "rps_ratios": rps_ratios}
 
 
-def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
+def first_bytes_ms(urls, payload, block, turns, key="bench-key-12345"):
     """Median time (ms) from sending a streamed request to the first byte of its answer, per
-    target: `n` requests on one keep-alive connection each, the targets taking turns request
-    by request (so that the machine's noisy moments fall on all of them alike). A bare socket,
-    so that the client's own work (parsing, buffering) adds as little as it can."""
+    target: one keep-alive connection each, the targets taking turns `block` requests at a time
+    for `turns` turns (so that the machine's noisy moments fall on all of them alike). A bare
+    socket, so that the client's own work (parsing, buffering) adds as little as it can.
+
+    Two regimes, both reported. `block=1`: turn by turn, each request finds its proxy idle since
+    the other targets' turns (its threads asleep, its caches taken by the others): the cost of a
+    lone request. Blocks of [`WARM_BLOCK`]: back to back on one connection, as a closed-loop load
+    generator at one connection measures (how the issue's c=1 figures were taken); the first
+    [`WARM_SKIP`] requests of each block, which wake the proxy from its idle turn, are not counted."""
     import socket
     from urllib.parse import urlsplit
+    skip = WARM_SKIP if block > 1 else 0
     conns = {}
     for name, url in urls.items():
         u = urlsplit(url)
@@ -194,21 +201,27 @@ def first_bytes_ms(urls, payload, n=1000, key="bench-key-12345"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conns[name] = (sock, head.encode() + payload.encode())
     times = {name: [] for name in urls}
-    for _ in range(n):
+    for _ in range(turns):
         for name, (sock, request) in conns.items():
-            started = time.perf_counter()
-            sock.sendall(request)
-            got = sock.recv(65536)
-            times[name].append((time.perf_counter() - started) * 1000)
-            # The rest of the (chunked) stream, up to its last chunk.
-            while not got.endswith(b"0\r\n\r\n"):
-                more = sock.recv(65536)
-                if not more:
-                    raise RuntimeError(f"{name} closed the connection mid-stream")
-                got = got[-8:] + more
+            for i in range(block):
+                started = time.perf_counter()
+                sock.sendall(request)
+                got = sock.recv(65536)
+                if i >= skip:
+                    times[name].append((time.perf_counter() - started) * 1000)
+                # The rest of the (chunked) stream, up to its last chunk.
+                while not got.endswith(b"0\r\n\r\n"):
+                    more = sock.recv(65536)
+                    if not more:
+                        raise RuntimeError(f"{name} closed the connection mid-stream")
+                    got = got[-8:] + more
     for sock, _ in conns.values():
         sock.close()
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+# Back-to-back time to first byte: blocks of this many requests, the first few not counted.
+WARM_BLOCK, WARM_SKIP = 20, 2
 
 
 def callgrind(kind, args, port, path, payload, n=1000, key="bench-key-12345"):
@@ -298,9 +311,11 @@ def main():
     pair = {name: targets[name] for name in ("nginx", "tollgate")}
     paired = {kind: paired_cpu(pair, payload) for kind, payload in (("plain", plain), ("stream", stream))}
     paired["plain, c=64"] = paired_cpu(pair, plain, connections=64)
-    ttfb = first_bytes_ms({**{name: url for name, (url, _) in targets.items()}, "floor": floor_url}, stream)
+    ttfb_urls = {**{name: url for name, (url, _) in targets.items()}, "floor": floor_url}
+    warm = first_bytes_ms(ttfb_urls, stream, block=WARM_BLOCK, turns=60)
+    cold = first_bytes_ms(ttfb_urls, stream, block=1, turns=1000)
     for name in (*targets, "floor"):
-        results[name]["ttfb"] = {"p50": ttfb[name]}
+        results[name]["ttfb"] = {"p50": warm[name], "cold": cold[name]}
     results["nginx"]["rss"] = peak_rss_mib(ng.pid)
     results["tollgate"]["rss"] = peak_rss_mib(gw.pid)
     for p in (gw, gw_slow, ng, ng_slow, floor):
@@ -552,7 +567,8 @@ def report(r, ir, scale, store_1m, paired):
     pair_row("streaming CPU µs/request, paired runs", paired["stream"])
     row("streaming p50 ms, c=1", "stream1", "p50", "{:.3f}")
     row("paced stream (1 ms a chunk) CPU µs/request, c=16", "paced16", "cpu_us", "{:.1f}")
-    row("stream's time to first byte p50 ms, c=1", "ttfb", "p50", "{:.3f}")
+    row("stream's time to first byte p50 ms, c=1, back to back", "ttfb", "p50", "{:.3f}")
+    row("stream's time to first byte p50 ms, c=1, turn by turn", "ttfb", "cold", "{:.3f}")
     row("50 ms upstream req/s, c=16", "slow16", "rps")
     row("50 ms upstream p50 ms, c=16", "slow16", "p50", "{:.2f}")
     row("400 KB prompt p50 ms, c=1", "big", "p50", "{:.2f}")
@@ -566,9 +582,12 @@ def report(r, ir, scale, store_1m, paired):
     print(f"| peak RSS MiB | — | {r['nginx']['rss']:.1f} | — | {r['tollgate']['rss']:.1f} | — | — |")
     added = {n: r[n]["c1"]["p50"] - r["direct"]["c1"]["p50"] for n in ("nginx", "tollgate")}
     big = {n: r[n]["big"]["p50"] - r["direct"]["big"]["p50"] for n in ("nginx", "tollgate")}
-    ttfb = {n: r[n]["ttfb"]["p50"] - r["direct"]["ttfb"]["p50"] for n in ("nginx", "floor", "tollgate")}
-    print(f"\ntime to first byte of a stream added at c=1: nginx {ttfb['nginx'] * 1000:.0f} µs, "
-          f"hyper floor {ttfb['floor'] * 1000:.0f} µs, Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
+    print()
+    for regime, field in (("back to back", "p50"), ("turn by turn", "cold")):
+        ttfb = {n: r[n]["ttfb"][field] - r["direct"]["ttfb"][field] for n in ("nginx", "floor", "tollgate")}
+        print(f"time to first byte of a stream added at c=1, {regime}: "
+              f"nginx {ttfb['nginx'] * 1000:.0f} µs, hyper floor {ttfb['floor'] * 1000:.0f} µs, "
+              f"Tollgate {ttfb['tollgate'] * 1000:.0f} µs")
     print(f"added p50 at c=1: nginx {added['nginx'] * 1000:.0f} µs, Tollgate {added['tollgate'] * 1000:.0f} µs; "
           f"400 KB prompt added: nginx {big['nginx']:.2f} ms, Tollgate {big['tollgate']:.2f} ms")
     print("\n| consumers with keys | start-up s | peak RSS MiB | req/s, c=16 | CPU µs/request | instructions/request |")
