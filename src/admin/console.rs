@@ -206,8 +206,10 @@ pub async fn logs(
         view.page(q.before.unwrap_or(u64::MAX), limit, |r| {
             q.consumer
                 .as_ref()
-                .is_none_or(|c| r.consumer.as_ref() == Some(c))
-                && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
+                .is_none_or(|c| r.consumer.as_deref() == Some(c.as_str()))
+                && q.model
+                    .as_ref()
+                    .is_none_or(|m| r.model.as_deref() == Some(m.as_str()))
                 && status
                     .as_ref()
                     .is_none_or(|(lo, hi)| (*lo..=*hi).contains(&r.status))
@@ -271,10 +273,11 @@ pub async fn usage_by_day(
     };
     let view = recent.view();
     let rows = super::off_workers(move || {
-        let rows: HashMap<(&str, &str, &str, &str), Sums> =
+        const DAY_MS: i64 = 86_400_000;
+        let rows: HashMap<(i64, &str, &str, &str), Sums> =
             view.fold_since(i64::MIN, HashMap::new(), |mut m, r| {
                 m.entry((
-                    r.time.get(..10).unwrap_or_default(),
+                    r.at_ms.div_euclid(DAY_MS),
                     r.consumer.as_deref().unwrap_or_default(),
                     r.key_id.as_deref().unwrap_or_default(),
                     r.model.as_deref().unwrap_or_default(),
@@ -285,7 +288,11 @@ pub async fn usage_by_day(
             });
         let mut rows: Vec<(DayRow, Sums)> = rows
             .into_iter()
-            .map(|((d, c, k, m), t)| ((d.into(), c.into(), k.into(), m.into()), t))
+            .map(|((d, c, k, m), t)| {
+                let mut day = crate::telemetry::clock::rfc3339_of_unix_ms(d * DAY_MS);
+                day.truncate(10); // `2026-12-04`
+                ((day, c.into(), k.into(), m.into()), t)
+            })
             .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows
@@ -401,7 +408,7 @@ pub async fn playground(
 /// What the console's forms choose from: routes, models and groups.
 pub async fn catalog(_admin: Admin, State(state): State<Arc<AppState>>) -> Response {
     let snapshot = state.snapshot();
-    let models: Vec<&str> = snapshot.models().map(|m| m.name.as_str()).collect();
+    let models: Vec<&str> = snapshot.models().map(|m| &*m.name).collect();
     axum::Json(json!({
         "routes": snapshot.route_names(),
         "models": models,
@@ -436,7 +443,7 @@ pub async fn directory(
     let after = q.after.unwrap_or_default();
     let mut names: Vec<&Arc<crate::snapshot::Consumer>> = snapshot
         .consumers()
-        .filter(|c| c.name.as_str() > after.as_str())
+        .filter(|c| *c.name > *after)
         .filter(|c| needle.is_empty() || c.name.to_lowercase().contains(&needle))
         .collect();
     let end = limit.min(names.len());

@@ -181,7 +181,7 @@ fn check_spec(snapshot: &Snapshot, name: &str, spec: &ConsumerSpec) -> Result<()
             problems.push(format!("emails[{i}]: {email:?} is not an email address"));
         } else if let Some(other) = snapshot
             .consumer_by_email(&normalized)
-            .filter(|c| c.name != name)
+            .filter(|c| *c.name != *name)
         {
             problems.push(format!(
                 "emails[{i}]: {email:?} already belongs to consumer {:?}",
@@ -193,7 +193,7 @@ fn check_spec(snapshot: &Snapshot, name: &str, spec: &ConsumerSpec) -> Result<()
         .custom_id
         .as_deref()
         .and_then(|id| snapshot.consumer_by_custom_id(id))
-        .filter(|c| c.name != name)
+        .filter(|c| *c.name != *name)
     {
         problems.push(format!(
             "custom_id: already used by consumer {:?}",

@@ -123,9 +123,11 @@ pub async fn usage(
         let keep = |r: &crate::telemetry::recent::RecentRequest| {
             q.consumer
                 .as_ref()
-                .is_none_or(|c| r.consumer.as_ref() == Some(c))
+                .is_none_or(|c| r.consumer.as_deref() == Some(c.as_str()))
                 && q.key.as_ref().is_none_or(|k| r.key_id.as_ref() == Some(k))
-                && q.model.as_ref().is_none_or(|m| r.model.as_ref() == Some(m))
+                && q.model
+                    .as_ref()
+                    .is_none_or(|m| r.model.as_deref() == Some(m.as_str()))
         };
         // Totals over every kept request; only the listed ones are copied.
         let totals: BTreeMap<(&str, &str), Sums> =

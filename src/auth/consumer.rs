@@ -12,7 +12,8 @@ use crate::policy::model_set::ModelSet;
 
 #[derive(Debug)]
 pub struct Consumer {
-    pub name: String,
+    /// Shared with every request record that names it (a count, not a copy).
+    pub name: Arc<str>,
     pub custom_id: Option<String>,
     pub groups: Vec<String>,
     /// The union of the consumer's own and its groups' models (shared by consumers alike).

@@ -102,7 +102,7 @@ where
     Err(match last_error {
         // Only skipped targets: say when to come back.
         None => GatewayError::NoTargetAvailable {
-            model: model.name.clone(),
+            model: model.name.to_string(),
             retry_after: reopens_in,
         },
         Some(error) => error,

@@ -86,9 +86,9 @@ impl Exchange {
         let now = SystemTime::now();
         let started = Instant::now();
         let record = RequestRecord {
-            time: crate::telemetry::clock::rfc3339_millis(now),
+            time: crate::telemetry::clock::LogTime(now),
             request_id,
-            method: request.method().as_str().to_owned(),
+            method: request.method().clone(),
             // A URI's path is ASCII (anything else is percent-encoded): cut by bytes.
             path: path.get(..256).unwrap_or(path).to_owned(),
             started_at: Some(now),
@@ -518,7 +518,7 @@ impl Call<'_> {
         exchange.record.stream = stream;
         if let Some(turn) = &mut turn {
             // The model as resolved (the route's default when the client named none).
-            turn.shape.model = model.name.clone();
+            turn.shape.model = model.name.to_string();
         }
 
         self.log_payload(native.as_ref().unwrap_or(&body), exchange);
@@ -626,14 +626,14 @@ impl Call<'_> {
             _ => 0,
         };
         let context = AnswerContext {
-            model: model.name.clone(),
+            model: model.name.to_string(),
             prompt_estimate,
             client_wants_usage,
             provider: target.provider_name.to_string(),
             turn,
             keeper: (dialect == Dialect::Responses).then(|| responses::Keeper {
                 store: self.snapshot.response_store.clone(),
-                consumer: self.caller.acting().name.clone(),
+                consumer: self.caller.acting().name.to_string(),
             }),
         };
         match answer {
@@ -929,7 +929,7 @@ impl Call<'_> {
         exchange.record.endpoint = Some("models");
         let models = access::visible_models(self.snapshot, self.route, self.caller);
         if anthropic {
-            let names: Vec<&str> = models.map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = models.map(|m| &*m.name).collect();
             let list = crate::dialect::messages::model_list(&names, self.snapshot.created);
             return axum::Json(list).into_response();
         }
@@ -945,7 +945,7 @@ impl Call<'_> {
     ) -> Result<Response, GatewayError> {
         exchange.record.endpoint = Some("models");
         let model = access::visible_models(self.snapshot, self.route, self.caller)
-            .find(|m| m.name == name)
+            .find(|m| *m.name == *name)
             .ok_or_else(|| GatewayError::ModelNotFound(name.to_owned()))?;
         Ok(if anthropic {
             axum::Json(crate::dialect::messages::model_object(
@@ -989,7 +989,7 @@ impl Call<'_> {
         // The log names the model as resolved, or as asked for when it could not be.
         exchange.record.model = match &resolved {
             Ok(model) => Some(model.name.clone()),
-            Err(_) => requested.map(str::to_owned),
+            Err(_) => requested.map(Arc::from),
         };
         resolved
     }

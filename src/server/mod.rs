@@ -422,7 +422,7 @@ pub(crate) fn targets_report(snapshot: &Snapshot) -> serde_json::Value {
                 .collect();
             let strategy = serde_json::to_value(model.pool.strategy).unwrap_or_default();
             (
-                model.name.clone(),
+                model.name.to_string(),
                 json!({"strategy": strategy, "targets": targets}),
             )
         })

@@ -50,7 +50,8 @@ impl ConfigSource {
 
 #[derive(Debug)]
 pub struct Model {
-    pub name: String,
+    /// Shared with every request record that names it (a count, not a copy).
+    pub name: Arc<str>,
     /// Its targets (one or several) and how to choose among them.
     pub pool: Pool,
     pub listed: bool,
@@ -60,7 +61,8 @@ pub struct Model {
 
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    /// Shared with every request record that names it (a count, not a copy).
+    pub name: Arc<str>,
     /// `/ollama`, or `` for the root route (so `prefix + "/v1/..."` is always the full path).
     pub prefix: String,
     pub models: ModelSet,
@@ -152,7 +154,7 @@ impl Snapshot {
     pub fn route_prefix(&self, name: &str) -> Option<String> {
         self.routes
             .iter()
-            .find(|r| r.name == name)
+            .find(|r| *r.name == *name)
             .map(|r| r.prefix.clone())
     }
 
@@ -166,7 +168,7 @@ impl Snapshot {
 
     /// Route names, in name order.
     pub fn route_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.routes.iter().map(|r| r.name.clone()).collect();
+        let mut names: Vec<String> = self.routes.iter().map(|r| r.name.to_string()).collect();
         names.sort();
         names
     }
@@ -294,21 +296,20 @@ mod tests {
         let s = compile("routes:\n  root: {path: /}\n  ai: {}\n  ai-x: {path: /ai/x}\n");
         assert_eq!(
             s.match_route("/ai/v1/models")
-                .map(|(r, rest)| (r.name.as_str(), rest)),
+                .map(|(r, rest)| (&*r.name, rest)),
             Some(("ai", "/v1/models"))
         );
         assert_eq!(
-            s.match_route("/ai/x/v1/models")
-                .map(|(r, _)| r.name.as_str()),
+            s.match_route("/ai/x/v1/models").map(|(r, _)| &*r.name),
             Some("ai-x")
         );
         assert_eq!(
             s.match_route("/aix/v1/models")
-                .map(|(r, rest)| (r.name.as_str(), rest)),
+                .map(|(r, rest)| (&*r.name, rest)),
             Some(("root", "/aix/v1/models"))
         );
         assert_eq!(
-            s.match_route("/v1/models").map(|(r, _)| r.name.as_str()),
+            s.match_route("/v1/models").map(|(r, _)| &*r.name),
             Some("root")
         );
     }

@@ -17,6 +17,11 @@ pub fn rfc3339_of_unix_ms(ms: i64) -> String {
 
 /// `2026-12-04T18:45:12.123Z`, as `humantime::format_rfc3339_millis` writes it.
 pub fn rfc3339_millis(at: SystemTime) -> String {
+    with_rfc3339_millis(at, str::to_owned)
+}
+
+/// Calls `f` with [`rfc3339_millis`] of `at`, written in a buffer on the stack.
+pub fn with_rfc3339_millis<R>(at: SystemTime, f: impl FnOnce(&str) -> R) -> R {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (secs, millis) = (since.as_secs(), since.subsec_millis());
     SECOND.with(|second| {
@@ -29,15 +34,52 @@ pub fn rfc3339_millis(at: SystemTime) -> String {
             // `...:12Z` without its zone: the milliseconds and the zone follow.
             *second = (secs, whole.trim_end_matches('Z').to_owned());
         }
-        let mut text = String::with_capacity(second.1.len() + 5);
-        text.push_str(&second.1);
-        text.push('.');
-        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
-            text.push(char::from(b'0' + digit as u8));
+        // Up to the second: 19 bytes for any year humantime writes (up to 9999).
+        let mut text = [0u8; 32];
+        let whole = second.1.as_bytes();
+        let n = whole.len().min(text.len() - 5);
+        text[..n].copy_from_slice(&whole[..n]);
+        text[n] = b'.';
+        for (i, digit) in [millis / 100, millis / 10 % 10, millis % 10]
+            .into_iter()
+            .enumerate()
+        {
+            text[n + 1 + i] = b'0' + digit as u8;
         }
-        text.push('Z');
-        text
+        text[n + 4] = b'Z';
+        // ASCII throughout: the text is always valid.
+        f(std::str::from_utf8(&text[..n + 5]).unwrap_or_default())
     })
+}
+
+/// When a request arrived, as its record keeps it: written as [`rfc3339_millis`] by whoever
+/// writes the record out (the log sinks' writer thread), not on the request's own thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTime(pub SystemTime);
+
+impl Default for LogTime {
+    fn default() -> Self {
+        Self(UNIX_EPOCH)
+    }
+}
+
+impl LogTime {
+    pub fn text(&self) -> String {
+        rfc3339_millis(self.0)
+    }
+
+    /// Unix milliseconds (0 before 1970).
+    pub fn unix_ms(&self) -> i64 {
+        self.0
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+impl serde::Serialize for LogTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        with_rfc3339_millis(self.0, |text| serializer.serialize_str(text))
+    }
 }
 
 #[cfg(test)]

@@ -654,7 +654,7 @@ impl Metrics {
                 .end_user
                 .as_deref()
                 .and_then(|e| snapshot.consumer_by_email(e))
-                .map(|c| c.name.clone())
+                .map(|c| c.name.to_string())
                 .unwrap_or_else(|| "unknown".into())
         });
         for (kind, value) in [

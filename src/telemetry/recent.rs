@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::telemetry::clock::LogTime;
 use crate::telemetry::request_log::RequestRecord;
 
 /// How many requests are kept at most (about 25 MB; the oldest dropped a chunk of 1,024 at a
@@ -19,17 +20,17 @@ pub const PAYLOADS: usize = 1_000;
 pub struct RecentRequest {
     /// Its place in the ring's history (newer is larger): pages are cut by it.
     pub seq: u64,
-    pub time: String,
+    pub time: LogTime,
     /// `time` as Unix ms, for windows.
     #[serde(skip)]
     pub at_ms: i64,
     pub request_id: String,
-    pub route: Option<String>,
-    pub consumer: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub consumer: Option<Arc<str>>,
     pub key_id: Option<String>,
     pub end_user: Option<String>,
-    pub model: Option<String>,
-    pub provider: Option<std::sync::Arc<str>>,
+    pub model: Option<Arc<str>>,
+    pub provider: Option<Arc<str>>,
     pub status: u16,
     pub error: Option<&'static str>,
     pub prompt_tokens: Option<u64>,
@@ -79,7 +80,7 @@ impl RecentRequests {
         let mut entry = RecentRequest {
             seq: 0,
             at_ms,
-            time: r.time.clone(),
+            time: r.time,
             request_id: r.request_id.clone(),
             route: r.route.clone(),
             consumer: r.consumer.clone(),
@@ -212,7 +213,7 @@ mod tests {
 
     fn record(i: usize, payload: bool) -> RequestRecord {
         RequestRecord {
-            consumer: Some(format!("c{}", i % 7)),
+            consumer: Some(format!("c{}", i % 7).into()),
             status: 200,
             prompt_tokens: Some(1),
             request_body: payload.then(|| serde_json::json!({"n": i})),

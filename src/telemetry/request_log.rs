@@ -15,6 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use std::time::Duration;
 
+use axum::http::Method;
+
+use super::clock::{LogTime, with_rfc3339_millis};
 use super::json_line::{JsonObject, key};
 use super::sinks::{self, SinkLabel, SinkQueue};
 use crate::config::{LogConfig, RequestLogTarget};
@@ -25,13 +28,14 @@ use crate::routing::Target;
 /// What one request did. No secrets, no bodies.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestRecord {
-    /// RFC 3339, UTC, when the request arrived.
-    pub time: String,
+    /// When the request arrived (written RFC 3339, UTC).
+    pub time: LogTime,
     pub request_id: String,
-    pub method: String,
+    #[serde(serialize_with = "method_str")]
+    pub method: Method,
     pub path: String,
-    pub route: Option<String>,
-    pub consumer: Option<String>,
+    pub route: Option<Arc<str>>,
+    pub consumer: Option<Arc<str>>,
     pub custom_id: Option<String>,
     /// The id of the stored key that authenticated the request (keys from the admin API).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,10 +45,10 @@ pub struct RequestRecord {
     /// The configured consumer that end user is, when the front end may act for them: whose
     /// models, limits and token metrics apply.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub acting_as: Option<String>,
+    pub acting_as: Option<Arc<str>>,
     /// `chat`, `embeddings`, `models`.
     pub endpoint: Option<&'static str>,
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub provider: Option<Arc<str>>,
     pub upstream_model: Option<Arc<str>>,
     pub stream: bool,
@@ -96,6 +100,10 @@ pub struct RequestRecord {
     pub started_instant: Option<std::time::Instant>,
     #[serde(skip)]
     pub traceparent: Option<String>,
+}
+
+fn method_str<S: serde::Serializer>(method: &Method, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(method.as_str())
 }
 
 /// One target considered for a request.
@@ -162,9 +170,11 @@ impl RequestRecord {
     /// the two together), without escaping each key (see [`super::json_line`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let mut o = JsonObject::begin(out);
-        o.str(key!("time"), &self.time)
-            .str(key!("request_id"), &self.request_id)
-            .str(key!("method"), &self.method)
+        with_rfc3339_millis(self.time.0, |time| {
+            o.str(key!("time"), time);
+        });
+        o.str(key!("request_id"), &self.request_id)
+            .str(key!("method"), self.method.as_str())
             .str(key!("path"), &self.path)
             .opt_str(key!("route"), self.route.as_deref())
             .opt_str(key!("consumer"), self.consumer.as_deref())
@@ -376,9 +386,9 @@ mod tests {
     #[test]
     fn the_line_is_what_serde_writes() {
         let full = RequestRecord {
-            time: "2026-12-04T18:45:12.123Z".into(),
+            time: LogTime(std::time::UNIX_EPOCH + Duration::from_millis(1_764_873_912_123)),
             request_id: "0f9e\u{1}id".into(),
-            method: "POST".into(),
+            method: Method::POST,
             path: "/ai/v1/chat/completions?x=\"y\"\\".into(),
             route: Some("ai".into()),
             consumer: Some("team-a".into()),

@@ -89,7 +89,7 @@ impl Traces {
         };
         let mut attributes = vec![
             KeyValue::new("gen_ai.operation.name", operation),
-            KeyValue::new("http.request.method", record.method.clone()),
+            KeyValue::new("http.request.method", record.method.to_string()),
             KeyValue::new("url.path", record.path.clone()),
             KeyValue::new("http.response.status_code", i64::from(record.status)),
         ];
@@ -98,13 +98,19 @@ impl Traces {
                 attributes.push(KeyValue::new(key, v));
             }
         };
-        add("gen_ai.request.model", record.model.clone());
+        add(
+            "gen_ai.request.model",
+            record.model.as_deref().map(str::to_owned),
+        );
         add(
             "gen_ai.response.model",
             record.upstream_model.as_deref().map(str::to_owned),
         );
-        add("tollgate.route", record.route.clone());
-        add("tollgate.consumer", record.consumer.clone());
+        add("tollgate.route", record.route.as_deref().map(str::to_owned));
+        add(
+            "tollgate.consumer",
+            record.consumer.as_deref().map(str::to_owned),
+        );
         add(
             "tollgate.provider",
             record.provider.as_deref().map(str::to_owned),

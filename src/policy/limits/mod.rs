@@ -406,7 +406,7 @@ fn limit_of(l: &LimitConfig) -> Option<Limit> {
 
 impl Policy {
     fn matches(&self, f: &RequestFacts<'_>) -> bool {
-        (self.consumers.is_empty() || self.consumers.contains(&f.consumer.name))
+        (self.consumers.is_empty() || self.consumers.contains(&*f.consumer.name))
             && (self.groups.is_empty() || f.consumer.groups.iter().any(|g| self.groups.contains(g)))
             && (self.models.is_empty() || self.models.contains(f.model))
             && (self.routes.is_empty() || self.routes.contains(f.route))

@@ -106,7 +106,7 @@ pub(super) fn update(
     previous: &Snapshot,
     problems: &mut Problems,
 ) {
-    let ours = |c: &Arc<Consumer>, name: &str| c.from_store && c.name == name;
+    let ours = |c: &Arc<Consumer>, name: &str| c.from_store && *c.name == *name;
     for (name, record) in &old.consumers {
         if built.by_name.get(name).is_some_and(|c| ours(c, name)) {
             built.by_name.remove(name);
@@ -217,7 +217,7 @@ fn add_consumer(
         })
         .clone();
     let consumer = Arc::new(Consumer {
-        name: name.to_owned(),
+        name: name.into(),
         custom_id: cc.custom_id.clone(),
         groups: cc.groups.clone(),
         models,

@@ -604,7 +604,7 @@ prompt_guard: {deny: ['(unclosed']}
         let entry = snapshot
             .key_entry(&crate::auth::keys::KeyDigest::of("store-key-1"))
             .unwrap();
-        assert_eq!(entry.consumer.name, "ok");
+        assert_eq!(&*entry.consumer.name, "ok");
         assert!(entry.consumer.models.contains("a") && entry.managed.is_some());
     }
 

@@ -100,7 +100,7 @@ pub(super) fn compile(
         models.insert(
             name.clone(),
             Arc::new(Model {
-                name: name.clone(),
+                name: name.as_str().into(),
                 pool,
                 listed: mc.listed,
                 embeddings_for_all: mc.embeddings_for_all,

@@ -44,7 +44,7 @@ pub(super) fn compile(config: &Config, problems: &mut Problems) -> Vec<Arc<Route
             policies::check_decorator(d, &at.key("prompt_decorator"), problems);
         }
         routes.push(Arc::new(Route {
-            name: name.clone(),
+            name: name.as_str().into(),
             prefix: if path == "/" { String::new() } else { path },
             models: rc
                 .models
