@@ -287,27 +287,23 @@ def main():
     # Tokens 1 ms apart, as a model writes them: every proxy forwards each chunk on its own.
     paced = body(STREAM_PROMPT, stream=True, model="paced-stream")
     big = body(("The gateway forwards every request to the right model. " * 7300)[:400_000])
-    results = {}
-    for name, (url, pid) in targets.items():
+    # Scenario by scenario, the targets one after another: each row's ratios come from windows
+    # seconds apart, not minutes (the machine's neighbours change in between).
+    floor_target = (floor_url, floor.pid)
+    scenarios = [  # (key, payload, connections, duration, with the floor)
+        ("c16", plain, 16, None, True), ("c64", plain, 64, None, True), ("c1", plain, 1, None, True),
+        ("stream16", stream, 16, None, True), ("stream1", stream, 1, None, True),
+        ("paced16", paced, 16, None, False), ("big", big, 1, "5s", False),
+    ]
+    for url, _ in (*targets.values(), floor_target):
         wrk(url, plain, 16, "2s")  # warm up
-        results[name] = {
-            "c16": wrk(url, plain, 16, pid=pid),
-            "c64": wrk(url, plain, 64, pid=pid),
-            "c1": wrk(url, plain, 1, pid=pid),
-            "stream16": wrk(url, stream, 16, pid=pid),
-            "stream1": wrk(url, stream, 1, pid=pid),
-            "paced16": wrk(url, paced, 16, pid=pid),
-            "big": wrk(url, big, 1, "5s", pid=pid),
-            "slow16": wrk(slow[name][0], plain, 16, pid=slow[name][1]),
-        }
-    wrk(floor_url, plain, 16, "2s")
-    results["floor"] = {
-        "c16": wrk(floor_url, plain, 16, pid=floor.pid),
-        "c64": wrk(floor_url, plain, 64, pid=floor.pid),
-        "c1": wrk(floor_url, plain, 1, pid=floor.pid),
-        "stream16": wrk(floor_url, stream, 16, pid=floor.pid),
-        "stream1": wrk(floor_url, stream, 1, pid=floor.pid),
-    }
+    results = {name: {} for name in (*targets, "floor")}
+    for key, payload, connections, duration, with_floor in scenarios:
+        order = [*targets.items(), *((("floor", floor_target),) if with_floor else ())]
+        for name, (url, pid) in order:
+            results[name][key] = wrk(url, payload, connections, duration or DURATION, pid=pid)
+    for name in targets:
+        results[name]["slow16"] = wrk(slow[name][0], plain, 16, pid=slow[name][1])
     pair = {name: targets[name] for name in ("nginx", "tollgate")}
     paired = {kind: paired_cpu(pair, payload) for kind, payload in (("plain", plain), ("stream", stream))}
     paired["plain, c=64"] = paired_cpu(pair, plain, connections=64)
