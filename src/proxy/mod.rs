@@ -91,7 +91,6 @@ impl Exchange {
             method: request.method().clone(),
             // A URI's path is ASCII (anything else is percent-encoded): cut by bytes.
             path: path.get(..256).unwrap_or(path).to_owned(),
-            started_at: Some(now),
             started_instant: Some(started),
             traceparent: request
                 .headers()

@@ -64,10 +64,6 @@ impl Default for LogTime {
 }
 
 impl LogTime {
-    pub fn text(&self) -> String {
-        rfc3339_millis(self.0)
-    }
-
     /// Unix milliseconds (0 before 1970).
     pub fn unix_ms(&self) -> i64 {
         self.0

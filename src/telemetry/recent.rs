@@ -73,10 +73,7 @@ struct Ring {
 
 impl RecentRequests {
     pub fn push(&self, r: &RequestRecord) {
-        let at_ms = r
-            .started_at
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or_else(crate::store::now_ms, |d| d.as_millis() as i64);
+        let at_ms = r.time.unix_ms();
         let mut entry = RecentRequest {
             seq: 0,
             at_ms,

@@ -93,9 +93,8 @@ pub struct RequestRecord {
     pub request_body: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_body: Option<serde_json::Value>,
-    /// For traces: when the request arrived, on both clocks, and the client's trace context.
-    #[serde(skip)]
-    pub started_at: Option<std::time::SystemTime>,
+    /// For traces: when the request arrived on the monotonic clock (`time` is the wall
+    /// clock's), and the client's trace context.
     #[serde(skip)]
     pub started_instant: Option<std::time::Instant>,
     #[serde(skip)]

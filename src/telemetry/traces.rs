@@ -71,9 +71,7 @@ impl Traces {
 
     /// Emits the spans of one finished request.
     pub fn record(&self, record: &RequestRecord) {
-        let Some(start) = record.started_at else {
-            return;
-        };
+        let start = record.time.0;
         let operation = record.endpoint.unwrap_or("request");
         let parent = record
             .traceparent
